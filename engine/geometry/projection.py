@@ -1,0 +1,66 @@
+"""Model frame <-> crop pixels.
+
+The 3DMM lives in a right-handed model frame (x right, y up, z toward the camera). Images use crop pixels:
+x right, y down, z toward the camera, same scale as x and y (the shared data's convention). The mapping from a
+camera-transformed model point (u, v, w) to a crop of side ``size`` is x = u - 1, y = size - v, z = w.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+CROP_SIZE = 120
+
+
+def project(camera: np.ndarray, points_model: np.ndarray, size: int = CROP_SIZE) -> np.ndarray:
+    """Apply a 3x4 camera to (N, 3) model points; return (N, 3) crop-pixel points."""
+    camera = np.asarray(camera, dtype=np.float64).reshape(3, 4)
+    v = np.asarray(points_model, dtype=np.float64) @ camera[:, :3].T + camera[:, 3]
+    return model_to_crop(v, size)
+
+
+def model_to_crop(v: np.ndarray, size: int = CROP_SIZE) -> np.ndarray:
+    out = np.array(v, dtype=np.float64, copy=True)
+    out[..., 0] -= 1.0
+    out[..., 1] = size - out[..., 1]
+    return out
+
+
+def crop_to_model(p: np.ndarray, size: int = CROP_SIZE) -> np.ndarray:
+    out = np.array(p, dtype=np.float64, copy=True)
+    out[..., 0] += 1.0
+    out[..., 1] = size - out[..., 1]
+    return out
+
+
+def crop_to_image(points: np.ndarray, roi_box: np.ndarray, size: int = CROP_SIZE) -> np.ndarray:
+    """Map crop-pixel points (N, 2 or 3) back into the original image given the crop box (x0, y0, x1, y1).
+
+    z is scaled like x so depth stays in the image's pixel units.
+    """
+    x0, y0, x1, y1 = [float(v) for v in roi_box[:4]]
+    sx, sy = (x1 - x0) / size, (y1 - y0) / size
+    out = np.array(points, dtype=np.float64, copy=True)
+    out[..., 0] = out[..., 0] * sx + x0
+    out[..., 1] = out[..., 1] * sy + y0
+    if out.shape[-1] > 2:
+        out[..., 2] = out[..., 2] * (sx + sy) / 2
+    return out
+
+
+def image_to_crop(points: np.ndarray, roi_box: np.ndarray, size: int = CROP_SIZE) -> np.ndarray:
+    x0, y0, x1, y1 = [float(v) for v in roi_box[:4]]
+    sx, sy = (x1 - x0) / size, (y1 - y0) / size
+    out = np.array(points, dtype=np.float64, copy=True)
+    out[..., 0] = (out[..., 0] - x0) / sx
+    out[..., 1] = (out[..., 1] - y0) / sy
+    if out.shape[-1] > 2:
+        out[..., 2] = out[..., 2] / ((sx + sy) / 2)
+    return out
+
+
+def fit_affine_camera(points_model: np.ndarray, points_crop: np.ndarray, size: int = CROP_SIZE) -> np.ndarray:
+    """Least-squares 3x4 affine camera mapping model points to crop points (x, y, z all used)."""
+    target = crop_to_model(points_crop, size)
+    a = np.concatenate([points_model, np.ones((len(points_model), 1))], axis=1)
+    sol, *_ = np.linalg.lstsq(a, target, rcond=None)
+    return sol.T

@@ -1,0 +1,66 @@
+"""Rotations, Euler angles and the 3x4 scaled-orthographic camera used by the 3DMM labels.
+
+Angles follow 3DDFA's convention on the model frame (x right, y up, z toward the camera):
+R = Rz(roll) @ Ry(-yaw) @ Rx(pitch), angles in degrees in the public functions' outputs, so that
+yaw = asin(R[2, 0]) as in 3DDFA's matrix2angle and the shared labels' teacher_pose.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+def euler_to_matrix(yaw: float, pitch: float, roll: float, degrees: bool = True) -> np.ndarray:
+    """Rotation matrix R = Rz(roll) Ry(-yaw) Rx(pitch)."""
+    if degrees:
+        yaw, pitch, roll = np.deg2rad([yaw, pitch, roll])
+    cy, sy = np.cos(-yaw), np.sin(-yaw)
+    cp, sp = np.cos(pitch), np.sin(pitch)
+    cr, sr = np.cos(roll), np.sin(roll)
+    rx = np.array([[1, 0, 0], [0, cp, -sp], [0, sp, cp]])
+    ry = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
+    rz = np.array([[cr, -sr, 0], [sr, cr, 0], [0, 0, 1]])
+    return rz @ ry @ rx
+
+
+def matrix_to_euler(r: np.ndarray, degrees: bool = True) -> np.ndarray:
+    """Inverse of :func:`euler_to_matrix`: returns (yaw, pitch, roll); gimbal lock handled at |yaw| = 90."""
+    r = np.asarray(r, dtype=np.float64)
+    sy = r[2, 0]
+    if abs(sy) < 0.999999:
+        yaw = np.arcsin(np.clip(sy, -1, 1))
+        pitch = np.arctan2(r[2, 1], r[2, 2])
+        roll = np.arctan2(r[1, 0], r[0, 0])
+    else:  # yaw = +-90: pitch and roll share one axis; put it all in pitch
+        yaw = np.pi / 2 * np.sign(sy)
+        roll = 0.0
+        pitch = np.arctan2(-np.sign(sy) * r[0, 1], r[1, 1])
+    out = np.array([yaw, pitch, roll])
+    return np.rad2deg(out) if degrees else out
+
+
+def decompose_camera(p: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+    """Split a 3x4 scaled-orthographic camera [s R | t] into (s, R, t), R orthonormalised."""
+    p = np.asarray(p, dtype=np.float64).reshape(3, 4)
+    r1, r2 = p[0, :3], p[1, :3]
+    s = (np.linalg.norm(r1) + np.linalg.norm(r2)) / 2.0
+    # Gram-Schmidt so that a slightly non-orthogonal regressed camera still yields a rotation
+    a = r1 / np.linalg.norm(r1)
+    b = r2 - a * (a @ r2)
+    b /= np.linalg.norm(b)
+    r = np.stack([a, b, np.cross(a, b)])
+    return float(s), r, p[:, 3].copy()
+
+
+def camera_to_euler(p: np.ndarray) -> np.ndarray:
+    """(yaw, pitch, roll) in degrees of a 3x4 camera."""
+    return matrix_to_euler(decompose_camera(p)[1])
+
+
+def compose_camera(s: float, r: np.ndarray, t: np.ndarray) -> np.ndarray:
+    return np.concatenate([s * np.asarray(r), np.asarray(t).reshape(3, 1)], axis=1)
+
+
+def angle_difference(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Smallest absolute difference between angles in degrees."""
+    d = (np.asarray(a) - np.asarray(b) + 180.0) % 360.0 - 180.0
+    return np.abs(d)
