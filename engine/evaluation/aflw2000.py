@@ -1,0 +1,81 @@
+"""AFLW2000-3D-style folders: images/*.jpg with their .mat labels, optionally labels.npz (roi_box, yaw)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from engine.detect.crop_policy import roi_box_from_landmarks
+from engine.geometry.projection import CROP_SIZE
+
+
+@dataclass
+class Aflw2000Set:
+    root: Path
+    names: list[str]
+    pts68: np.ndarray       # (N, 68, 3) official points in image pixels
+    yaw: np.ndarray         # (N,) degrees
+    pose: np.ndarray        # (N, 3) yaw, pitch, roll in degrees from Pose_Para (NaN where absent)
+    roi_box: np.ndarray     # (N, 4)
+
+    def image_path(self, i: int) -> Path:
+        return self.root / "images" / self.names[i]
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+
+def load_set(root: str | Path) -> Aflw2000Set:
+    import scipy.io as sio
+
+    root = Path(root)
+    img_dir = root / "images"
+    if not img_dir.is_dir():
+        raise FileNotFoundError(f"{root} has no images/ folder (expected an AFLW2000-3D-style folder)")
+    lab = root / "labels.npz"
+    if lab.exists():
+        z = np.load(lab)
+        names = [str(n) for n in z["names"]]
+        pts = np.transpose(z["pts68"], (0, 2, 1)).astype(np.float64)
+        yaw = z["yaw"].astype(np.float64)
+        roi = z["roi_box"].astype(np.float64)
+    else:
+        names = sorted(p.name for p in img_dir.glob("*.jpg"))
+        pts, yaw, roi = [], [], []
+        for n in names:
+            m = sio.loadmat(str(img_dir / n.replace(".jpg", ".mat")))
+            p = m["pt3d_68"].T.astype(np.float64)
+            pts.append(p)
+            yaw.append(np.rad2deg(m["Pose_Para"][0, 1]))
+            roi.append(roi_box_from_landmarks(p))
+        pts, yaw, roi = np.array(pts), np.array(yaw), np.array(roi)
+    if not names:
+        raise FileNotFoundError(f"{img_dir} holds no .jpg images")
+    pose = np.full((len(names), 3), np.nan)
+    for i, n in enumerate(names):
+        mp = img_dir / n.replace(".jpg", ".mat")
+        if mp.exists():
+            pp = sio.loadmat(str(mp), variable_names=["Pose_Para"])["Pose_Para"][0]
+            # Pose_Para = [pitch, yaw, roll, ...] in radians; its pitch and roll have the opposite sign of ours
+            # (measured: correlation -0.79 and -0.92 with MediaPipe's pose on 90 images of |yaw| < 60).
+            pose[i] = np.rad2deg([pp[1], -pp[0], -pp[2]])
+    return Aflw2000Set(root, names, pts, yaw, pose, roi)
+
+
+def crop_image(img: np.ndarray, roi_box: np.ndarray, size: int = CROP_SIZE) -> np.ndarray:
+    """Crop (padding with black outside the image) and resize to size x size, as 3DDFA's crop_img does."""
+    x0, y0, x1, y1 = [float(v) for v in roi_box[:4]]
+    sx, sy = (x1 - x0) / size, (y1 - y0) / size
+    m = np.array([[1 / sx, 0, -x0 / sx], [0, 1 / sy, -y0 / sy]], dtype=np.float64)
+    return cv2.warpAffine(img, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+
+
+def load_protocol_crops(ds: Aflw2000Set, size: int = CROP_SIZE) -> np.ndarray:
+    """(N, size, size, 3) BGR crops at each roi_box."""
+    out = np.zeros((len(ds), size, size, 3), np.uint8)
+    for i in range(len(ds)):
+        img = cv2.imread(str(ds.image_path(i)), cv2.IMREAD_COLOR)
+        out[i] = crop_image(img, ds.roi_box[i], size)
+    return out

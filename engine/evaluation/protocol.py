@@ -1,0 +1,77 @@
+"""`main.py eval`: AFLW2000-3D NME per |yaw| bucket in protocol (crop at roi_box) or e2e (own detector) mode."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Callable
+
+import cv2
+import numpy as np
+
+from engine.evaluation.aflw2000 import crop_image, load_set
+from engine.evaluation.nme import bucket_summary, nme_per_image
+from engine.geometry.projection import crop_to_image
+from engine.geometry.rotation import angle_difference
+from engine.methods.base import Method
+
+
+def mean_shape_landmarks(roi_box: np.ndarray) -> np.ndarray:
+    """The failure prediction: the training-set mean parameters' 68 points placed in the crop box."""
+    from engine.facemodel import load_face_model
+    from engine.paths import weights_path
+
+    stats = weights_path("param_stats.npz")
+    fm = load_face_model()
+    mean = np.load(stats)["mean"] if stats.exists() else None
+    pts = fm.points(mean)[468:] if mean is not None else None
+    if pts is None:
+        raise FileNotFoundError(f"{stats} missing; run `python main.py build-face-model`")
+    return crop_to_image(pts, roi_box)
+
+
+def evaluate(method: Method, data_dir: str | Path, mode: str = "protocol", limit: int | None = None,
+             progress: Callable[[int, int], None] | None = None) -> dict:
+    ds = load_set(data_dir)
+    n = len(ds) if limit is None else min(limit, len(ds))
+    preds = np.zeros((n, 68, 2))
+    poses = np.full((n, 3), np.nan)
+    failures = 0
+    detector = None
+    if mode == "e2e":
+        from engine.detect.face_detector import FaceDetector
+
+        detector = FaceDetector()
+    elif mode != "protocol":
+        raise ValueError(f"unknown mode {mode!r} (protocol or e2e)")
+    ms = []
+    for i in range(n):
+        img = cv2.imread(str(ds.image_path(i)), cv2.IMREAD_COLOR)
+        if img is None:
+            raise ValueError(f"cannot read {ds.image_path(i)}")
+        box = ds.roi_box[i] if detector is None else detector.best_crop_box(img)
+        res = None
+        if box is not None:
+            t0 = time.perf_counter()
+            try:
+                res = method.align(crop_image(img, box))
+            except RuntimeError:  # the method found no face in the crop (MediaPipe)
+                res = None
+            ms.append((time.perf_counter() - t0) * 1e3)
+        if res is None:
+            failures += 1
+            preds[i] = mean_shape_landmarks(ds.roi_box[i])[:, :2]
+        else:
+            preds[i] = crop_to_image(res.landmarks, box)[:, :2]
+            poses[i] = res.pose
+        if progress:
+            progress(i + 1, n)
+    nme = nme_per_image(preds, ds.pts68[:n, :, :2])
+    buckets, counts = bucket_summary(nme, ds.yaw[:n])
+    ok = ~np.isnan(poses[:, 0]) & ~np.isnan(ds.pose[:n, 0])
+    pose_mae = {k: float(angle_difference(poses[ok, j], ds.pose[:n][ok, j]).mean()) if ok.any() else None
+                for j, k in enumerate(("yaw", "pitch", "roll"))}
+    ay = np.abs(ds.yaw[:n])
+    fail_by_bucket = {}
+    return {"method": method.name, "mode": mode, "nme": buckets, "n": counts, "failures": failures,
+            "pose_mae": pose_mae, "ms_per_face_mean": float(np.mean(ms)) if ms else None,
+            "data": str(data_dir), "_per_image": nme, "_abs_yaw": ay, "_fail_by_bucket": fail_by_bucket}

@@ -1,0 +1,92 @@
+"""Mesh geometry on crop- or image-pixel points (x right, y down, z toward the camera).
+
+Because y points down, the frame is left-handed; triangles stored counter-clockwise seen from outside in the
+model frame (y up) therefore have their outward normal along -cross(b - a, c - a) here. Functions take that
+into account so a normal's z > 0 always means "facing the camera".
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+def face_normals(verts: np.ndarray, tris: np.ndarray) -> np.ndarray:
+    """Unnormalised outward normals (area-weighted) of each triangle, in the pixel frame."""
+    a, b, c = verts[tris[:, 0]], verts[tris[:, 1]], verts[tris[:, 2]]
+    return -np.cross(b - a, c - a)
+
+
+def vertex_normals(verts: np.ndarray, tris: np.ndarray) -> np.ndarray:
+    """Unit area-weighted vertex normals, outward, pixel frame."""
+    fn = face_normals(verts, tris)
+    vn = np.zeros_like(verts, dtype=np.float64)
+    for k in range(3):
+        np.add.at(vn, tris[:, k], fn)
+    n = np.linalg.norm(vn, axis=1, keepdims=True)
+    return vn / np.maximum(n, 1e-12)
+
+
+def occluded_by_mesh(points: np.ndarray, verts: np.ndarray, tris: np.ndarray, eps: float) -> np.ndarray:
+    """True where some triangle lies in front of the point (z-buffer test along the viewing ray).
+
+    A triangle covering the point's (x, y) whose interpolated z exceeds the point's z by more than ``eps``
+    occludes it. Exact for any number of points; cost O(points x triangles).
+    """
+    p = np.asarray(points, dtype=np.float64)
+    a, b, c = verts[tris[:, 0]], verts[tris[:, 1]], verts[tris[:, 2]]
+    v0 = (b - a)[None, :, :2]
+    v1 = (c - a)[None, :, :2]
+    v2 = p[:, None, :2] - a[None, :, :2]
+    den = v0[..., 0] * v1[..., 1] - v1[..., 0] * v0[..., 1]
+    den = np.where(np.abs(den) < 1e-12, np.nan, den)
+    l1 = (v2[..., 0] * v1[..., 1] - v1[..., 0] * v2[..., 1]) / den
+    l2 = (v0[..., 0] * v2[..., 1] - v2[..., 0] * v0[..., 1]) / den
+    l0 = 1 - l1 - l2
+    inside = (l0 >= 0) & (l1 >= 0) & (l2 >= 0)
+    z = l0 * a[None, :, 2] + l1 * b[None, :, 2] + l2 * c[None, :, 2]
+    return np.any(inside & (z > p[:, None, 2] + eps), axis=1)
+
+
+def point_visibility(points: np.ndarray, normals: np.ndarray, verts: np.ndarray, tris: np.ndarray,
+                     eps_fraction: float = 0.02, grazing: float = -0.2) -> np.ndarray:
+    """Visible = not turned away (normal z > ``grazing``) and not behind any triangle of the mesh.
+
+    ``eps_fraction`` of the mesh's width is the depth tolerance, so points lying on (or just under) the surface
+    they belong to are not hidden by it; ``grazing`` keeps silhouette points (normal across the view) visible.
+    """
+    eps = eps_fraction * float(np.ptp(verts[:, 0]) + 1e-9)
+    facing = normals[:, 2] > grazing
+    return facing & ~occluded_by_mesh(points, verts, tris, eps)
+
+
+def rasterize(verts: np.ndarray, tris: np.ndarray, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
+    """Z-buffer raster of a mesh: per pixel the front-most triangle index (-1: none) and its barycentrics.
+
+    Pixel centres are integer coordinates. Returns (tri_id (H, W) int32, bary (H, W, 3) float32).
+    """
+    zbuf = np.full((height, width), -np.inf)
+    tri_id = np.full((height, width), -1, np.int32)
+    bary = np.zeros((height, width, 3), np.float32)
+    for t, (i, j, k) in enumerate(tris):
+        a, b, c = verts[i], verts[j], verts[k]
+        x0 = max(int(np.ceil(min(a[0], b[0], c[0]))), 0)
+        x1 = min(int(np.floor(max(a[0], b[0], c[0]))), width - 1)
+        y0 = max(int(np.ceil(min(a[1], b[1], c[1]))), 0)
+        y1 = min(int(np.floor(max(a[1], b[1], c[1]))), height - 1)
+        if x0 > x1 or y0 > y1:
+            continue
+        den = (b[0] - a[0]) * (c[1] - a[1]) - (c[0] - a[0]) * (b[1] - a[1])
+        if abs(den) < 1e-12:
+            continue
+        ys, xs = np.mgrid[y0:y1 + 1, x0:x1 + 1]
+        l1 = ((xs - a[0]) * (c[1] - a[1]) - (c[0] - a[0]) * (ys - a[1])) / den
+        l2 = ((b[0] - a[0]) * (ys - a[1]) - (xs - a[0]) * (b[1] - a[1])) / den
+        l0 = 1 - l1 - l2
+        inside = (l0 >= -1e-9) & (l1 >= -1e-9) & (l2 >= -1e-9)
+        z = l0 * a[2] + l1 * b[2] + l2 * c[2]
+        win = inside & (z > zbuf[y0:y1 + 1, x0:x1 + 1])
+        if not win.any():
+            continue
+        zbuf[y0:y1 + 1, x0:x1 + 1][win] = z[win]
+        tri_id[y0:y1 + 1, x0:x1 + 1][win] = t
+        bary[y0:y1 + 1, x0:x1 + 1][win] = np.stack([l0[win], l1[win], l2[win]], axis=1)
+    return tri_id, bary

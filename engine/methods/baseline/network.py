@@ -1,0 +1,51 @@
+"""MobileNetV1-style regressor (3DDFA's backbone at width 0.5) for 120x120 crops -> 62 parameters."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def conv_bn(cin: int, cout: int, stride: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+
+def dw_block(cin: int, cout: int, stride: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(cin, cin, 3, stride, 1, groups=cin, bias=False), nn.BatchNorm2d(cin), nn.ReLU(inplace=True),
+        nn.Conv2d(cin, cout, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
+    )
+
+
+MOBILENET_PLAN = [(64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2)] + [(512, 1)] * 5 + [(1024, 2), (1024, 1)]
+
+
+class MobileNetBackbone(nn.Module):
+    def __init__(self, width: float = 0.5) -> None:
+        super().__init__()
+        c = int(32 * width)
+        layers = [conv_bn(3, c, 2)]
+        for cout, s in MOBILENET_PLAN:
+            layers.append(dw_block(c, int(cout * width), s))
+            c = int(cout * width)
+        self.features = nn.Sequential(*layers)
+        self.out_channels = c
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x)
+
+
+class ParamRegressor(nn.Module):
+    """Outputs de-normalised parameters: params = mean + std * head(features)."""
+
+    def __init__(self, param_mean: torch.Tensor, param_std: torch.Tensor, width: float = 0.5) -> None:
+        super().__init__()
+        self.backbone = MobileNetBackbone(width)
+        self.head = nn.Linear(self.backbone.out_channels, 62)
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
+        self.register_buffer("param_mean", param_mean.float())
+        self.register_buffer("param_std", param_std.float())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f = self.backbone(x).mean(dim=(2, 3))
+        return self.param_mean + self.param_std * self.head(f)

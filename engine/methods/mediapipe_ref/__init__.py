@@ -1,0 +1,59 @@
+"""`mediapipe`: MediaPipe Face Mesh (mediapipe 0.10.21's bundled model) as the reference method.
+
+Its 468 vertices are the face-model topology as they are. Its 68 landmarks come from a sparse linear map learned
+on the training set (weights/mediapipe_lm68.npz, ``python main.py fit-mediapipe-map``): each landmark is an affine
+combination (weights summing to 1) of its 24 nearest mesh vertices, so it moves with the mesh under any affine
+transform.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from engine.facemodel import load_face_model
+from engine.methods.base import Method, finish_from_points, pose_from_points, register
+from engine.paths import weights_path
+from engine.result import AlignmentResult
+
+MAP_FILE = "mediapipe_lm68.npz"
+
+
+class NoFaceFound(RuntimeError):
+    pass
+
+
+def apply_map(mesh: np.ndarray, neighbours: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """(468, 3) mesh -> (68, 3) landmarks."""
+    return np.einsum("lk,lkc->lc", weights, mesh[neighbours])
+
+
+@register("mediapipe", "MediaPipe Face Mesh 0.10.21 (reference; 68 points by a learned linear map)", MAP_FILE)
+class MediaPipeMethod(Method):
+    name = "mediapipe"
+    backend = "mediapipe (TFLite, CPU)"
+    weights = MAP_FILE
+    provider = "TFLite XNNPACK (CPU)"
+
+    def __init__(self, **_: object) -> None:
+        from engine.mp_runtime import FaceMeshRunner
+
+        self.fm = load_face_model()
+        z = np.load(weights_path(MAP_FILE))
+        self.neighbours, self.map_weights = z["neighbours"], z["weights"]
+        self.runner = FaceMeshRunner()
+
+    def align(self, crop_bgr: np.ndarray) -> AlignmentResult:
+        t0 = time.perf_counter()
+        mesh = self.runner(crop_bgr)
+        t1 = time.perf_counter()
+        timings = {"network": (t1 - t0) * 1e3}
+        if mesh is None:
+            raise NoFaceFound("Face Mesh found no face in the crop")
+        points = np.concatenate([mesh, apply_map(mesh, self.neighbours, self.map_weights)])
+        pose = pose_from_points(self.fm, points)
+        timings["decode"] = (time.perf_counter() - t1) * 1e3
+        return finish_from_points(self.fm, points, pose, t0, timings, self.name)
+
+    def close(self) -> None:
+        self.runner.close()

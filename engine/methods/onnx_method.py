@@ -1,0 +1,35 @@
+"""Shared front of the ONNX-backed methods: preprocessing, one session, timings, the common tail."""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from engine.facemodel import load_face_model
+from engine.methods.base import Method, finish_from_points
+from engine.paths import weights_path
+from engine.result import AlignmentResult
+from engine.runtime import OnnxModel, crop_to_input
+
+
+class OnnxMethod(Method):
+    backend = "onnxruntime"
+
+    def __init__(self, threads: int | None = None, providers: list[str] | None = None) -> None:
+        self.fm = load_face_model()
+        self.model = OnnxModel(weights_path(self.weights), threads=threads, providers=providers)
+        self.provider = self.model.provider
+
+    def decode(self, outputs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """Network outputs -> (536, 3) crop points, (yaw, pitch, roll), optional dense surface."""
+        raise NotImplementedError
+
+    def align(self, crop_bgr: np.ndarray) -> AlignmentResult:
+        t0 = time.perf_counter()
+        timings: dict[str, float] = {}
+        out = self.model(crop_to_input(crop_bgr))
+        t1 = time.perf_counter()
+        timings["network"] = (t1 - t0) * 1e3
+        points, pose, dense = self.decode(out)
+        timings["decode"] = (time.perf_counter() - t1) * 1e3
+        return finish_from_points(self.fm, points, pose, t0, timings, self.name, dense=dense)

@@ -1,0 +1,31 @@
+"""The one result type every method returns."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from engine.geometry.projection import crop_to_image
+
+
+@dataclass
+class AlignmentResult:
+    landmarks: np.ndarray            # (68, 3) x, y, z in pixels (crop or image, see ``frame``)
+    visible: np.ndarray              # (68,) bool: False = self-occluded
+    mesh: np.ndarray                 # (468, 3) vertices in the face-model topology, same frame
+    pose: np.ndarray                 # (3,) yaw, pitch, roll in degrees
+    confidence: float = 1.0
+    timings: dict[str, float] = field(default_factory=dict)  # stage -> milliseconds
+    dense: np.ndarray | None = None  # optional denser surface (e.g. PRNet's position map), (M, 3)
+    method: str = ""
+    frame: str = "crop"              # "crop" (120x120 input) or "image"
+
+    def to_image(self, roi_box: np.ndarray, size: int = 120) -> "AlignmentResult":
+        """The same result in the original image's pixels, given the crop box the method saw."""
+        if self.frame == "image":
+            return self
+        return replace(
+            self, landmarks=crop_to_image(self.landmarks, roi_box, size), mesh=crop_to_image(self.mesh, roi_box, size),
+            dense=None if self.dense is None else crop_to_image(self.dense, roi_box, size), frame="image",
+            timings=dict(self.timings),
+        )

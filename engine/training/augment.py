@@ -1,0 +1,104 @@
+"""Label-consistent augmentation of 120x120 crops and their crop-pixel points. Seeded per call via ``rng``.
+
+Geometric changes (flip, in-plane rotation, scale, shift) are one 2x3 affine applied to the image with
+cv2.warpAffine and to the points' x, y; z is scaled with the image so depth keeps the pixel scale.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+SIZE = 120
+CENTRE = (SIZE - 1) / 2.0
+
+
+@dataclass
+class AugmentConfig:
+    flip: float = 0.5            # probability of a horizontal flip
+    rotate: float = 45.0         # max in-plane rotation, degrees
+    scale: tuple[float, float] = (0.9, 1.1)
+    shift: float = 0.06          # max shift as a fraction of the crop
+    colour: tuple[float, float] = (0.7, 1.3)  # per-channel gain range
+    brightness: float = 20.0
+    occlude: float = 0.3         # probability of a synthetic occluder
+    blur: float = 0.1
+
+
+def geometric_matrix(rng: np.random.Generator, cfg: AugmentConfig, flip: bool) -> np.ndarray:
+    """2x3 affine in crop pixels: optional mirror about the centre, then rotation/scale about it, then shift."""
+    ang = np.deg2rad(rng.uniform(-cfg.rotate, cfg.rotate)) if cfg.rotate > 0 else 0.0
+    s = rng.uniform(*cfg.scale)
+    tx, ty = rng.uniform(-cfg.shift, cfg.shift, size=2) * SIZE
+    c, si = np.cos(ang) * s, np.sin(ang) * s
+    rot = np.array([[c, -si, 0], [si, c, 0], [0, 0, 1.0]])
+    to_c = np.array([[1, 0, -CENTRE], [0, 1, -CENTRE], [0, 0, 1.0]])
+    back = np.array([[1, 0, CENTRE + tx], [0, 1, CENTRE + ty], [0, 0, 1.0]])
+    mir = np.diag([-1.0 if flip else 1.0, 1.0, 1.0])
+    return (back @ rot @ mir @ to_c)[:2]
+
+
+def warp_points(points: np.ndarray, m: np.ndarray) -> np.ndarray:
+    """Apply a 2x3 affine to (N, 2 or 3) points; z is multiplied by the affine's scale."""
+    out = np.array(points, dtype=np.float32, copy=True)
+    xy = points[..., :2] @ m[:, :2].T + m[:, 2]
+    out[..., :2] = xy
+    if points.shape[-1] > 2:
+        out[..., 2] = points[..., 2] * np.sqrt(abs(np.linalg.det(m[:, :2])))
+    return out
+
+
+def flip_points(points: np.ndarray, permutation: np.ndarray) -> np.ndarray:
+    """Mirror x about the crop centre and relabel with the symmetric permutation."""
+    out = np.array(points, dtype=np.float32, copy=True)[permutation]
+    out[..., 0] = 2 * CENTRE - out[..., 0]
+    return out
+
+
+def colour_jitter(img: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig) -> np.ndarray:
+    gain = rng.uniform(*cfg.colour, size=3)
+    bias = rng.uniform(-cfg.brightness, cfg.brightness)
+    out = img.astype(np.float32) * gain + bias
+    if rng.random() < cfg.blur:
+        out = cv2.GaussianBlur(out, (0, 0), rng.uniform(0.5, 1.5))
+    return np.clip(out, 0, 255).astype(np.uint8)
+
+
+def add_occluder(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A random filled ellipse or rectangle (solid colour or noise) covering 5-25% of the crop."""
+    out = img.copy()
+    area = rng.uniform(0.05, 0.25) * SIZE * SIZE
+    aspect = rng.uniform(0.5, 2.0)
+    w = int(np.sqrt(area * aspect))
+    h = int(area / max(w, 1))
+    x, y = rng.integers(0, SIZE - min(w, SIZE - 1)), rng.integers(0, SIZE - min(h, SIZE - 1))
+    mask = np.zeros((SIZE, SIZE), np.uint8)
+    if rng.random() < 0.5:
+        cv2.rectangle(mask, (int(x), int(y)), (int(x + w), int(y + h)), 1, -1)
+    else:
+        cv2.ellipse(mask, (int(x + w / 2), int(y + h / 2)), (max(w // 2, 1), max(h // 2, 1)),
+                    float(rng.uniform(0, 180)), 0, 360, 1, -1)
+    fill = rng.integers(0, 256, size=(SIZE, SIZE, 3), dtype=np.uint8) if rng.random() < 0.5 \
+        else np.full((SIZE, SIZE, 3), rng.integers(0, 256, size=3), np.uint8)
+    out[mask > 0] = fill[mask > 0]
+    return out
+
+
+def augment(img: np.ndarray, point_sets: list[np.ndarray], permutations: list[np.ndarray],
+            rng: np.random.Generator, cfg: AugmentConfig) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Augment one crop and any number of point sets (each with its own mirror permutation).
+
+    Point arrays may hold NaN for absent points; they stay NaN.
+    """
+    flip = rng.random() < cfg.flip
+    m = geometric_matrix(rng, cfg, flip)
+    out = cv2.warpAffine(img, m, (SIZE, SIZE), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+    pts = []
+    for p, perm in zip(point_sets, permutations):
+        q = warp_points(p, m)
+        pts.append(q[perm] if flip else q)
+    out = colour_jitter(out, rng, cfg)
+    if rng.random() < cfg.occlude:
+        out = add_occluder(out, rng)
+    return out, pts

@@ -1,0 +1,235 @@
+"""The training harness every method shares: seeded runs, progress, checkpoints, resume, per-epoch validation NME
+on aflw2000_dev (protocol crops), ONNX export and the model card.
+
+A method provides a ``Recipe`` (in engine/methods/<name>/train.py); ``python main.py train NAME`` runs it.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from engine.evaluation.aflw2000 import load_protocol_crops, load_set
+from engine.evaluation.nme import bucket_summary, nme_per_image
+from engine.geometry.projection import crop_to_image
+from engine.paths import PROJECT_ROOT, data_path, weights_path
+from engine.training.augment import AugmentConfig
+from engine.training.dataset import AlignmentDataset, image_to_tensor
+from engine.training.targets import CACHE_DIR, TrainingSet, load_training_set
+
+RUNS_DIR = PROJECT_ROOT / "runs"
+
+
+@dataclass
+class Recipe:
+    """What a method tells the harness. Subclasses override build/loss/landmarks/export_module."""
+    name: str = ""
+    description: str = ""
+    epochs: int = 10
+    batch_size: int = 64
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    output_names: tuple[str, ...] = ("params",)
+    notes: str = ""  # architecture summary and deviations from the paper, for the model card
+
+    def build(self, train: TrainingSet) -> nn.Module:
+        raise NotImplementedError
+
+    def make_dataset(self, train: TrainingSet, seed: int) -> torch.utils.data.Dataset:
+        return AlignmentDataset(train, self.augment, seed=seed)
+
+    def loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        raise NotImplementedError
+
+    def landmarks(self, model: nn.Module, images: torch.Tensor) -> torch.Tensor:
+        """(B, 68, 2) crop-pixel landmarks for validation."""
+        raise NotImplementedError
+
+    def export_module(self, model: nn.Module) -> nn.Module:
+        """The module exported to ONNX: float NCHW [-1, 1] in, ``output_names`` out."""
+        return model
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def count_flops(model: nn.Module, size: int = 120) -> int:
+    """Multiply-accumulates of convolutions, transposed convolutions and linear layers for one 120x120 crop."""
+    total = 0
+
+    def hook(mod, inp, out):
+        nonlocal total
+        kk = mod.kernel_size[0] * mod.kernel_size[1] if not isinstance(mod, nn.Linear) else 1
+        if isinstance(mod, nn.Conv2d):
+            total += out.numel() * kk * (mod.in_channels // mod.groups)
+        elif isinstance(mod, nn.ConvTranspose2d):
+            total += inp[0].numel() * kk * (mod.out_channels // mod.groups)
+        else:
+            total += mod.in_features * mod.out_features * (out.numel() // mod.out_features)
+
+    hs = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear))]
+    was = model.training
+    model.eval()
+    with torch.no_grad():
+        model(torch.zeros(1, 3, size, size))
+    model.train(was)
+    for h in hs:
+        h.remove()
+    return int(total)
+
+
+class Validator:
+    """Protocol-mode NME on aflw2000_dev with the torch model (the shipped numbers come from `main.py eval`)."""
+
+    def __init__(self, limit: int | None = None) -> None:
+        root = data_path("aflw2000_dev")
+        self.ds = load_set(root)
+        n = len(self.ds) if limit is None else min(limit, len(self.ds))
+        cache = CACHE_DIR / f"aflw2000_dev_crops_{n}.npy"
+        if cache.exists():
+            self.crops = np.load(cache)
+        else:
+            self.crops = load_protocol_crops(self.ds)[:n]
+            CACHE_DIR.mkdir(parents=True, exist_ok=True)
+            np.save(cache, self.crops)
+        self.n = n
+
+    @torch.no_grad()
+    def __call__(self, recipe: Recipe, model: nn.Module) -> dict[str, float]:
+        model.eval()
+        preds = []
+        for s in range(0, self.n, 100):
+            x = torch.stack([image_to_tensor(c) for c in self.crops[s:s + 100]])
+            preds.append(recipe.landmarks(model, x).cpu().numpy())
+        model.train()
+        lm = np.concatenate(preds)
+        img_pts = np.stack([crop_to_image(lm[i], self.ds.roi_box[i]) for i in range(self.n)])
+        nme = nme_per_image(img_pts, self.ds.pts68[:self.n, :, :2])
+        return bucket_summary(nme, self.ds.yaw[:self.n])[0]
+
+
+def _lr_at(step: int, total: int, base: float, warmup: int) -> float:
+    if step < warmup:
+        return base * (step + 1) / warmup
+    p = (step - warmup) / max(1, total - warmup)
+    return base * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * p)))
+
+
+def train(recipe: Recipe, epochs: int | None = None, resume: bool = False, seed: int = 0,
+          threads: int | None = None, limit: int | None = None, val_limit: int | None = None,
+          batch_size: int | None = None, out_dir: Path | None = None, export: bool = True,
+          log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Train ``recipe``; returns the history. Checkpoints go to runs/NAME/, shipped files to weights/."""
+    epochs = epochs or recipe.epochs
+    bs = batch_size or recipe.batch_size
+    if threads:
+        torch.set_num_threads(threads)
+    seed_everything(seed)
+    run_dir = out_dir or RUNS_DIR / recipe.name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    ckpt_path = run_dir / "last.pt"
+
+    t_load = time.time()
+    train_set = load_training_set(limit=limit)
+    log(f"[{recipe.name}] {len(train_set)} training crops loaded in {time.time() - t_load:.0f}s")
+    validator = Validator(val_limit) if (data_path("aflw2000_dev") / "labels.npz").exists() else None
+    model = recipe.build(train_set)
+    opt = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
+    ds = recipe.make_dataset(train_set, seed)
+    g = torch.Generator()
+    g.manual_seed(seed)
+    loader = DataLoader(ds, batch_size=bs, shuffle=True, drop_last=len(ds) > bs, generator=g, num_workers=0)
+    steps_per_epoch = len(loader)
+    total = steps_per_epoch * epochs
+    history: list[dict[str, Any]] = []
+    start_epoch = 0
+    if resume and ckpt_path.exists():
+        ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        history = ck["history"]
+        start_epoch = ck["epoch"] + 1
+        g.set_state(ck["generator"])
+        log(f"[{recipe.name}] resumed from epoch {start_epoch}")
+    elif resume:
+        log(f"[{recipe.name}] nothing to resume in {run_dir}; starting fresh")
+
+    model.train()
+    for epoch in range(start_epoch, epochs):
+        if hasattr(ds, "set_epoch"):
+            ds.set_epoch(epoch)
+        t0 = time.time()
+        sums: dict[str, float] = {}
+        for it, batch in enumerate(loader):
+            step = epoch * steps_per_epoch + it
+            for grp in opt.param_groups:
+                grp["lr"] = _lr_at(step, total, recipe.lr, warmup=min(300, total // 10 + 1))
+            loss, parts = recipe.loss(model, batch)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), 10.0)
+            opt.step()
+            for k, v in parts.items():
+                sums[k] = sums.get(k, 0.0) + v
+            if (it + 1) % 20 == 0 or it + 1 == steps_per_epoch:
+                el = time.time() - t0
+                eta = el / (it + 1) * (steps_per_epoch - it - 1)
+                msg = " ".join(f"{k}={v / (it + 1):.3f}" for k, v in sums.items())
+                log(f"[{recipe.name}] epoch {epoch + 1}/{epochs} step {it + 1}/{steps_per_epoch} {msg} "
+                    f"({(it + 1) * bs / el:.0f} img/s, epoch ETA {eta:.0f}s)")
+        rec: dict[str, Any] = {"epoch": epoch + 1, "seconds": time.time() - t0,
+                               **{k: v / steps_per_epoch for k, v in sums.items()}}
+        if validator is not None:
+            rec["val_nme"] = validator(recipe, model)
+            v = rec["val_nme"]
+            log(f"[{recipe.name}] epoch {epoch + 1}: aflw2000_dev NME {v['0-30']:.2f} / {v['30-60']:.2f} / "
+                f"{v['60-90']:.2f}, balanced {v['balanced']:.2f}")
+        history.append(rec)
+        tmp = ckpt_path.with_suffix(".tmp")
+        torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch,
+                    "history": history, "generator": g.get_state(), "seed": seed}, tmp)
+        tmp.replace(ckpt_path)
+        (run_dir / "history.json").write_text(json.dumps(history, indent=1))
+
+    if export:
+        ship(recipe, model, history, seed=seed, epochs=epochs, log=log)
+    return {"history": history, "model": model}
+
+
+def ship(recipe: Recipe, model: nn.Module, history: list[dict], seed: int, epochs: int,
+         log: Callable[[str], None] = print) -> None:
+    """Final torch checkpoint + ONNX in weights/, then the training facts the model card reads."""
+    from engine.training.export import export_onnx
+
+    pt = weights_path(f"{recipe.name}.pt")
+    tmp = pt.with_suffix(".tmp")
+    torch.save({"model": model.state_dict(), "history": history, "seed": seed, "epochs": epochs,
+                "optimizer": None}, tmp)
+    tmp.replace(pt)
+    onnx_path = export_onnx(recipe, model, weights_path(f"{recipe.name}.onnx"))
+    facts = {
+        "name": recipe.name, "description": recipe.description, "notes": recipe.notes,
+        "parameters": int(sum(p.numel() for p in model.parameters())),
+        "macs": count_flops(recipe.export_module(model)),
+        "epochs": epochs, "batch_size": recipe.batch_size, "lr": recipe.lr, "seed": seed,
+        "augment": recipe.augment.__dict__, "command": " ".join(["python"] + sys.argv) if sys.argv else "",
+        "train_seconds": float(sum(h["seconds"] for h in history)), "threads": torch.get_num_threads(),
+        "history": history, "host": os.uname().nodename,
+    }
+    weights_path(f"{recipe.name}.train.json").write_text(json.dumps(facts, indent=1, default=str))
+    log(f"[{recipe.name}] shipped {pt.name} and {onnx_path.name}")
