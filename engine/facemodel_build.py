@@ -32,6 +32,22 @@ def bfm_vertices(bfm: dict, params: np.ndarray, rows: np.ndarray) -> np.ndarray:
     return model_to_crop(s @ cam[:, :3].T + cam[:, 3])
 
 
+def unique_nearest(candidates: np.ndarray, targets: np.ndarray, k: int = 8) -> np.ndarray:
+    """Index of a distinct candidate point for each target, minimising total distance (no two targets share one,
+    which would collapse triangles)."""
+    from scipy.optimize import linear_sum_assignment
+
+    d, j = cKDTree(candidates).query(targets, k=k)
+    cols = np.unique(j)
+    pos = {c: i for i, c in enumerate(cols)}
+    cost = np.full((len(targets), len(cols)), 1e18)
+    for t in range(len(targets)):
+        for dd, jj in zip(d[t], j[t]):
+            cost[t, pos[jj]] = dd
+    rows, sel = linear_sum_assignment(cost)
+    return cols[sel[np.argsort(rows)]]
+
+
 def triangles_from_edges(edges: list[tuple[int, int]], n: int) -> np.ndarray:
     """Faces of a triangulated mesh given only its edges: 3-cliques, keeping at most two faces per edge."""
     nbr = defaultdict(set)
@@ -117,8 +133,7 @@ def build(n_images: int = 1500, max_yaw: float = 12.0, seed: int = 0, log=print)
             log(f"  face mesh on {k + 1}/{len(pick)} crops ({counts} found)")
     runner.close()
     target = votes / counts
-    _, nearest = cKDTree(mean_model[noneck]).query(target)
-    bfm_index = noneck[nearest]
+    bfm_index = noneck[unique_nearest(mean_model[noneck], target)]
 
     # residual: Face Mesh's 2D points against the corresponding teacher vertices, in crop pixels
     res = [np.linalg.norm(bfm_vertices(bfm, params[i], bfm_index)[:, :2] - m[:, :2], axis=1).mean()

@@ -1,0 +1,102 @@
+import numpy as np
+import pytest
+
+from engine.geometry.mesh import occluded_by_mesh, point_visibility, rasterize, vertex_normals
+from engine.geometry.projection import crop_to_image, crop_to_model, image_to_crop, model_to_crop, project
+from engine.geometry.rotation import (angle_difference, camera_to_euler, compose_camera, decompose_camera,
+                                      euler_to_matrix, matrix_to_euler)
+
+
+@pytest.mark.parametrize("angles", [(0, 0, 0), (30, -10, 5), (-75, 20, -40), (89, 0, 10), (10, 80, -170)])
+def test_euler_round_trip(angles):
+    r = euler_to_matrix(*angles)
+    assert np.allclose(r @ r.T, np.eye(3), atol=1e-12)
+    assert np.isclose(np.linalg.det(r), 1.0)
+    back = matrix_to_euler(r)
+    assert np.allclose(euler_to_matrix(*back), r, atol=1e-9)
+    assert angle_difference(back, angles).max() < 1e-6
+
+
+def test_yaw_sign_is_3ddfa_convention():
+    # 3DDFA's matrix2angle: yaw = asin(R[2, 0])
+    r = euler_to_matrix(25, 0, 0)
+    assert np.isclose(np.rad2deg(np.arcsin(r[2, 0])), 25)
+
+
+def test_camera_decompose_compose():
+    r = euler_to_matrix(40, 10, -20)
+    p = compose_camera(0.0005, r, np.array([60.0, 55.0, -10.0]))
+    s, r2, t = decompose_camera(p)
+    assert np.isclose(s, 0.0005) and np.allclose(r2, r) and np.allclose(t, [60, 55, -10])
+    assert np.allclose(camera_to_euler(p), [40, 10, -20])
+
+
+def test_projection_conventions():
+    pts = np.array([[0.0, 0.0, 0.0], [10.0, 20.0, 5.0]])
+    cam = compose_camera(2.0, np.eye(3), np.array([30.0, 40.0, 0.0]))
+    out = project(cam, pts)
+    # model y up -> crop y down; x shifted by one pixel (3DDFA convention)
+    assert np.allclose(out[0], [29.0, 80.0, 0.0])
+    assert np.allclose(out[1], [49.0, 40.0, 10.0])
+    assert np.allclose(crop_to_model(model_to_crop(pts)), pts)
+    box = np.array([100.0, 50.0, 340.0, 290.0])
+    assert np.allclose(image_to_crop(crop_to_image(out, box), box), out)
+    assert np.allclose(crop_to_image(np.array([[0.0, 0.0]]), box), [[100.0, 50.0]])
+
+
+def sphere(n_lat: int = 16, n_lon: int = 32, r: float = 30.0):
+    """UV sphere in the pixel frame, triangles counter-clockwise seen from outside in the y-up frame."""
+    verts = [(0, 0, r), (0, 0, -r)]
+    for i in range(1, n_lat):
+        th = np.pi * i / n_lat
+        for j in range(n_lon):
+            ph = 2 * np.pi * j / n_lon
+            verts.append((r * np.sin(th) * np.cos(ph), r * np.sin(th) * np.sin(ph), r * np.cos(th)))
+    verts = np.array(verts)
+    idx = lambda i, j: 2 + (i - 1) * n_lon + (j % n_lon)  # noqa: E731
+    tris = []
+    for j in range(n_lon):
+        tris.append((0, idx(1, j), idx(1, j + 1)))
+        tris.append((1, idx(n_lat - 1, j + 1), idx(n_lat - 1, j)))
+        for i in range(1, n_lat - 1):
+            tris.append((idx(i, j), idx(i + 1, j), idx(i + 1, j + 1)))
+            tris.append((idx(i, j), idx(i + 1, j + 1), idx(i, j + 1)))
+    tris = np.array(tris)
+    # orient outward in the y-up frame, then express vertices in the pixel frame (y down)
+    a, b, c = verts[tris[:, 0]], verts[tris[:, 1]], verts[tris[:, 2]]
+    flip = (np.cross(b - a, c - a) * (a + b + c)).sum(1) < 0
+    tris[flip] = tris[flip][:, [0, 2, 1]]
+    return verts * np.array([1, -1, 1]), tris
+
+
+@pytest.mark.parametrize("yaw", [0.0, 50.0, -80.0])
+def test_visibility_on_rotated_sphere(yaw):
+    verts, tris = sphere()
+    r = euler_to_matrix(yaw, 20, 0)
+    # rotate in the y-up frame, back to pixel frame
+    flipy = np.array([1, -1, 1])
+    v = ((verts * flipy) @ r.T) * flipy + np.array([60, 60, 0])
+    n = vertex_normals(v, tris)
+    # outward normals point away from the centre
+    assert ((n * (v - [60, 60, 0])).sum(1) > 0).all()
+    vis = point_visibility(v, n, v, tris, grazing=0.0)
+    front = v[:, 2] > 1.0
+    back = v[:, 2] < -1.0
+    assert vis[front].all()
+    assert not vis[back].any()
+
+
+def test_occlusion_by_a_plane():
+    plane = np.array([[0, 0, 10.0], [20, 0, 10.0], [0, 20, 10.0], [20, 20, 10.0]])
+    tris = np.array([[0, 1, 2], [1, 3, 2]])
+    pts = np.array([[5, 5, 0.0], [5, 5, 20.0], [30, 30, 0.0]])
+    assert occluded_by_mesh(pts, plane, tris, eps=0.5).tolist() == [True, False, False]
+
+
+def test_rasterize_front_most():
+    near = np.array([[0, 0, 5.0], [9, 0, 5.0], [0, 9, 5.0]])
+    far = np.array([[0, 0, 1.0], [9, 0, 1.0], [0, 9, 1.0]])
+    verts = np.concatenate([far, near])
+    tri_id, bary = rasterize(verts, np.array([[0, 1, 2], [3, 4, 5]]), 12, 12)
+    assert tri_id[2, 2] == 1 and tri_id[11, 11] == -1
+    assert np.allclose(bary[2, 2].sum(), 1.0)
