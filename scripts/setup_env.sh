@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Create .venv (if missing) with the app, training and test dependencies. Idempotent.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+    "$PY" -m venv .venv
+fi
+. .venv/bin/activate
+python -m pip install -q --upgrade pip
+# torch first and pinned: the local CPU build; an unpinned torch would pull CUDA wheels
+python -m pip install -q "torch==2.13.0"
+python -m pip install -q -e ".[train,test]"
