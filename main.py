@@ -73,6 +73,78 @@ def cmd_card(args: argparse.Namespace) -> int:
     return 0
 
 
+class TerminalProgress:
+    """A one-line progress bar on stderr (plain lines when stderr is not a terminal)."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.tty = sys.stderr.isatty()
+        self.last = 0.0
+
+    def __call__(self, i: int, n: int | None) -> None:
+        import time
+
+        now = time.time()
+        if now - self.last < (0.2 if self.tty else 5.0) and i != n:
+            return
+        self.last = now
+        if n:
+            bar = "#" * int(30 * i / n)
+            msg = f"{self.label} [{bar:<30}] {i}/{n}"
+        else:
+            msg = f"{self.label} {i} frames"
+        print(("\r" + msg) if self.tty else msg, end="" if self.tty else "\n", file=sys.stderr, flush=True)
+
+    def done(self) -> None:
+        if self.tty:
+            print(file=sys.stderr)
+
+
+def cmd_annotate(args: argparse.Namespace) -> int:
+    from engine.export.annotate import annotate
+
+    bar = TerminalProgress("annotating")
+    try:
+        s = annotate(args.input, args.method.split(","), args.out, args.formats.split(","), force=args.force,
+                     progress=bar)
+    except KeyboardInterrupt:
+        bar.done()
+        print("cancelled: the files hold every frame processed so far", file=sys.stderr)
+        return 130
+    bar.done()
+    print(f"{s.frames} frames ({s.frames_with_face} with a face, {s.faces} faces), {s.skipped} unreadable images "
+          f"skipped, {s.seconds:.1f} s -> {args.out}")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from engine.evaluation.compare import compare
+
+    bar = TerminalProgress("comparing")
+    res = compare(args.input, args.methods.split(","), args.out, force=args.force, progress=bar)
+    bar.done()
+    print(f"{res['frames']} frames -> {args.out}/report.md, {args.out}/compare.mp4")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from engine.evaluation.bench import bench
+    from engine.methods.base import registry
+    from engine.paths import weights_path
+
+    names = args.methods.split(",") if args.methods else \
+        [n for n, i in sorted(registry().items()) if weights_path(i.weights).exists()]
+    res = bench(names, repeats=args.repeats)
+    if args.json:
+        print(json.dumps(res))
+    else:
+        print(f"{'method':<11} {'ms/face 1t':>11} {'ms/face 2t':>11} {'pipeline FPS':>13}  provider")
+        for n, r in res["methods"].items():
+            print(f"{n:<11} {r['ms_per_face_1t']:>11.2f} {r['ms_per_face_2t']:>11.2f} {r['pipeline_fps']:>13.1f}  "
+                  f"{r['provider']}")
+    return 0
+
+
 def cmd_build_face_model(args: argparse.Namespace) -> int:
     from engine.facemodel_build import build_and_save
 
@@ -120,6 +192,24 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("name")
     s.add_argument("--no-e2e", action="store_true")
     s.set_defaults(func=cmd_card)
+    s = sub.add_parser("annotate", help="annotate a video or image folder (CSV, JSON, .pts, .obj, overlay video)")
+    s.add_argument("input")
+    s.add_argument("--method", required=True, help="NAME[,NAME...]")
+    s.add_argument("--out", required=True)
+    s.add_argument("--formats", default="csv,json")
+    s.add_argument("--force", action="store_true", help="overwrite existing outputs")
+    s.set_defaults(func=cmd_annotate)
+    s = sub.add_parser("compare", help="side-by-side grid video + report comparing methods")
+    s.add_argument("input")
+    s.add_argument("--methods", required=True)
+    s.add_argument("--out", required=True)
+    s.add_argument("--force", action="store_true")
+    s.set_defaults(func=cmd_compare)
+    s = sub.add_parser("bench", help="ms/face at 1 and 2 threads and pipeline FPS per method")
+    s.add_argument("--methods")
+    s.add_argument("--repeats", type=int, default=100)
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_bench)
     for name, fn, n, hlp in [("build-face-model", cmd_build_face_model, 1500, "build weights/face_model.npz"),
                              ("fit-mediapipe-map", cmd_fit_mediapipe_map, 3000, "learn Face Mesh -> 68 points"),
                              ("calibrate-crop", cmd_calibrate_crop, 1500, "calibrate detector box -> crop box")]:
@@ -136,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return args.func(args)
-    except (FileNotFoundError, KeyError, ValueError) as e:
+    except (FileNotFoundError, FileExistsError, PermissionError, KeyError, ValueError, OSError) as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"error: {msg}", file=sys.stderr)
         return 1

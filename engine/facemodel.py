@@ -41,6 +41,7 @@ class FaceModel:
     w_exp: np.ndarray         # (536, 3, 10)
     triangles: np.ndarray     # (T, 3) into the 468 mesh vertices, counter-clockwise seen from outside
     uv: np.ndarray            # (468, 2) in [0, 1], u right, v up
+    lmk_uv: np.ndarray        # (68, 2) the landmarks' BFM UVs
     mesh_flip: np.ndarray     # (468,) mirror permutation of the mesh vertices
     lmk_flip: np.ndarray      # (68,)
     lmk_anchor: np.ndarray    # (68,) nearest mesh vertex to each landmark (borrows its normal)
@@ -84,7 +85,7 @@ def load_face_model(path: str | None = None) -> FaceModel:
     return FaceModel(
         mean=z["mean"].astype(np.float32), w_shape=z["w_shape"].astype(np.float32),
         w_exp=z["w_exp"].astype(np.float32), triangles=z["triangles"].astype(np.int32),
-        uv=z["uv"].astype(np.float32), mesh_flip=z["mesh_flip"].astype(np.int64),
+        uv=z["uv"].astype(np.float32), lmk_uv=z["lmk_uv"].astype(np.float32), mesh_flip=z["mesh_flip"].astype(np.int64),
         lmk_flip=z["lmk_flip"].astype(np.int64), lmk_anchor=z["lmk_anchor"].astype(np.int64),
         bfm_index=z["bfm_index"].astype(np.int64),
         correspondence_residual_px=float(z["correspondence_residual_px"]),

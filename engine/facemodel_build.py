@@ -159,7 +159,8 @@ def build(n_images: int = 1500, max_yaw: float = 12.0, seed: int = 0, log=print)
         f"with the data's mirror on {agree:.0%} of points")
     _, anchor = cKDTree(mesh).query(mean[N_MESH:])
     uv = bfm["uv"][bfm_index].astype(np.float32)
-    return dict(mean=mean, w_shape=w_shape, w_exp=w_exp, triangles=tris, uv=uv, mesh_flip=mesh_flip,
+    lmk_uv = bfm["uv"][kp].astype(np.float32)  # jaw-contour landmarks lie beyond the mesh: their own BFM UVs
+    return dict(mean=mean, w_shape=w_shape, w_exp=w_exp, triangles=tris, uv=uv, lmk_uv=lmk_uv, mesh_flip=mesh_flip,
                 lmk_flip=LMK68_FLIP, lmk_anchor=anchor, bfm_index=bfm_index,
                 correspondence_residual_px=np.float64(residual), n_images=np.int64(counts))
 

@@ -12,9 +12,9 @@ def tiny_train(train_dir, tmp_path_factory):
 
     recipe = get_recipe("baseline")
     recipe.augment = None  # overfit: the loss must fall on a fixed handful of crops
-    recipe.lr = 3e-3
+    recipe.lr = 1e-3
     out = tmp_path_factory.mktemp("run")
-    res = train(recipe, epochs=6, limit=32, val_limit=10, batch_size=4, threads=2, out_dir=out, export=False,
+    res = train(recipe, epochs=50, limit=16, val_limit=10, batch_size=16, threads=2, out_dir=out, export=False,
                 log=lambda s: None)
     return recipe, res, out
 
@@ -22,7 +22,7 @@ def tiny_train(train_dir, tmp_path_factory):
 def test_tiny_overfit_loss_falls(tiny_train):
     _, res, out = tiny_train
     h = res["history"]
-    assert h[-1]["points_px"] < 0.7 * h[0]["points_px"]
+    assert h[-1]["points_px"] < 0.5 * h[0]["points_px"]
     assert "val_nme" in h[0] and np.isfinite(h[0]["val_nme"]["balanced"])
     assert (out / "last.pt").exists() and (out / "history.json").exists()
 
@@ -31,9 +31,9 @@ def test_resume_continues_from_checkpoint(tiny_train, train_dir):
     from engine.training.harness import train
 
     recipe, res, out = tiny_train
-    more = train(recipe, epochs=7, limit=32, val_limit=10, batch_size=4, threads=2, out_dir=out, export=False,
+    more = train(recipe, epochs=51, limit=16, val_limit=10, batch_size=16, threads=2, out_dir=out, export=False,
                  resume=True, log=lambda s: None)
-    assert len(more["history"]) == 7 and more["history"][:6] == res["history"]
+    assert len(more["history"]) == 51 and more["history"][:50] == res["history"]
 
 
 def test_onnx_matches_torch(tiny_train, tmp_path):

@@ -4,40 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
-
-import numpy as np
-
+from engine.evaluation.bench import ms_per_face
 from engine.paths import data_path, weights_path
 
 LICENCE = ("Trained on AFLW crops (research use only) with teacher labels from a 3DDFA_V2 MobileNet-0.5 model (MIT) "
            "fitted with a Basel Face Model 2009-derived 3DMM (research use only): the weights inherit research-use-only "
            "terms.")
-
-
-def ms_per_face(name: str, threads: int = 1, repeats: int = 200) -> dict[str, float]:
-    """Median / min / max milliseconds of method.align on fixed crops after a warm-up, at ``threads`` threads."""
-    from engine.evaluation.aflw2000 import crop_image, load_set
-    from engine.methods.base import create
-
-    import cv2
-
-    m = create(name, threads=threads) if name != "mediapipe" else create(name)
-    try:
-        ds = load_set(data_path("aflw2000_dev"))
-        crops = [crop_image(cv2.imread(str(ds.image_path(i))), ds.roi_box[i]) for i in range(8)]
-    except FileNotFoundError:
-        rng = np.random.default_rng(0)
-        crops = [rng.integers(0, 255, (120, 120, 3), dtype=np.uint8) for _ in range(8)]
-    for c in crops * 3:
-        m.align(c)
-    times = []
-    for k in range(repeats):
-        t0 = time.perf_counter()
-        m.align(crops[k % len(crops)])
-        times.append((time.perf_counter() - t0) * 1e3)
-    m.close()
-    return {"median": float(np.median(times)), "min": float(np.min(times)), "max": float(np.max(times))}
 
 
 def sha256(path) -> str:

@@ -5,7 +5,7 @@ import importlib
 
 from engine.training.harness import Recipe
 
-RECIPES = {"baseline": "engine.methods.baseline.train"}
+RECIPES = {"baseline": "engine.methods.baseline.train", "prnet": "engine.methods.prnet.train"}
 
 
 def get_recipe(name: str) -> Recipe:

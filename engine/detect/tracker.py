@@ -1,0 +1,94 @@
+"""Face tracking from the previous frame's landmarks, with periodic BlazeFace re-detection.
+
+A face turning past the detector's range (profiles) stays tracked: its next crop comes from its own landmarks
+(the training crops' policy), not from the detector. Detections that overlap no track start new ones with fresh
+ids; a track whose landmarks leave the frame or collapse, or that no detection has confirmed for a while and
+whose method failed, is dropped.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from engine.detect.crop_policy import roi_box_from_detection, roi_box_from_landmarks
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    x0, y0 = max(a[0], b[0]), max(a[1], b[1])
+    x1, y1 = min(a[2], b[2]), min(a[3], b[3])
+    inter = max(0.0, x1 - x0) * max(0.0, y1 - y0)
+    area = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return float(inter / area) if area > 0 else 0.0
+
+
+@dataclass
+class Track:
+    face_id: int
+    box: np.ndarray                 # crop box for the next frame (x0, y0, x1, y1)
+    age: int = 0
+    unconfirmed: int = 0            # re-detections in a row that did not see this face
+    landmarks: np.ndarray | None = None
+    history: list = field(default_factory=list)
+
+
+class FaceTracker:
+    def __init__(self, detector=None, redetect_every: int = 10, max_faces: int = 4,
+                 max_unconfirmed: int = 6, min_size: float = 24.0) -> None:
+        if detector is None:
+            from engine.detect.face_detector import FaceDetector
+
+            detector = FaceDetector()
+        self.detector = detector
+        self.redetect_every = redetect_every
+        self.max_faces = max_faces
+        self.max_unconfirmed = max_unconfirmed
+        self.min_size = min_size
+        self.tracks: list[Track] = []
+        self._next_id = 0
+        self._frame = 0
+        self.detections_run = 0
+
+    def reset(self) -> None:
+        self.tracks = []
+        self._frame = 0
+
+    def boxes_for(self, image: np.ndarray) -> list[Track]:
+        """The tracks to align in this frame (re-detecting when due or when nothing is tracked)."""
+        due = not self.tracks or self._frame % self.redetect_every == 0
+        self._frame += 1
+        if due:
+            self.detections_run += 1
+            dets = [roi_box_from_detection(d) for d in self.detector.detect(image)]
+            used = set()
+            for t in self.tracks:
+                scores = [iou(t.box, d) for d in dets]
+                j = int(np.argmax(scores)) if scores else -1
+                if j >= 0 and scores[j] > 0.3 and j not in used:
+                    used.add(j)
+                    t.unconfirmed = 0
+                    if t.landmarks is None:
+                        t.box = dets[j]
+                else:
+                    t.unconfirmed += 1
+            for j, d in enumerate(dets):
+                if j not in used and len(self.tracks) < self.max_faces:
+                    self.tracks.append(Track(self._next_id, d))
+                    self._next_id += 1
+        h, w = image.shape[:2]
+        self.tracks = [t for t in self.tracks if t.unconfirmed <= self.max_unconfirmed
+                       and t.box[2] > 0 and t.box[3] > 0 and t.box[0] < w and t.box[1] < h]
+        return list(self.tracks)
+
+    def update(self, track: Track, landmarks_image: np.ndarray | None) -> None:
+        """Feed back the aligned landmarks (image pixels) of a track; None drops it (the method failed)."""
+        if landmarks_image is None:
+            self.tracks = [t for t in self.tracks if t is not track]
+            return
+        box = roi_box_from_landmarks(landmarks_image[:, :2])
+        if (box[2] - box[0]) < self.min_size:
+            self.tracks = [t for t in self.tracks if t is not track]
+            return
+        track.landmarks = landmarks_image
+        track.box = box
+        track.age += 1

@@ -1,0 +1,92 @@
+"""PRNet (Feng et al. 2018) at this project's scale: encoder of one convolution + 10 residual blocks down to 8x8,
+decoder of 17 transposed convolutions back up to the UV position map; kernel size 4; ReLU (BatchNorm as in the
+authors' code).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+MAP_SIZE = 64
+INPUT_SIZE = 128  # the 120x120 crop is resized to 128 so four stride-2 stages land exactly on 8x8
+
+
+class SameConv(nn.Module):
+    """Kernel-4 convolution with TensorFlow-style 'same' padding (one more pixel after than before)."""
+
+    def __init__(self, cin: int, cout: int, stride: int = 1, k: int = 4) -> None:
+        super().__init__()
+        self.stride = stride
+        self.k = k
+        self.conv = nn.Conv2d(cin, cout, k, stride, 0, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        total = self.k - self.stride if x.shape[-1] % self.stride == 0 else self.k - 1
+        a = total // 2
+        return self.conv(F.pad(x, (a, total - a, a, total - a)))
+
+
+class ResBlock(nn.Module):
+    """PRNet's residual block: 1x1 (C/2) -> 4x4 stride s (C/2) -> 1x1 (C), projection shortcut."""
+
+    def __init__(self, cin: int, cout: int, stride: int) -> None:
+        super().__init__()
+        mid = cout // 2
+        self.body = nn.Sequential(
+            nn.Conv2d(cin, mid, 1, bias=False), nn.BatchNorm2d(mid), nn.ReLU(inplace=True),
+            SameConv(mid, mid, stride), nn.BatchNorm2d(mid), nn.ReLU(inplace=True),
+            nn.Conv2d(mid, cout, 1, bias=False),
+        )
+        self.short = nn.Identity() if (cin == cout and stride == 1) else nn.Conv2d(cin, cout, 1, stride, bias=False)
+        self.bn = nn.BatchNorm2d(cout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.bn(self.body(x) + self.short(x)))
+
+
+class UpConv(nn.Module):
+    """Kernel-4 transposed convolution: stride 2 doubles the size; stride 1 keeps it ('same', cropping one pixel)."""
+
+    def __init__(self, cin: int, cout: int, stride: int, act: bool = True) -> None:
+        super().__init__()
+        self.stride = stride
+        self.conv = nn.ConvTranspose2d(cin, cout, 4, stride, 1, bias=not act)
+        self.post = nn.Sequential(nn.BatchNorm2d(cout), nn.ReLU(inplace=True)) if act else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv(x)
+        if self.stride == 1:
+            y = y[:, :, :-1, :-1]
+        return self.post(y)
+
+
+ENCODER = [(16, 1), (32, 2), (32, 1), (64, 2), (64, 1), (128, 2), (128, 1), (128, 1), (128, 1), (128, 1)]
+# 17 transposed convolutions: 8 -> 16 -> 32 -> 64
+DECODER = [(128, 1), (64, 2), (64, 1), (32, 2), (32, 1), (32, 1), (16, 2), (16, 1), (8, 1), (8, 1), (8, 1),
+           (8, 1), (8, 1), (3, 1), (3, 1), (3, 1), (3, 1)]
+
+
+class PRNet(nn.Module):
+    """120x120 crop in [-1, 1] -> (B, 3, 64, 64) position map in crop pixels / 120 (x, y, centred z)."""
+
+    def __init__(self, width: int = 16, mean_map: torch.Tensor | None = None) -> None:
+        super().__init__()
+        # stride-2 stem: the 128x128 stage costs most and the 64x64 map does not need it
+        self.stem = nn.Sequential(SameConv(3, width, 2), nn.BatchNorm2d(width), nn.ReLU(inplace=True))
+        # the network predicts the offset from the training set's mean map (faster, steadier start)
+        self.register_buffer("mean_map", mean_map if mean_map is not None else torch.zeros(1, 3, MAP_SIZE, MAP_SIZE))
+        blocks, c = [], width
+        for cout, s in ENCODER:
+            blocks.append(ResBlock(c, cout, s))
+            c = cout
+        self.encoder = nn.Sequential(*blocks)
+        ups = []
+        for i, (cout, s) in enumerate(DECODER):
+            ups.append(UpConv(c, cout, s, act=i < len(DECODER) - 1))
+            c = cout
+        self.decoder = nn.Sequential(*ups)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.interpolate(x, size=(INPUT_SIZE, INPUT_SIZE), mode="bilinear", align_corners=False)
+        return self.decoder(self.encoder(self.stem(x))) + self.mean_map

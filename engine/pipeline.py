@@ -1,0 +1,224 @@
+"""Frame processing and the threaded live pipeline.
+
+``FrameProcessor`` turns one frame into a ``FrameResult`` (track faces, align each with every selected method,
+map to image pixels, optional smoothing); the offline commands call it on every frame. ``LivePipeline`` runs a
+capture thread and a worker thread with a latest-frame hand-off: the worker always takes the newest frame and
+older ones are dropped, so latency never queues up behind a slow method.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from engine.evaluation.aflw2000 import crop_image
+from engine.methods.base import Method, create
+from engine.result import AlignmentResult
+from engine.smoothing import OneEuroFilter
+from engine.sources import Frame, Source
+
+
+@dataclass
+class FaceResult:
+    face_id: int
+    box: np.ndarray                                   # crop box in image pixels
+    results: dict[str, AlignmentResult]               # method -> result in image pixels
+
+
+@dataclass
+class FrameResult:
+    index: int
+    timestamp: float
+    image: np.ndarray
+    faces: list[FaceResult]
+    timings: dict[str, float] = field(default_factory=dict)   # stage -> ms for this frame
+    method_ms: dict[str, float] = field(default_factory=dict)  # method -> ms for all its faces in this frame
+    name: str = ""
+
+
+class FrameProcessor:
+    def __init__(self, methods: list[str] | list[Method], tracker=None, smoothing: bool = False) -> None:
+        self.methods: dict[str, Method] = {}
+        for m in methods:
+            inst = create(m) if isinstance(m, str) else m
+            self.methods[inst.name] = inst
+        if tracker is None:
+            from engine.detect.tracker import FaceTracker
+
+            tracker = FaceTracker()
+        self.tracker = tracker
+        self.smoothing = smoothing
+        self._filters: dict[tuple[int, str], OneEuroFilter] = {}
+        self.primary = next(iter(self.methods))
+
+    def process(self, frame: Frame) -> FrameResult:
+        t0 = time.perf_counter()
+        tracks = self.tracker.boxes_for(frame.image)
+        t_det = time.perf_counter()
+        faces, method_ms = [], {n: 0.0 for n in self.methods}
+        stage = {"detect": (t_det - t0) * 1e3, "align": 0.0, "visibility": 0.0}
+        for tr in tracks:
+            crop = crop_image(frame.image, tr.box)
+            out: dict[str, AlignmentResult] = {}
+            for name, m in self.methods.items():
+                ta = time.perf_counter()
+                try:
+                    r = m.align(crop)
+                except RuntimeError:
+                    r = None
+                method_ms[name] += (time.perf_counter() - ta) * 1e3
+                if r is None:
+                    continue
+                stage["align"] += r.timings.get("network", 0.0) + r.timings.get("decode", 0.0)
+                stage["visibility"] += r.timings.get("visibility", 0.0)
+                r = r.to_image(tr.box)
+                if self.smoothing:
+                    r = self._smooth(tr.face_id, name, r, frame.timestamp)
+                out[name] = r
+            self.tracker.update(tr, out[self.primary].landmarks if self.primary in out else None)
+            if out:
+                faces.append(FaceResult(tr.face_id, tr.box.copy(), out))
+        stage["total"] = (time.perf_counter() - t0) * 1e3
+        return FrameResult(frame.index, frame.timestamp, frame.image, faces, stage, method_ms, frame.name)
+
+    def _smooth(self, face_id: int, name: str, r: AlignmentResult, t: float) -> AlignmentResult:
+        f = self._filters.setdefault((face_id, name), OneEuroFilter())
+        stacked = f(np.concatenate([r.landmarks, r.mesh]), t)
+        r.landmarks, r.mesh = stacked[:68], stacked[68:]
+        return r
+
+    def close(self) -> None:
+        for m in self.methods.values():
+            m.close()
+        close = getattr(self.tracker.detector, "close", None)
+        if close:
+            close()
+
+
+class FpsMeter:
+    """Frames per second over a sliding window of completion times."""
+
+    def __init__(self, window: int = 30) -> None:
+        self.times: deque[float] = deque(maxlen=window)
+
+    def tick(self, t: float | None = None) -> None:
+        self.times.append(time.perf_counter() if t is None else t)
+
+    @property
+    def fps(self) -> float:
+        if len(self.times) < 2:
+            return 0.0
+        span = self.times[-1] - self.times[0]
+        return (len(self.times) - 1) / span if span > 0 else 0.0
+
+
+class LivePipeline:
+    """Capture thread + worker thread. ``on_result(FrameResult, fps: dict)`` is called from the worker thread
+    (the GUI re-emits it as a Qt signal); ``on_error(str)`` for failures; ``on_finished()`` at the end."""
+
+    def __init__(self, source: Source, methods: list[str], on_result: Callable, on_error: Callable | None = None,
+                 on_finished: Callable | None = None, smoothing: bool = False, max_frames: int | None = None,
+                 realtime: bool = True) -> None:
+        self.source = source
+        self.method_names = methods
+        self.on_result = on_result
+        self.on_error = on_error or (lambda msg: None)
+        self.on_finished = on_finished or (lambda: None)
+        self.smoothing = smoothing
+        self.max_frames = max_frames
+        self.realtime = realtime  # pace video files at their frame rate, as a player would
+        self._latest: Frame | None = None
+        self._cond = threading.Condition()
+        self._stop = threading.Event()
+        self._capture_done = False
+        self.frames_captured = 0
+        self.frames_processed = 0
+        self.frames_dropped = 0
+        self.fps: dict[str, FpsMeter] = {m: FpsMeter() for m in methods}
+        self.pipeline_fps = FpsMeter()
+        self.processor: FrameProcessor | None = None
+        self._threads: list[threading.Thread] = []
+
+    def start(self) -> None:
+        self._threads = [threading.Thread(target=self._capture, name="facealign-capture", daemon=True),
+                         threading.Thread(target=self._work, name="facealign-worker", daemon=True)]
+        for t in self._threads:
+            t.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        with self._cond:
+            self._cond.notify_all()
+        for t in self._threads:
+            if t is not threading.current_thread():
+                t.join(timeout)
+
+    @property
+    def running(self) -> bool:
+        return any(t.is_alive() for t in self._threads)
+
+    def set_smoothing(self, on: bool) -> None:
+        self.smoothing = on
+        if self.processor:
+            self.processor.smoothing = on
+
+    def _capture(self) -> None:
+        t_start = time.perf_counter()
+        try:
+            for frame in self.source.frames():
+                if self._stop.is_set():
+                    break
+                if self.realtime and self.source.kind == "video" and self.source.fps > 0:
+                    wait = frame.timestamp - (time.perf_counter() - t_start)
+                    if wait > 0:
+                        self._stop.wait(wait)
+                with self._cond:
+                    if self._latest is not None:
+                        self.frames_dropped += 1
+                    self._latest = frame
+                    self.frames_captured += 1
+                    self._cond.notify_all()
+                if self.max_frames and self.frames_captured >= self.max_frames:
+                    break
+        except Exception as e:  # a decoder failure mid-stream: report, keep the app alive
+            self.on_error(f"reading {self.source.description} failed: {e}")
+        finally:
+            with self._cond:
+                self._capture_done = True
+                self._cond.notify_all()
+
+    def _work(self) -> None:
+        try:
+            self.processor = FrameProcessor(self.method_names, smoothing=self.smoothing)
+        except Exception as e:
+            self.on_error(f"cannot start the methods: {e}")
+            self._stop.set()
+            self.on_finished()
+            return
+        try:
+            while not self._stop.is_set():
+                with self._cond:
+                    while self._latest is None and not self._capture_done and not self._stop.is_set():
+                        self._cond.wait(0.1)
+                    frame, self._latest = self._latest, None
+                    if frame is None:
+                        if self._capture_done or self._stop.is_set():
+                            break
+                        continue
+                res = self.processor.process(frame)
+                now = time.perf_counter()
+                self.pipeline_fps.tick(now)
+                for name, ms in res.method_ms.items():
+                    if res.faces:
+                        self.fps[name].tick(now)
+                self.frames_processed += 1
+                self.on_result(res, {n: m.fps for n, m in self.fps.items()} | {"pipeline": self.pipeline_fps.fps})
+        except Exception as e:
+            self.on_error(f"processing failed: {e}")
+        finally:
+            self.processor.close()
+            self.on_finished()
