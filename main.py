@@ -168,6 +168,11 @@ def cmd_calibrate_crop(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="main.py", description=__doc__)
+    p.add_argument("--source", help="video file, image or folder, or a camera index (GUI)")
+    p.add_argument("--method", dest="gui_method", help="method to start with (GUI)")
+    p.add_argument("--compare", help="compare these methods side by side, e.g. mediapipe,baseline (GUI)")
+    p.add_argument("--exit-after", type=int, help="close after N processed frames (GUI, for tests and scripts)")
+    p.add_argument("--screenshot", help="save the whole window to this PNG before closing (with --exit-after)")
     sub = p.add_subparsers(dest="command")
     s = sub.add_parser("methods", help="list methods, weights, backend and execution provider")
     s.set_defaults(func=cmd_methods)
@@ -222,8 +227,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command is None:
-        print("The desktop app is not built yet (issue 3); use a subcommand: python main.py --help", file=sys.stderr)
-        return 2
+        from app.main_window import run
+
+        return run(args.source, args.gui_method, args.compare.split(",") if args.compare else None,
+                   args.exit_after, args.screenshot)
     try:
         return args.func(args)
     except (FileNotFoundError, FileExistsError, PermissionError, KeyError, ValueError, OSError) as e:

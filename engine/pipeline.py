@@ -38,10 +38,12 @@ class FrameResult:
     timings: dict[str, float] = field(default_factory=dict)   # stage -> ms for this frame
     method_ms: dict[str, float] = field(default_factory=dict)  # method -> ms for all its faces in this frame
     name: str = ""
+    frontal: np.ndarray | None = None  # frontalized first face (primary method), when asked for
 
 
 class FrameProcessor:
-    def __init__(self, methods: list[str] | list[Method], tracker=None, smoothing: bool = False) -> None:
+    def __init__(self, methods: list[str] | list[Method], tracker=None, smoothing: bool = False,
+                 frontalize: bool = False) -> None:
         self.methods: dict[str, Method] = {}
         for m in methods:
             inst = create(m) if isinstance(m, str) else m
@@ -54,6 +56,8 @@ class FrameProcessor:
         self.smoothing = smoothing
         self._filters: dict[tuple[int, str], OneEuroFilter] = {}
         self.primary = next(iter(self.methods))
+        self.frontalize = frontalize
+        self._raster = None
 
     def process(self, frame: Frame) -> FrameResult:
         t0 = time.perf_counter()
@@ -82,8 +86,22 @@ class FrameProcessor:
             self.tracker.update(tr, out[self.primary].landmarks if self.primary in out else None)
             if out:
                 faces.append(FaceResult(tr.face_id, tr.box.copy(), out))
+        frontal = None
+        if self.frontalize and faces and self.primary in faces[0].results:
+            tf = time.perf_counter()
+            frontal = self._frontal(frame.image, faces[0].results[self.primary].mesh)
+            stage["frontalize"] = (time.perf_counter() - tf) * 1e3
         stage["total"] = (time.perf_counter() - t0) * 1e3
-        return FrameResult(frame.index, frame.timestamp, frame.image, faces, stage, method_ms, frame.name)
+        return FrameResult(frame.index, frame.timestamp, frame.image, faces, stage, method_ms, frame.name, frontal)
+
+    def _frontal(self, image: np.ndarray, mesh: np.ndarray) -> np.ndarray:
+        from engine.facemodel import load_face_model
+        from engine.geometry.frontalize import frontal_raster, frontalize
+
+        fm = load_face_model()
+        if self._raster is None:
+            self._raster = frontal_raster(fm.mean[:468] * np.array([1.0, -1.0, 1.0]), fm.triangles)
+        return frontalize(image, mesh, fm.triangles, self._raster)
 
     def _smooth(self, face_id: int, name: str, r: AlignmentResult, t: float) -> AlignmentResult:
         f = self._filters.setdefault((face_id, name), OneEuroFilter())
@@ -122,7 +140,7 @@ class LivePipeline:
 
     def __init__(self, source: Source, methods: list[str], on_result: Callable, on_error: Callable | None = None,
                  on_finished: Callable | None = None, smoothing: bool = False, max_frames: int | None = None,
-                 realtime: bool = True) -> None:
+                 realtime: bool = True, frontalize: bool = False) -> None:
         self.source = source
         self.method_names = methods
         self.on_result = on_result
@@ -131,6 +149,8 @@ class LivePipeline:
         self.smoothing = smoothing
         self.max_frames = max_frames
         self.realtime = realtime  # pace video files at their frame rate, as a player would
+        self.frontalize = frontalize
+        self.paused = threading.Event()
         self._latest: Frame | None = None
         self._cond = threading.Condition()
         self._stop = threading.Event()
@@ -170,6 +190,9 @@ class LivePipeline:
         t_start = time.perf_counter()
         try:
             for frame in self.source.frames():
+                while self.paused.is_set() and not self._stop.is_set():
+                    self._stop.wait(0.05)
+                    t_start = time.perf_counter() - frame.timestamp
                 if self._stop.is_set():
                     break
                 if self.realtime and self.source.kind == "video" and self.source.fps > 0:
@@ -193,7 +216,7 @@ class LivePipeline:
 
     def _work(self) -> None:
         try:
-            self.processor = FrameProcessor(self.method_names, smoothing=self.smoothing)
+            self.processor = FrameProcessor(self.method_names, smoothing=self.smoothing, frontalize=self.frontalize)
         except Exception as e:
             self.on_error(f"cannot start the methods: {e}")
             self._stop.set()

@@ -1,0 +1,355 @@
+"""FaceAlign Studio's main window."""
+from __future__ import annotations
+
+import sys
+import time
+
+import numpy as np
+
+from app.bridge import EngineBridge
+from app.qt import QtCore, QtGui, QtWidgets
+from app.views import FpsPanel, ImageView, MeshView
+from engine.facemodel import load_face_model
+from engine.render import draw_result, label
+
+FILE_FILTER = "Videos and images (*.mp4 *.avi *.mov *.mkv *.webm *.jpg *.jpeg *.png *.bmp *.tif *.tiff);;All files (*)"
+
+
+class MainWindow(QtWidgets.QMainWindow):
+    def __init__(self, source: str | None = None, method: str | None = None, compare: list[str] | None = None,
+                 exit_after: int | None = None, screenshot: str | None = None) -> None:
+        super().__init__()
+        self.setWindowTitle("FaceAlign Studio")
+        self.setWindowIcon(QtGui.QIcon(str(_icon_path())))
+        self.settings = QtCore.QSettings("FaceAlign", "FaceAlign Studio")
+        self.bridge = EngineBridge(self)
+        self.bridge.result.connect(self.on_result)
+        self.bridge.error.connect(self.show_error)
+        self.bridge.finished.connect(self.on_finished)
+        self.bridge.started.connect(lambda d: self.status(f"playing {d}"))
+        self.triangles = load_face_model().triangles
+        self.exit_after = exit_after
+        self.screenshot = screenshot
+        self.frames_shown = 0
+        self.tracked_frames = 0
+        self.source_spec: str | None = None
+        self.providers = {}
+        self.methods = self.bridge.available_methods()
+        self._build_ui()
+        self._restore_settings(method, compare)
+        QtCore.QTimer.singleShot(0, lambda: self.open_source(source) if source is not None else self._open_default())
+
+    # ---- UI -------------------------------------------------------------------------------------------------
+    def _build_ui(self) -> None:
+        tb = self.addToolBar("main")
+        tb.setObjectName("main-toolbar")
+        tb.setMovable(False)
+        self.act_open = tb.addAction("Open file…", self.choose_file)
+        self.act_open.setShortcut(QtGui.QKeySequence.Open)
+        self.act_folder = tb.addAction("Open folder…", self.choose_folder)
+        self.act_folder.setShortcut("Ctrl+Shift+O")
+        self.camera_index = QtWidgets.QSpinBox()
+        self.camera_index.setRange(0, 9)
+        self.camera_index.setPrefix("camera ")
+        tb.addWidget(self.camera_index)
+        tb.addAction("Open camera", lambda: self.open_source(str(self.camera_index.value())))
+        tb.addSeparator()
+        self.act_pause = tb.addAction("Pause", self.toggle_pause)
+        self.act_pause.setShortcut("Space")
+        self.act_pause.setCheckable(True)
+        tb.addSeparator()
+        tb.addWidget(QtWidgets.QLabel(" method "))
+        self.method_box = QtWidgets.QComboBox()
+        for name, desc, present in self.methods:
+            self.method_box.addItem(name if present else f"{name} (no weights)", name)
+            idx = self.method_box.count() - 1
+            self.method_box.setItemData(idx, desc, QtCore.Qt.ToolTipRole)
+            if not present:
+                self.method_box.model().item(idx).setEnabled(False)
+        self.method_box.currentIndexChanged.connect(lambda _: self.restart())
+        tb.addWidget(self.method_box)
+        self.act_compare = tb.addAction("Compare", self.restart)
+        self.act_compare.setCheckable(True)
+        self.act_compare.setShortcut("C")
+        self.compare_menu = QtWidgets.QMenu("Compare methods", self)
+        self.compare_actions = {}
+        for name, _, present in self.methods:
+            a = self.compare_menu.addAction(name)
+            a.setCheckable(True)
+            a.setEnabled(present)
+            a.setChecked(present)
+            a.toggled.connect(lambda _: self.restart() if self.act_compare.isChecked() else None)
+            self.compare_actions[name] = a
+        btn = QtWidgets.QToolButton()
+        btn.setText("methods ▾")
+        btn.setMenu(self.compare_menu)
+        btn.setPopupMode(QtWidgets.QToolButton.InstantPopup)
+        tb.addWidget(btn)
+        tb.addSeparator()
+        self.act_smooth = tb.addAction("Smoothing", lambda: self.bridge.set_smoothing(self.act_smooth.isChecked()))
+        self.act_smooth.setCheckable(True)
+        self.act_smooth.setShortcut("S")
+        self.act_wire = tb.addAction("Wireframe")
+        self.act_wire.setCheckable(True)
+        self.act_wire.setShortcut("W")
+        self.act_texture = tb.addAction("Texture", self._texture_changed)
+        self.act_texture.setCheckable(True)
+        self.act_texture.setChecked(True)
+        quit_act = QtGui.QAction("Quit", self)
+        quit_act.setShortcut(QtGui.QKeySequence.Quit)
+        quit_act.triggered.connect(self.close)
+        self.addAction(quit_act)
+
+        self.video = ImageView("No source yet")
+        self.grid_host = QtWidgets.QWidget()
+        self.grid = QtWidgets.QGridLayout(self.grid_host)
+        self.grid.setContentsMargins(0, 0, 0, 0)
+        self.grid_views: dict[str, ImageView] = {}
+        self.stack = QtWidgets.QStackedWidget()
+        self.stack.addWidget(self.video)
+        self.stack.addWidget(self.grid_host)
+        self.banner = QtWidgets.QLabel()
+        self.banner.setStyleSheet("background:#7a1f1f; color:white; padding:6px;")
+        self.banner.setWordWrap(True)
+        self.banner.hide()
+        self.open_button = QtWidgets.QPushButton("Open a video or image folder…")
+        self.open_button.clicked.connect(self.choose_file)
+        self.open_button.hide()
+        centre = QtWidgets.QWidget()
+        lay = QtWidgets.QVBoxLayout(centre)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.addWidget(self.banner)
+        lay.addWidget(self.open_button)
+        lay.addWidget(self.stack, 1)
+        self.setCentralWidget(centre)
+
+        self.mesh_view = MeshView(self.triangles)
+        self.frontal = ImageView("frontalized face")
+        side = QtWidgets.QWidget()
+        sl = QtWidgets.QVBoxLayout(side)
+        sl.setContentsMargins(0, 0, 0, 0)
+        sl.addWidget(QtWidgets.QLabel("3D mesh (drag to turn)"))
+        sl.addWidget(self.mesh_view, 3)
+        sl.addWidget(QtWidgets.QLabel("frontalized"))
+        sl.addWidget(self.frontal, 2)
+        dock = QtWidgets.QDockWidget("Face", self)
+        dock.setObjectName("face-dock")
+        dock.setWidget(side)
+        dock.setFeatures(QtWidgets.QDockWidget.DockWidgetMovable)
+        self.addDockWidget(QtCore.Qt.RightDockWidgetArea, dock)
+        self.fps_panel = FpsPanel()
+        dock2 = QtWidgets.QDockWidget("Speed", self)
+        dock2.setObjectName("speed-dock")
+        dock2.setWidget(self.fps_panel)
+        dock2.setFeatures(QtWidgets.QDockWidget.DockWidgetMovable)
+        self.addDockWidget(QtCore.Qt.BottomDockWidgetArea, dock2)
+        self.status_label = QtWidgets.QLabel()
+        self.statusBar().addWidget(self.status_label, 1)
+        self.provider_label = QtWidgets.QLabel(f"provider: {self.bridge.providers()}")
+        self.statusBar().addPermanentWidget(self.provider_label)
+        self.resize(1280, 860)
+        self.resizeDocks([dock2], [210], QtCore.Qt.Vertical)
+        self.resizeDocks([dock], [380], QtCore.Qt.Horizontal)
+
+    def _restore_settings(self, method: str | None, compare: list[str] | None) -> None:
+        geo = self.settings.value("geometry")
+        if geo is not None:
+            self.restoreGeometry(geo)
+        name = method or self.settings.value("method", "")
+        present = [n for n, _, p in self.methods if p]
+        if name not in present:
+            name = "mediapipe" if "mediapipe" in present else (present[0] if present else "")
+        self.method_box.blockSignals(True)
+        self.method_box.setCurrentIndex(max(0, self.method_box.findData(name)))
+        self.method_box.blockSignals(False)
+        for key, act in (("smoothing", self.act_smooth), ("wireframe", self.act_wire)):
+            act.setChecked(str(self.settings.value(key, "false")).lower() == "true")
+        self.bridge.set_smoothing(self.act_smooth.isChecked())
+        if compare:
+            for n, a in self.compare_actions.items():
+                a.blockSignals(True)
+                a.setChecked(n in compare and a.isEnabled())
+                a.blockSignals(False)
+            self.act_compare.setChecked(True)
+
+    def closeEvent(self, e) -> None:  # noqa: N802
+        self.settings.setValue("geometry", self.saveGeometry())
+        self.settings.setValue("method", self.method_box.currentData())
+        self.settings.setValue("smoothing", self.act_smooth.isChecked())
+        self.settings.setValue("wireframe", self.act_wire.isChecked())
+        if self.source_spec is not None and not self.source_spec.isdigit():
+            self.settings.setValue("last_source", self.source_spec)
+        self.bridge.stop()
+        super().closeEvent(e)
+
+    # ---- sources and methods ----------------------------------------------------------------------------------
+    def selected_methods(self) -> list[str]:
+        if self.act_compare.isChecked():
+            chosen = [n for n, a in self.compare_actions.items() if a.isChecked() and a.isEnabled()]
+            return chosen or [self.method_box.currentData()]
+        return [self.method_box.currentData()]
+
+    def _open_default(self) -> None:
+        if not self.open_source("0", quiet=True):
+            self.video.setText("No camera found.\nOpen a video file or a folder of images (Ctrl+O).")
+            self.open_button.show()
+            self.status("no camera available: open a file or folder")
+
+    def open_source(self, spec: str, quiet: bool = False) -> bool:
+        self.source_spec = spec
+        methods = self.selected_methods()
+        if not methods or methods == [None]:
+            self.show_error("no method has weights: train one or install the weights")
+            return False
+        self.banner.hide()
+        self._setup_views(methods)
+        self.fps_panel.reset()
+        self.frames_shown = 0
+        self.tracked_frames = 0
+        if quiet:
+            # probe without a visible error (the camera may simply be absent)
+            from engine.sources import SourceError, open_source
+
+            try:
+                open_source(spec).close()
+            except SourceError:
+                return False
+        ok = self.bridge.start(spec, methods)
+        if ok:
+            self.open_button.hide()
+        return ok
+
+    def restart(self) -> None:
+        if self.source_spec is not None:
+            self.open_source(self.source_spec)
+
+    def choose_file(self) -> None:
+        start = str(self.settings.value("last_dir", ""))
+        path, _ = QtWidgets.QFileDialog.getOpenFileName(self, "Open video or image", start, FILE_FILTER)
+        if path:
+            self.settings.setValue("last_dir", path.rsplit("/", 1)[0])
+            self.open_source(path)
+
+    def choose_folder(self) -> None:
+        path = QtWidgets.QFileDialog.getExistingDirectory(self, "Open image folder", str(self.settings.value("last_dir", "")))
+        if path:
+            self.open_source(path)
+
+    def toggle_pause(self) -> None:
+        self.bridge.set_paused(self.act_pause.isChecked())
+        self.status("paused" if self.act_pause.isChecked() else "playing")
+
+    def _texture_changed(self) -> None:
+        self.mesh_view.textured = self.act_texture.isChecked()
+
+    def _setup_views(self, methods: list[str]) -> None:
+        compare = len(methods) > 1 or self.act_compare.isChecked()
+        for v in self.grid_views.values():
+            v.setParent(None)
+        self.grid_views = {}
+        if compare:
+            cols = 2 if len(methods) > 1 else 1
+            for i, m in enumerate(methods):
+                v = ImageView(m)
+                self.grid.addWidget(v, i // cols, i % cols)
+                self.grid_views[m] = v
+            self.stack.setCurrentWidget(self.grid_host)
+        else:
+            self.stack.setCurrentWidget(self.video)
+
+    # ---- results ----------------------------------------------------------------------------------------------
+    def on_result(self, res, fps: dict) -> None:
+        wire = self.act_wire.isChecked()
+        n_faces = max(1, len(res.faces))
+        ms = {m: v / n_faces for m, v in res.method_ms.items()}
+        if self.grid_views:
+            for m, view in self.grid_views.items():
+                img = res.image.copy()
+                for face in res.faces:
+                    if m in face.results:
+                        draw_result(img, face.results[m], face.box, face.face_id, wireframe=wire,
+                                    triangles=self.triangles)
+                label(img, f"{m}  {fps.get(m, 0):.1f} FPS  {ms.get(m, 0):.1f} ms/face")
+                view.set_image(img)
+        else:
+            img = res.image.copy()
+            for face in res.faces:
+                for r in face.results.values():
+                    draw_result(img, r, face.box, face.face_id, wireframe=wire, triangles=self.triangles)
+            m = next(iter(res.method_ms), "")
+            label(img, f"{m}  {fps.get(m, 0):.1f} FPS")
+            self.video.set_image(img)
+        if res.faces:
+            self.tracked_frames += 1
+            first = res.faces[0]
+            r = next(iter(first.results.values()))
+            self.mesh_view.set_mesh(r.mesh, res.image)
+        if res.frontal is not None:
+            self.frontal.set_image(res.frontal)
+        self.fps_panel.add(time.perf_counter(), fps, ms, self.bridge.method_providers())
+        self.frames_shown += 1
+        stages = "  ".join(f"{k} {v:.1f}" for k, v in res.timings.items() if k != "total")
+        self.status(f"frame {res.index}  faces {len(res.faces)}  |  ms: {stages}  |  pipeline {fps.get('pipeline', 0):.1f} FPS")
+        if self.exit_after and self.frames_shown >= self.exit_after:
+            self.finish_and_exit()
+
+    def on_finished(self) -> None:
+        if self.exit_after and self.frames_shown < self.exit_after:
+            self.finish_and_exit()
+        else:
+            self.status(f"finished: {self.frames_shown} frames shown, {self.tracked_frames} with a face")
+
+    def finish_and_exit(self) -> None:
+        if getattr(self, "_exiting", False):
+            return
+        self._exiting = True
+        self.bridge.stop()
+        if self.screenshot:
+            QtWidgets.QApplication.processEvents()
+            self.mesh_view.canvas.update()
+            QtWidgets.QApplication.processEvents()
+            self.grab().save(self.screenshot)
+        QtCore.QTimer.singleShot(0, self.close)
+
+    def status(self, text: str) -> None:
+        self.status_label.setText(text)
+
+    def show_error(self, msg: str) -> None:
+        """Errors are messages, never tracebacks: a banner above the video and the status bar."""
+        self.banner.setText(msg)
+        self.banner.show()
+        self.status(msg)
+        if self.source_spec is None or not self.video.has_image:
+            self.open_button.show()
+
+
+def _icon_path():
+    from engine.paths import RESOURCES_DIR
+
+    return RESOURCES_DIR / "facealign.svg"
+
+
+def run(source: str | None = None, method: str | None = None, compare: list[str] | None = None,
+        exit_after: int | None = None, screenshot: str | None = None) -> int:
+    app = QtWidgets.QApplication.instance() or QtWidgets.QApplication(sys.argv[:1])
+    app.setApplicationName("FaceAlign Studio")
+    from vispy import app as vispy_app
+
+    vispy_app.use_app("pyside6")
+    win = MainWindow(source, method, compare, exit_after, screenshot)
+
+    def excepthook(etype, value, tb):  # no tracebacks in the GUI: show the message
+        win.show_error(f"{etype.__name__}: {value}")
+        sys.__excepthook__(etype, value, tb)
+
+    sys.excepthook = excepthook
+    win.show()
+    code = app.exec()
+    win.settings.sync()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Skip interpreter finalisation: mediapipe's and Qt's C extensions can abort while being torn down
+    # ("bool_dealloc" seen here), which would turn a clean exit into a crash.
+    import os
+
+    os._exit(code)
