@@ -100,3 +100,27 @@ def test_rasterize_front_most():
     tri_id, bary = rasterize(verts, np.array([[0, 1, 2], [3, 4, 5]]), 12, 12)
     assert tri_id[2, 2] == 1 and tri_id[11, 11] == -1
     assert np.allclose(bary[2, 2].sum(), 1.0)
+
+
+def test_tps_identity_and_interpolation():
+    from engine.geometry.tps import farthest_points, identity_params, tps_apply, tps_fit
+
+    rng = np.random.default_rng(0)
+    pts = rng.normal(size=(200, 3))
+    ctrl = pts[farthest_points(pts, 12)]
+    assert np.allclose(tps_apply(pts, ctrl, identity_params(12)), pts)
+    targets = ctrl + rng.normal(scale=0.1, size=ctrl.shape)
+    params = tps_fit(ctrl, targets)
+    assert np.allclose(tps_apply(ctrl, ctrl, params), targets, atol=1e-8)
+    # a pure affine map is reproduced exactly everywhere (kernel weights vanish)
+    a = np.array([[1.1, 0.2, 0.0], [0.0, 0.9, 0.1], [0.05, 0.0, 1.2]])
+    params = tps_fit(ctrl, ctrl @ a.T + [1, 2, 3])
+    assert np.allclose(tps_apply(pts, ctrl, params), pts @ a.T + [1, 2, 3], atol=1e-6)
+    assert np.abs(params[:, :12]).max() < 1e-6
+
+
+def test_tps_kernel_is_r2_log_r():
+    from engine.geometry.tps import tps_kernel
+
+    r = np.array([0.0, 0.5, 1.0, 2.0])
+    assert np.allclose(tps_kernel(r), [0.0, 0.25 * np.log(0.5), 0.0, 4 * np.log(2.0)])

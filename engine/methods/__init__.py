@@ -1,2 +1,2 @@
 """Built-in methods register themselves on import."""
-from engine.methods import baseline, mediapipe_ref, prnet  # noqa: F401
+from engine.methods import baseline, mediapipe_ref, prnet, stn3d  # noqa: F401

@@ -5,7 +5,8 @@ import importlib
 
 from engine.training.harness import Recipe
 
-RECIPES = {"baseline": "engine.methods.baseline.train", "prnet": "engine.methods.prnet.train"}
+RECIPES = {"baseline": "engine.methods.baseline.train", "prnet": "engine.methods.prnet.train",
+           "3dstn": "engine.methods.stn3d.train"}
 
 
 def get_recipe(name: str) -> Recipe:

@@ -1,0 +1,55 @@
+"""3D thin-plate splines with U(r) = r^2 log r (the kernel 3DSTN uses), one function per axis.
+
+f(x) = a0 + A x + sum_k w_k U(|x - c_k|); ``params`` hold, per output axis, K kernel weights then 4 affine
+coefficients (a0, ax, ay, az): shape (3, K + 4).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+def tps_kernel(r: np.ndarray) -> np.ndarray:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        u = r * r * np.log(r)
+    return np.where(r > 1e-12, u, 0.0)
+
+
+def tps_apply(points: np.ndarray, controls: np.ndarray, params: np.ndarray) -> np.ndarray:
+    """Warp (N, 3) points with a TPS on (K, 3) control points; params (3, K + 4)."""
+    k = len(controls)
+    u = tps_kernel(np.linalg.norm(points[:, None, :] - controls[None, :, :], axis=2))  # (N, K)
+    aff = np.concatenate([np.ones((len(points), 1)), points], axis=1)                   # (N, 4)
+    return u @ params[:, :k].T + aff @ params[:, k:].T
+
+
+def tps_fit(controls: np.ndarray, targets: np.ndarray, reg: float = 0.0) -> np.ndarray:
+    """The interpolating TPS taking ``controls`` (K, 3) exactly to ``targets`` (K, 3) (reg = 0).
+
+    Solves [[U + reg I, P], [P^T, 0]] [w; a] = [y; 0] per axis, which also enforces sum w = 0 and sum w c = 0.
+    """
+    k = len(controls)
+    u = tps_kernel(np.linalg.norm(controls[:, None] - controls[None], axis=2)) + reg * np.eye(k)
+    p = np.concatenate([np.ones((k, 1)), controls], axis=1)
+    a = np.zeros((k + 4, k + 4))
+    a[:k, :k], a[:k, k:], a[k:, :k] = u, p, p.T
+    b = np.zeros((k + 4, 3))
+    b[:k] = targets
+    sol = np.linalg.lstsq(a, b, rcond=None)[0]
+    return sol.T  # (3, K + 4)
+
+
+def identity_params(k: int) -> np.ndarray:
+    p = np.zeros((3, k + 4))
+    p[0, k + 1] = p[1, k + 2] = p[2, k + 3] = 1.0
+    return p
+
+
+def farthest_points(points: np.ndarray, k: int, start: int = 0) -> np.ndarray:
+    """Indices of k points spread over the set (farthest-point sampling): TPS control points."""
+    idx = [start]
+    d = np.linalg.norm(points - points[start], axis=1)
+    for _ in range(k - 1):
+        j = int(np.argmax(d))
+        idx.append(j)
+        d = np.minimum(d, np.linalg.norm(points - points[j], axis=1))
+    return np.array(idx)

@@ -1,0 +1,34 @@
+"""`3dstn`: 3D spatial transformer (Bhagavatula et al., ICCV 2017) in the face model's space.
+
+ONNX gives the camera, the TPS-warped generic face, its projection and the refined 2D landmarks; numpy then
+regresses the final 3D model from the refined landmarks (back-projection + TPS re-warp, stn3d/geometry.py).
+``refine=False`` returns the unrefined projection (the paper's ablation).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from engine.methods.base import pose_from_points, register
+from engine.methods.onnx_method import OnnxMethod
+
+
+@register("3dstn", "3DSTN: camera + 3D TPS warp + landmark refinement", "3dstn.onnx")
+class STN3DMethod(OnnxMethod):
+    name = "3dstn"
+    weights = "3dstn.onnx"
+
+    def __init__(self, refine: bool = True, **kw) -> None:
+        super().__init__(**kw)
+        self.refine = refine
+
+    def decode(self, outputs):
+        from engine.methods.stn3d.geometry import project, rewarp_to_landmarks
+
+        camera = outputs["camera"][0].astype(np.float64)
+        if not self.refine:
+            points = outputs["points"][0].astype(np.float64)
+        else:
+            shape = rewarp_to_landmarks(camera, outputs["shape"][0].astype(np.float64),
+                                        outputs["refined"][0].astype(np.float64))
+            points = project(camera, shape)
+        return points, pose_from_points(self.fm, points), None

@@ -1,0 +1,58 @@
+"""3DSTN's geometry in numpy: the generic face in a normalised frame, projective camera, back-projection and the
+TPS re-warp that makes the model's landmarks project exactly onto the refined 2D landmarks."""
+from __future__ import annotations
+
+import numpy as np
+
+from engine.facemodel import N_MESH, FaceModel
+from engine.geometry.tps import farthest_points, tps_apply, tps_fit
+
+N_CONTROLS = 32
+
+
+def normalisation(fm: FaceModel) -> tuple[np.ndarray, float]:
+    """Centre and half-width of the mean mesh: the generic face lives in [-1, 1] (x) around the origin."""
+    mesh = fm.mean[:N_MESH].astype(np.float64)
+    return mesh.mean(0), float(np.ptp(mesh[:, 0]) / 2)
+
+
+def generic_face(fm: FaceModel) -> np.ndarray:
+    centre, scale = normalisation(fm)
+    return (fm.mean.astype(np.float64) - centre) / scale
+
+
+def control_indices(fm: FaceModel, k: int = N_CONTROLS) -> np.ndarray:
+    """Fixed TPS control points spread over the mean mesh (farthest-point sampling from the nose tip)."""
+    g = generic_face(fm)[:N_MESH]
+    return farthest_points(g, k, start=int(np.argmax(g[:, 2])))
+
+
+def project(camera: np.ndarray, pts: np.ndarray) -> np.ndarray:
+    """(3, 4) projective camera (P[2, 3] = 1) applied to (N, 3) points -> (N, 3): x, y in crop pixels and a
+    depth z = s (n . X) along the camera's viewing axis n = r1 x r2 (same pixel scale)."""
+    h = np.concatenate([pts, np.ones((len(pts), 1))], 1) @ camera.T
+    xy = h[:, :2] / h[:, 2:3]
+    r1, r2 = camera[0, :3], -camera[1, :3]  # row 1 carries the image's y flip
+    s = (np.linalg.norm(r1) + np.linalg.norm(r2)) / 2
+    n = np.cross(r1 / np.linalg.norm(r1), r2 / np.linalg.norm(r2))
+    n /= np.linalg.norm(n)
+    return np.concatenate([xy, (pts @ n * s)[:, None]], 1)
+
+
+def closest_on_rays(camera: np.ndarray, xy: np.ndarray, anchors: np.ndarray) -> np.ndarray:
+    """For each 2D point, the point of its back-projected ray closest to the matching 3D anchor."""
+    out = np.empty_like(anchors)
+    for j, ((x, y), a) in enumerate(zip(xy, anchors)):
+        rows = np.stack([camera[0] - x * camera[2], camera[1] - y * camera[2]])   # rows . [X, 1] = 0
+        m, b = rows[:, :3], -rows[:, 3]
+        out[j] = a - m.T @ np.linalg.solve(m @ m.T, m @ a - b)
+    return out
+
+
+def rewarp_to_landmarks(camera: np.ndarray, shape: np.ndarray, refined_xy: np.ndarray) -> np.ndarray:
+    """The 3D model regressed from refined 2D landmarks: TPS-warp ``shape`` (536, 3, normalised frame) so that
+    its 68 landmarks move to the closest points on their refined landmarks' rays."""
+    lm = shape[N_MESH:]
+    targets = closest_on_rays(camera, refined_xy, lm)
+    params = tps_fit(lm, targets, reg=1e-6)
+    return tps_apply(shape, lm, params)
