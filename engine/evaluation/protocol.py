@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 
 from engine.evaluation.aflw2000 import crop_image, load_set
-from engine.evaluation.nme import bucket_summary, nme_per_image
+from engine.evaluation.nme import YAW_BUCKETS, bucket_summary, nme_per_image
 from engine.geometry.projection import crop_to_image
 from engine.geometry.rotation import angle_difference
 from engine.methods.base import Method
@@ -35,7 +35,7 @@ def evaluate(method: Method, data_dir: str | Path, mode: str = "protocol", limit
     n = len(ds) if limit is None else min(limit, len(ds))
     preds = np.zeros((n, 68, 2))
     poses = np.full((n, 3), np.nan)
-    failures = 0
+    failed = np.zeros(n, bool)
     detector = None
     if mode == "e2e":
         from engine.detect.face_detector import FaceDetector
@@ -58,7 +58,7 @@ def evaluate(method: Method, data_dir: str | Path, mode: str = "protocol", limit
                 res = None
             ms.append((time.perf_counter() - t0) * 1e3)
         if res is None:
-            failures += 1
+            failed[i] = True
             preds[i] = mean_shape_landmarks(ds.roi_box[i])[:, :2]
         else:
             preds[i] = crop_to_image(res.landmarks, box)[:, :2]
@@ -71,7 +71,8 @@ def evaluate(method: Method, data_dir: str | Path, mode: str = "protocol", limit
     pose_mae = {k: float(angle_difference(poses[ok, j], ds.pose[:n][ok, j]).mean()) if ok.any() else None
                 for j, k in enumerate(("yaw", "pitch", "roll"))}
     ay = np.abs(ds.yaw[:n])
-    fail_by_bucket = {}
-    return {"method": method.name, "mode": mode, "nme": buckets, "n": counts, "failures": failures,
-            "pose_mae": pose_mae, "ms_per_face_mean": float(np.mean(ms)) if ms else None,
-            "data": str(data_dir), "_per_image": nme, "_abs_yaw": ay, "_fail_by_bucket": fail_by_bucket}
+    fail_by_bucket = {name: int((failed & (ay >= lo) & ((ay < hi) | (hi == 90.0))).sum()) for lo, hi, name in YAW_BUCKETS}
+    return {"method": method.name, "mode": mode, "nme": buckets, "n": counts, "failures": int(failed.sum()),
+            "failures_by_bucket": fail_by_bucket, "pose_mae": pose_mae,
+            "ms_per_face_mean": float(np.mean(ms)) if ms else None, "data": str(data_dir),
+            "_per_image": nme, "_abs_yaw": ay}
