@@ -26,8 +26,9 @@ class FaceDetector:
         return [roi_box_from_detection(b) for b in self.detect(image_bgr)]
 
     def best_crop_box(self, image_bgr: np.ndarray) -> np.ndarray | None:
+        """The main face: the largest detection (a confident small face in the background is not the subject)."""
         boxes = self.crop_boxes(image_bgr)
-        return boxes[0] if boxes else None
+        return max(boxes, key=lambda b: b[2] - b[0]) if boxes else None
 
     def close(self) -> None:
         self.short.close()

@@ -1,4 +1,9 @@
-"""`main.py eval`: AFLW2000-3D NME per |yaw| bucket in protocol (crop at roi_box) or e2e (own detector) mode."""
+"""`main.py eval`: AFLW2000-3D NME per |yaw| bucket in protocol (crop at roi_box) or e2e mode.
+
+e2e runs the app's own path on the whole image: BlazeFace finds the face, the method aligns the detector's crop,
+then the tracker's step re-crops from those landmarks and aligns again (what the app does from a video's second
+frame on). A detection failure scores the mean shape's NME; it is never skipped.
+"""
 from __future__ import annotations
 
 import time
@@ -8,6 +13,7 @@ from typing import Callable
 import cv2
 import numpy as np
 
+from engine.detect.crop_policy import roi_box_from_landmarks
 from engine.evaluation.aflw2000 import crop_image, load_set
 from engine.evaluation.nme import YAW_BUCKETS, bucket_summary, nme_per_image
 from engine.geometry.projection import crop_to_image
@@ -54,6 +60,10 @@ def evaluate(method: Method, data_dir: str | Path, mode: str = "protocol", limit
             t0 = time.perf_counter()
             try:
                 res = method.align(crop_image(img, box))
+                if detector is not None:
+                    # the tracker's step: re-crop from the landmarks just found (the training crops' policy)
+                    box = roi_box_from_landmarks(crop_to_image(res.landmarks, box)[:, :2])
+                    res = method.align(crop_image(img, box))
             except RuntimeError:  # the method found no face in the crop (MediaPipe)
                 res = None
             ms.append((time.perf_counter() - t0) * 1e3)

@@ -22,6 +22,21 @@ def _row(r: dict) -> str:
             f"{b['overall']:.2f} | {r['failures']} |")
 
 
+# extra protocol-mode evaluations of a method's own variants, for the paper's ablations
+ABLATIONS = {"3dstn": [("before refinement (projected landmarks of the TPS-warped face)", {"refine": False})]}
+
+
+def ablation_text(name: str, main: dict, ablations: list) -> str:
+    if not ablations:
+        return ""
+    rows = [f"| {name} as shipped | {main['0-30']:.2f} | {main['30-60']:.2f} | {main['60-90']:.2f} | "
+            f"**{main['balanced']:.2f}** |"]
+    rows += [f"| {label} | {b['0-30']:.2f} | {b['30-60']:.2f} | {b['60-90']:.2f} | **{b['balanced']:.2f}** |"
+             for label, b in ablations]
+    return ("Ablation (protocol mode, same weights):\n\n| variant | 0-30 | 30-60 | 60-90 | balanced |\n"
+            "|---|---|---|---|---|\n" + "\n".join(rows) + "\n")
+
+
 def write_card(name: str, e2e: bool = True) -> str:
     from engine.evaluation.protocol import evaluate
     from engine.methods.base import create
@@ -34,6 +49,12 @@ def write_card(name: str, e2e: bool = True) -> str:
         r = evaluate(m, dev, mode=mode)
         m.close()
         results.append({k: v for k, v in r.items() if not k.startswith("_")})
+    ablations = []
+    for label, kwargs in ABLATIONS.get(name, []):
+        m = create(name, **kwargs)
+        r = evaluate(m, dev, mode="protocol")
+        m.close()
+        ablations.append((label, r["nme"]))
     speed = ms_per_face(name, threads=1)
     hist = facts["history"]
     curve = "\n".join(f"| {h['epoch']} | {h.get('points_px', float('nan')):.2f} | "
@@ -70,6 +91,7 @@ def write_card(name: str, e2e: bool = True) -> str:
 |---|---|---|---|---|---|---|
 {chr(10).join(_row(r) for r in results)}
 
+{ablation_text(name, results[0]["nme"], ablations)}
 Pose MAE (protocol): yaw {pm['yaw']:.2f}°, pitch {pm['pitch']:.2f}°, roll {pm['roll']:.2f}°.
 e2e mode crops with the app's BlazeFace detector and crop policy; a detection failure scores the mean shape's NME.
 
