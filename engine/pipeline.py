@@ -158,7 +158,9 @@ class LivePipeline:
         self.frames_captured = 0
         self.frames_processed = 0
         self.frames_dropped = 0
-        self.fps: dict[str, FpsMeter] = {m: FpsMeter() for m in methods}
+        # per method: its own throughput, 1000 / (mean ms it spent per frame over the last 30 frames); the
+        # pipeline's delivered frame rate is separate (in compare mode every method shares it)
+        self._method_ms: dict[str, deque] = {m: deque(maxlen=30) for m in methods}
         self.pipeline_fps = FpsMeter()
         self.processor: FrameProcessor | None = None
         self._threads: list[threading.Thread] = []
@@ -180,6 +182,9 @@ class LivePipeline:
     @property
     def running(self) -> bool:
         return any(t.is_alive() for t in self._threads)
+
+    def method_fps(self) -> dict[str, float]:
+        return {n: (1000.0 / float(np.mean(d)) if d else 0.0) for n, d in self._method_ms.items()}
 
     def set_smoothing(self, on: bool) -> None:
         self.smoothing = on
@@ -233,13 +238,12 @@ class LivePipeline:
                             break
                         continue
                 res = self.processor.process(frame)
-                now = time.perf_counter()
-                self.pipeline_fps.tick(now)
+                self.pipeline_fps.tick()
                 for name, ms in res.method_ms.items():
                     if res.faces:
-                        self.fps[name].tick(now)
+                        self._method_ms.setdefault(name, deque(maxlen=30)).append(ms)
                 self.frames_processed += 1
-                self.on_result(res, {n: m.fps for n, m in self.fps.items()} | {"pipeline": self.pipeline_fps.fps})
+                self.on_result(res, self.method_fps() | {"pipeline": self.pipeline_fps.fps})
         except Exception as e:
             self.on_error(f"processing failed: {e}")
         finally:
