@@ -283,7 +283,10 @@ class MainWindow(QtWidgets.QMainWindow):
             self.tracked_frames += 1
             first = res.faces[0]
             r = next(iter(first.results.values()))
-            self.mesh_view.set_mesh(r.mesh, res.image)
+            if r.dense is not None and r.dense_faces is not None:  # the densest surface a method offers
+                self.mesh_view.set_mesh(r.dense, res.image, r.dense_faces)
+            else:
+                self.mesh_view.set_mesh(r.mesh, res.image)
         if res.frontal is not None:
             self.frontal.set_image(res.frontal)
         self.fps_panel.add(time.perf_counter(), fps, ms, self.bridge.method_providers())

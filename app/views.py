@@ -64,7 +64,9 @@ class MeshView(QtWidgets.QWidget):
         lay.setContentsMargins(0, 0, 0, 0)
         lay.addWidget(self.canvas.native)
 
-    def set_mesh(self, mesh_px: np.ndarray, image: np.ndarray | None = None) -> None:
+    def set_mesh(self, mesh_px: np.ndarray, image: np.ndarray | None = None, faces: np.ndarray | None = None) -> None:
+        """Show a mesh given in image pixels; ``faces`` default to the face model's triangles."""
+        faces = self.triangles if faces is None else faces.astype(np.uint32)
         v = mesh_px.astype(np.float32).copy()
         centre = v.mean(0)
         scale = np.ptp(v[:, :2], axis=0).max() / 2 + 1e-6
@@ -79,9 +81,9 @@ class MeshView(QtWidgets.QWidget):
             rgb = image[ys, xs, ::-1].astype(np.float32) / 255.0
             colors = np.concatenate([rgb, np.ones((len(rgb), 1), np.float32)], 1)
         if colors is not None:
-            self.mesh.set_data(vertices=verts, faces=self.triangles, vertex_colors=colors)
+            self.mesh.set_data(vertices=verts, faces=faces, vertex_colors=colors)
         else:
-            self.mesh.set_data(vertices=verts, faces=self.triangles, color=(0.85, 0.75, 0.68, 1.0))
+            self.mesh.set_data(vertices=verts, faces=faces, color=(0.85, 0.75, 0.68, 1.0))
         self.canvas.update()
         self.frames_drawn += 1
 

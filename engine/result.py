@@ -17,6 +17,7 @@ class AlignmentResult:
     confidence: float = 1.0
     timings: dict[str, float] = field(default_factory=dict)  # stage -> milliseconds
     dense: np.ndarray | None = None  # optional denser surface (e.g. PRNet's position map), (M, 3)
+    dense_faces: np.ndarray | None = None  # (F, 3) triangles over ``dense``
     method: str = ""
     frame: str = "crop"              # "crop" (120x120 input) or "image"
 
@@ -27,5 +28,6 @@ class AlignmentResult:
         return replace(
             self, landmarks=crop_to_image(self.landmarks, roi_box, size), mesh=crop_to_image(self.mesh, roi_box, size),
             dense=None if self.dense is None else crop_to_image(self.dense, roi_box, size), frame="image",
+            dense_faces=self.dense_faces,
             timings=dict(self.timings),
         )

@@ -29,6 +29,16 @@ class UVLayout:
     def covered(self) -> np.ndarray:
         return self.tri_id >= 0
 
+    def grid_faces(self) -> np.ndarray:
+        """Triangles over the face texels (row-major indices into ``map[face_mask]``): the map as a dense mesh."""
+        idx = np.full(self.face_mask.shape, -1)
+        idx[self.face_mask] = np.arange(int(self.face_mask.sum()))
+        a, b, c, d = idx[:-1, :-1], idx[:-1, 1:], idx[1:, :-1], idx[1:, 1:]
+        t1 = np.stack([a, c, b], -1).reshape(-1, 3)
+        t2 = np.stack([b, c, d], -1).reshape(-1, 3)
+        t = np.concatenate([t1, t2])
+        return t[(t >= 0).all(1)].astype(np.int32)
+
     def matrix(self) -> np.ndarray:
         """(S*S, 536) float32 matrix M with map = M @ points (rows of uncovered texels copy their nearest)."""
         t = self.tri_id[self.nearest[..., 0], self.nearest[..., 1]].ravel()

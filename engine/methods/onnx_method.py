@@ -14,6 +14,7 @@ from engine.runtime import OnnxModel, crop_to_input
 
 class OnnxMethod(Method):
     backend = "onnxruntime"
+    dense_faces: np.ndarray | None = None
 
     def __init__(self, threads: int | None = None, providers: list[str] | None = None) -> None:
         self.fm = load_face_model()
@@ -32,4 +33,6 @@ class OnnxMethod(Method):
         timings["network"] = (t1 - t0) * 1e3
         points, pose, dense = self.decode(out)
         timings["decode"] = (time.perf_counter() - t1) * 1e3
-        return finish_from_points(self.fm, points, pose, t0, timings, self.name, dense=dense)
+        res = finish_from_points(self.fm, points, pose, t0, timings, self.name, dense=dense)
+        res.dense_faces = self.dense_faces if dense is not None else None
+        return res

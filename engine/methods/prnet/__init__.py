@@ -31,6 +31,7 @@ class PRNetMethod(OnnxMethod):
     def __init__(self, **kw) -> None:
         super().__init__(**kw)
         self.layout = layout()
+        self.dense_faces = self.layout.grid_faces()
 
     def decode(self, outputs):
         pmap = outputs["position_map"][0].transpose(1, 2, 0).astype(np.float64) * 120.0

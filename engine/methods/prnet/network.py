@@ -82,10 +82,14 @@ class PRNet(nn.Module):
             c = cout
         self.encoder = nn.Sequential(*blocks)
         ups = []
-        for i, (cout, s) in enumerate(DECODER):
-            ups.append(UpConv(c, cout, s, act=i < len(DECODER) - 1))
+        for cout, s in DECODER:
+            # the 3-channel layers stay linear: a ReLU there would cut the map's negative offsets from the mean
+            ups.append(UpConv(c, cout, s, act=cout > 3))
             c = cout
         self.decoder = nn.Sequential(*ups)
+        # start exactly at the mean map: a randomly initialised last layer adds ~50 px of noise to every texel
+        nn.init.zeros_(ups[-1].conv.weight)
+        nn.init.zeros_(ups[-1].conv.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = F.interpolate(x, size=(INPUT_SIZE, INPUT_SIZE), mode="bilinear", align_corners=False)
