@@ -33,10 +33,11 @@ class EngineBridge(QtCore.QObject):
 
         return preferred_providers()[0]
 
-    def start(self, spec: str, methods: list[str], loop: bool = True, max_frames: int | None = None) -> bool:
+    def start(self, spec: str, methods: list[str], loop: bool = True, max_frames: int | None = None,
+              resolution: tuple[int, int] | None = None) -> bool:
         self.stop()
         try:
-            self.source = open_source(spec, loop=loop)
+            self.source = open_source(spec, loop=loop, resolution=resolution)
         except SourceError as e:
             self.error.emit(str(e))
             return False
@@ -58,6 +59,9 @@ class EngineBridge(QtCore.QObject):
         self.smoothing = on
         if self.pipeline:
             self.pipeline.set_smoothing(on)
+
+    def length(self) -> int | None:
+        return getattr(self.source, "length", None) if self.source is not None else None
 
     def seek(self, index: int) -> None:
         if self.source is not None and hasattr(self.source, "seek"):

@@ -52,11 +52,21 @@ class MainWindow(QtWidgets.QMainWindow):
         self.camera_index.setRange(0, 9)
         self.camera_index.setPrefix("camera ")
         tb.addWidget(self.camera_index)
+        self.camera_res = QtWidgets.QComboBox()
+        for text in ("default", "640x480", "1280x720", "1920x1080"):
+            self.camera_res.addItem(text)
+        tb.addWidget(self.camera_res)
         tb.addAction("Open camera", lambda: self.open_source(str(self.camera_index.value())))
         tb.addSeparator()
         self.act_pause = tb.addAction("Pause", self.toggle_pause)
         self.act_pause.setShortcut("Space")
         self.act_pause.setCheckable(True)
+        self.seek_slider = QtWidgets.QSlider(QtCore.Qt.Horizontal)
+        self.seek_slider.setMinimumWidth(140)
+        self.seek_slider.setEnabled(False)
+        self.seek_slider.setToolTip("seek (video files)")
+        self.seek_slider.sliderReleased.connect(lambda: self.bridge.seek(self.seek_slider.value()))
+        tb.addWidget(self.seek_slider)
         tb.addSeparator()
         tb.addWidget(QtWidgets.QLabel(" method "))
         self.method_box = QtWidgets.QComboBox()
@@ -95,6 +105,9 @@ class MainWindow(QtWidgets.QMainWindow):
         self.act_texture = tb.addAction("Texture", self._texture_changed)
         self.act_texture.setCheckable(True)
         self.act_texture.setChecked(True)
+        tb.addSeparator()
+        tb.addAction("Export…", lambda: self.export("annotate"))
+        tb.addAction("Export compare…", lambda: self.export("compare"))
         quit_act = QtGui.QAction("Quit", self)
         quit_act.setShortcut(QtGui.QKeySequence.Quit)
         quit_act.triggered.connect(self.close)
@@ -214,9 +227,14 @@ class MainWindow(QtWidgets.QMainWindow):
                 open_source(spec).close()
             except SourceError:
                 return False
-        ok = self.bridge.start(spec, methods)
+        res = self.camera_res.currentText()
+        resolution = tuple(int(v) for v in res.split("x")) if "x" in res else None
+        ok = self.bridge.start(spec, methods, resolution=resolution)
         if ok:
             self.open_button.hide()
+            n = self.bridge.length()
+            self.seek_slider.setEnabled(bool(n) and self.bridge.source.kind == "video")
+            self.seek_slider.setRange(0, max(0, (n or 1) - 1))
         return ok
 
     def restart(self) -> None:
@@ -291,6 +309,10 @@ class MainWindow(QtWidgets.QMainWindow):
             self.frontal.set_image(res.frontal)
         self.fps_panel.add(time.perf_counter(), fps, ms, self.bridge.method_providers())
         self.frames_shown += 1
+        if self.seek_slider.isEnabled() and not self.seek_slider.isSliderDown():
+            self.seek_slider.blockSignals(True)
+            self.seek_slider.setValue(res.index)
+            self.seek_slider.blockSignals(False)
         stages = "  ".join(f"{k} {v:.1f}" for k, v in res.timings.items() if k != "total")
         self.status(f"frame {res.index}  faces {len(res.faces)}  |  ms: {stages}  |  pipeline {fps.get('pipeline', 0):.1f} FPS")
         if self.exit_after and self.frames_shown >= self.exit_after:
@@ -313,6 +335,27 @@ class MainWindow(QtWidgets.QMainWindow):
             QtWidgets.QApplication.processEvents()
             self.grab().save(self.screenshot)
         QtCore.QTimer.singleShot(0, self.close)
+
+    def export(self, kind: str, out: str | None = None, formats: list[str] | None = None, force: bool = False):
+        """Annotate the current source (or write a compare report) in the background, with a progress dialog."""
+        from app.export_dialog import ExportDialog, run_export
+
+        if self.source_spec is None or self.source_spec.isdigit():
+            self.show_error("export needs a video file or an image folder as the source")
+            return None
+        methods = self.selected_methods()
+        if out is None:
+            dlg = ExportDialog(kind, methods, self)
+            if dlg.exec() != QtWidgets.QDialog.Accepted or not dlg.folder.text():
+                return None
+            out, formats, force = dlg.folder.text(), dlg.formats(), dlg.force.isChecked()
+
+        def message(msg: str, error: bool) -> None:
+            (self.show_error if error else self.status)(msg)
+
+        self._export_worker = run_export(self, kind, self.source_spec, methods, out, formats or ["csv", "json"],
+                                         force, message)
+        return self._export_worker
 
     def status(self, text: str) -> None:
         self.status_label.setText(text)

@@ -193,8 +193,12 @@ class LivePipeline:
 
     def _capture(self) -> None:
         t_start = time.perf_counter()
+        last_index = -1
         try:
             for frame in self.source.frames():
+                if frame.index != last_index + 1:  # a seek or a loop: restart the clock at this frame
+                    t_start = time.perf_counter() - frame.timestamp
+                last_index = frame.index
                 while self.paused.is_set() and not self._stop.is_set():
                     self._stop.wait(0.05)
                     t_start = time.perf_counter() - frame.timestamp

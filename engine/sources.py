@@ -189,10 +189,11 @@ class CameraSource(Source):
         return f"camera {self.index}"
 
 
-def open_source(spec: str | int, loop: bool = False) -> Source:
-    """A camera index ("0"), a video file, an image file or a folder of images."""
+def open_source(spec: str | int, loop: bool = False, resolution: tuple[int, int] | None = None) -> Source:
+    """A camera index ("0", optionally at ``resolution``), a video file, an image file or a folder of images."""
     if isinstance(spec, int) or (isinstance(spec, str) and spec.isdigit()):
-        return CameraSource(int(spec))
+        w, h = resolution or (None, None)
+        return CameraSource(int(spec), w, h)
     p = Path(os.path.expanduser(str(spec)))
     if p.is_dir():
         return ImageFolderSource(p)

@@ -74,6 +74,15 @@ def main(video: str, out_dir: str) -> None:
         wait_until(app, lambda: all(v.has_image for v in win.grid_views.values()), 30)
         report["grid_filled"] = all(v.has_image for v in win.grid_views.values())
         win.grab().save(str(out / "compare.png"))
+        # export from the GUI, cancelled halfway through the progress dialog
+        ticks = []
+        worker = win.export("annotate", out=str(out / "export"), formats=["csv", "json"])
+        worker.progress.connect(lambda i, n: (ticks.append(i), worker.dialog.cancel() if i >= 10 else None))
+        messages = []
+        worker.done.connect(messages.append)
+        worker.failed.connect(messages.append)
+        report["export_finished"] = wait_until(app, lambda: bool(messages), 120)
+        report["export_message"] = messages[0] if messages else ""
     win.close()
     wait_until(app, lambda: not win.bridge.running, 10)
     time.sleep(0.5)

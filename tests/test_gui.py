@@ -88,6 +88,18 @@ def test_switch_method_and_compare(gui_run):
     assert rep["grid_views"] == sorted(["mediapipe", rep["other_method"]]) and rep["grid_filled"]
 
 
+def test_gui_export_cancelled_halfway_leaves_valid_files(gui_run):
+    rep, out = gui_run
+    if rep["other_method"] is None:
+        pytest.skip("only one method has weights")
+    assert rep["export_finished"] and rep["export_message"].startswith("cancelled after"), rep["export_message"]
+    import csv
+
+    rows = list(csv.DictReader(open(out / "export" / "annotations.csv")))
+    doc = json.loads((out / "export" / "annotations.json").read_text())
+    assert 5 <= len(doc["frames"]) < 55 and rows
+
+
 def test_no_thread_left_behind(gui_run):
     rep, _ = gui_run
     assert rep["threads_left"] == []

@@ -59,7 +59,8 @@ class CompareGrid(VideoWriter):
 
 
 def compare(source_spec: str, methods: list[str], out_dir: str | Path, force: bool = False,
-            progress: Callable[[int, int | None], None] | None = None) -> dict:
+            progress: Callable[[int, int | None], None] | None = None,
+            cancelled: Callable[[], bool] | None = None) -> dict:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -86,6 +87,8 @@ def compare(source_spec: str, methods: list[str], out_dir: str | Path, force: bo
     t0 = time.perf_counter()
     try:
         for frame in source.frames():
+            if cancelled and cancelled():
+                break
             if source.kind == "images":
                 proc.tracker.reset()
             res = proc.process(frame)

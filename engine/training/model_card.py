@@ -42,6 +42,12 @@ def write_card(name: str, e2e: bool = True) -> str:
     from engine.methods.base import create
 
     facts = json.loads(weights_path(f"{name}.train.json").read_text())
+    try:  # the recipe's current description of itself (the training facts keep the one it was trained with)
+        from engine.training.recipes import get_recipe
+
+        facts["notes"] = get_recipe(name).notes
+    except (KeyError, ImportError):
+        pass
     dev = data_path("aflw2000_dev")
     results = []
     for mode in (["protocol", "e2e"] if e2e else ["protocol"]):

@@ -44,7 +44,7 @@ class STN3DRecipe(Recipe):
     name: str = "3dstn"
     description: str = ("3DSTN: CNN -> projective camera + 3D TPS warp of the generic face, landmark refinement, "
                         "3D model re-warped onto the refined landmarks")
-    epochs: int = 12
+    epochs: int = 8
     batch_size: int = 128
     lr: float = 2e-3
     augment: AugmentConfig = field(default_factory=lambda: AugmentConfig(
