@@ -92,3 +92,25 @@ def test_one_euro_smooths_noise_but_follows_motion():
     g = OneEuroFilter(min_cutoff=1.0, beta=1.0)
     out = [g(np.array([t * 5.0]), t / 30)[0] for t in range(60)]
     assert abs(out[-1] - 59 * 5.0) < 10
+
+
+def test_several_faces_keep_stable_ids(dev_dir):
+    """Two faces side by side (a dev image tiled twice), moving a little each frame: two tracks, stable ids."""
+    import cv2
+
+    from engine.pipeline import FrameProcessor
+    from engine.sources import Frame
+
+    img = cv2.imread(str(dev_dir / "images" / "image00006.jpg"))
+    img = cv2.resize(img, (300, 300))
+    proc = FrameProcessor(["mediapipe"])
+    ids_per_frame = []
+    for k in range(12):
+        canvas = np.zeros((400, 800, 3), np.uint8)
+        canvas[50:350, 40 + k:340 + k] = img
+        canvas[50:350, 440 - k:740 - k] = img
+        r = proc.process(Frame(k, k / 25, canvas))
+        ids_per_frame.append(sorted((f.face_id, int(f.box[0] > 400)) for f in r.faces))
+    proc.close()
+    assert all(len(ids) == 2 for ids in ids_per_frame)
+    assert all(ids == ids_per_frame[0] for ids in ids_per_frame)  # same id stays on the same side

@@ -1,0 +1,26 @@
+#!/usr/bin/env python3
+"""Render the README's accuracy and speed tables from measured JSON files in docs/results/:
+NAME_protocol.json and NAME_e2e.json (`main.py eval --json`), bench.json (`main.py bench --json`)."""
+import json
+import sys
+from pathlib import Path
+
+root = Path(sys.argv[1] if len(sys.argv) > 1 else "docs/results")
+names = sorted({p.stem.rsplit("_", 1)[0] for p in root.glob("*_protocol.json")})
+print("| method | 0-30 | 30-60 | 60-90 | balanced | overall | failures | e2e balanced | e2e failures | pose MAE y/p/r |")
+print("|---|---|---|---|---|---|---|---|---|---|")
+for n in names:
+    p = json.loads((root / f"{n}_protocol.json").read_text())
+    e = json.loads((root / f"{n}_e2e.json").read_text()) if (root / f"{n}_e2e.json").exists() else None
+    b, pm = p["nme"], p["pose_mae"]
+    print(f"| {n} | {b['0-30']:.2f} | {b['30-60']:.2f} | {b['60-90']:.2f} | **{b['balanced']:.2f}** | "
+          f"{b['overall']:.2f} | {p['failures']} | {e['nme']['balanced']:.2f} | {e['failures']} | "
+          f"{pm['yaw']:.1f} / {pm['pitch']:.1f} / {pm['roll']:.1f} |" if e else "")
+bench = root / "bench.json"
+if bench.exists():
+    print()
+    print("| method | ms/face, 1 thread | ms/face, 2 threads | pipeline FPS (test video) | frames with a face | provider |")
+    print("|---|---|---|---|---|---|")
+    for n, r in json.loads(bench.read_text())["methods"].items():
+        print(f"| {n} | {r['ms_per_face_1t']:.2f} | {r['ms_per_face_2t']:.2f} | {r['pipeline_fps']:.1f} | "
+              f"{r['pipeline_frames_with_face']}/{r['pipeline_frames']} | {r['provider']} |")
