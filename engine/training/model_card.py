@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from engine.evaluation.bench import ms_per_face
-from engine.paths import data_path, weights_path
+from engine.paths import PROJECT_ROOT, data_path, weights_path
 
 LICENCE = ("Trained on AFLW crops (research use only) with teacher labels from a 3DDFA_V2 MobileNet-0.5 model (MIT) "
            "fitted with a Basel Face Model 2009-derived 3DMM (research use only): the weights inherit research-use-only "
@@ -55,6 +55,9 @@ def write_card(name: str, e2e: bool = True) -> str:
         r = evaluate(m, dev, mode=mode)
         m.close()
         results.append({k: v for k, v in r.items() if not k.startswith("_")})
+        out_json = PROJECT_ROOT / "docs" / "results" / f"{name}_{mode}.json"
+        if out_json.parent.is_dir():  # the same object `main.py eval --json` prints, for the README's tables
+            out_json.write_text(json.dumps(results[-1]))
     ablations = []
     for label, kwargs in ABLATIONS.get(name, []):
         m = create(name, **kwargs)
