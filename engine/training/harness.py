@@ -158,6 +158,7 @@ def train(recipe: Recipe, epochs: int | None = None, resume: bool = False, seed:
     total = steps_per_epoch * epochs
     history: list[dict[str, Any]] = []
     start_epoch = 0
+    shipped = weights_path(f"{recipe.name}.pt")
     if resume and ckpt_path.exists():
         ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
         model.load_state_dict(ck["model"])
@@ -166,8 +167,15 @@ def train(recipe: Recipe, epochs: int | None = None, resume: bool = False, seed:
         start_epoch = ck["epoch"] + 1
         g.set_state(ck["generator"])
         log(f"[{recipe.name}] resumed from epoch {start_epoch}")
+    elif resume and shipped.exists():
+        # a fresh clone has no runs/: continue from the shipped weights (the optimizer restarts)
+        ck = torch.load(shipped, map_location="cpu", weights_only=False)
+        model.load_state_dict(ck["model"])
+        history = ck["history"]
+        start_epoch = len(history)
+        log(f"[{recipe.name}] resumed from the shipped weights after epoch {start_epoch} (fresh optimizer)")
     elif resume:
-        log(f"[{recipe.name}] nothing to resume in {run_dir}; starting fresh")
+        log(f"[{recipe.name}] nothing to resume in {run_dir} or {shipped}; starting fresh")
 
     model.train()
     for epoch in range(start_epoch, epochs):

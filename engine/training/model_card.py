@@ -79,7 +79,8 @@ def write_card(name: str, e2e: bool = True) -> str:
 
 - Parameters: {facts['parameters']:,}; multiply-accumulates per 120x120 crop: {facts['macs'] / 1e6:.1f} M
 - Files: `weights/{name}.onnx` (sha256 {sha256(onnx)}…), final torch checkpoint `weights/{name}.pt`
-  (resume or fine-tune with `python main.py train {name} --resume` after copying it to `runs/{name}/last.pt`).
+  (`python main.py train {name} --epochs N --resume` continues from it, with a fresh optimizer, when
+  `runs/{name}/last.pt` is absent).
 
 ## Data and training
 - Training set: ../shared/data/aflw_train (19,080 AFLW crops), teacher 3DMM labels + AFLW human 21 points.
