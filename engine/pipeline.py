@@ -140,7 +140,7 @@ class LivePipeline:
 
     def __init__(self, source: Source, methods: list[str], on_result: Callable, on_error: Callable | None = None,
                  on_finished: Callable | None = None, smoothing: bool = False, max_frames: int | None = None,
-                 realtime: bool = True, frontalize: bool = False) -> None:
+                 realtime: bool = True, frontalize: bool = False, drop_frames: bool = True) -> None:
         self.source = source
         self.method_names = methods
         self.on_result = on_result
@@ -150,6 +150,9 @@ class LivePipeline:
         self.max_frames = max_frames
         self.realtime = realtime  # pace video files at their frame rate, as a player would
         self.frontalize = frontalize
+        # False: the capture waits for the worker instead of replacing its pending frame (benchmarks: the clip is
+        # decoded exactly as fast as it is processed, no CPU spent decoding frames that are then dropped)
+        self.drop_frames = drop_frames
         self.paused = threading.Event()
         self._latest: Frame | None = None
         self._cond = threading.Condition()
@@ -209,6 +212,8 @@ class LivePipeline:
                     if wait > 0:
                         self._stop.wait(wait)
                 with self._cond:
+                    while not self.drop_frames and self._latest is not None and not self._stop.is_set():
+                        self._cond.wait(0.05)
                     if self._latest is not None:
                         self.frames_dropped += 1
                     self._latest = frame
@@ -237,6 +242,7 @@ class LivePipeline:
                     while self._latest is None and not self._capture_done and not self._stop.is_set():
                         self._cond.wait(0.1)
                     frame, self._latest = self._latest, None
+                    self._cond.notify_all()
                     if frame is None:
                         if self._capture_done or self._stop.is_set():
                             break

@@ -31,13 +31,21 @@ def occluded_by_mesh(points: np.ndarray, verts: np.ndarray, tris: np.ndarray, ep
     A triangle covering the point's (x, y) whose interpolated z exceeds the point's z by more than ``eps``
     occludes it. Exact for any number of points; cost O(points x triangles).
     """
-    p = np.asarray(points, dtype=np.float64)
+    # float32 halves the memory traffic of the (points x triangles) arrays; sub-pixel precision is plenty here
+    p = np.asarray(points, dtype=np.float32)
+    verts = np.asarray(verts, dtype=np.float32)
     a, b, c = verts[tris[:, 0]], verts[tris[:, 1]], verts[tris[:, 2]]
+    # only triangles whose 2D box holds some point can cover it
+    lo, hi = p[:, :2].min(0), p[:, :2].max(0)
+    tmin = np.minimum(np.minimum(a, b), c)[:, :2]
+    tmax = np.maximum(np.maximum(a, b), c)[:, :2]
+    keep = np.all((tmax >= lo) & (tmin <= hi), axis=1)
+    a, b, c = a[keep], b[keep], c[keep]
     v0 = (b - a)[None, :, :2]
     v1 = (c - a)[None, :, :2]
     v2 = p[:, None, :2] - a[None, :, :2]
     den = v0[..., 0] * v1[..., 1] - v1[..., 0] * v0[..., 1]
-    den = np.where(np.abs(den) < 1e-12, np.nan, den)
+    den = np.where(np.abs(den) < 1e-9, np.nan, den)
     l1 = (v2[..., 0] * v1[..., 1] - v1[..., 0] * v2[..., 1]) / den
     l2 = (v0[..., 0] * v2[..., 1] - v2[..., 0] * v0[..., 1]) / den
     l0 = 1 - l1 - l2

@@ -34,7 +34,10 @@ def tps_fit(controls: np.ndarray, targets: np.ndarray, reg: float = 0.0) -> np.n
     a[:k, :k], a[:k, k:], a[k:, :k] = u, p, p.T
     b = np.zeros((k + 4, 3))
     b[:k] = targets
-    sol = np.linalg.lstsq(a, b, rcond=None)[0]
+    try:
+        sol = np.linalg.solve(a, b)
+    except np.linalg.LinAlgError:  # coincident control points: the least-squares solution
+        sol = np.linalg.lstsq(a, b, rcond=None)[0]
     return sol.T  # (3, K + 4)
 
 

@@ -137,8 +137,8 @@ def train(recipe: Recipe, epochs: int | None = None, resume: bool = False, seed:
     """Train ``recipe``; returns the history. Checkpoints go to runs/NAME/, shipped files to weights/."""
     epochs = epochs or recipe.epochs
     bs = batch_size or recipe.batch_size
-    if threads:
-        torch.set_num_threads(threads)
+    # engine/__init__ sets OMP_NUM_THREADS=1 for inference; training wants every core unless told otherwise
+    torch.set_num_threads(threads or os.cpu_count() or 1)
     seed_everything(seed)
     run_dir = out_dir or RUNS_DIR / recipe.name
     run_dir.mkdir(parents=True, exist_ok=True)

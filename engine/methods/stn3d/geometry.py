@@ -41,12 +41,12 @@ def project(camera: np.ndarray, pts: np.ndarray) -> np.ndarray:
 
 def closest_on_rays(camera: np.ndarray, xy: np.ndarray, anchors: np.ndarray) -> np.ndarray:
     """For each 2D point, the point of its back-projected ray closest to the matching 3D anchor."""
-    out = np.empty_like(anchors)
-    for j, ((x, y), a) in enumerate(zip(xy, anchors)):
-        rows = np.stack([camera[0] - x * camera[2], camera[1] - y * camera[2]])   # rows . [X, 1] = 0
-        m, b = rows[:, :3], -rows[:, 3]
-        out[j] = a - m.T @ np.linalg.solve(m @ m.T, m @ a - b)
-    return out
+    rows = np.stack([camera[0][None] - xy[:, :1] * camera[2][None],
+                     camera[1][None] - xy[:, 1:2] * camera[2][None]], axis=1)      # (N, 2, 4): rows . [X, 1] = 0
+    m, b = rows[:, :, :3], -rows[:, :, 3]
+    resid = np.einsum("nij,nj->ni", m, anchors) - b
+    lam = np.linalg.solve(m @ m.transpose(0, 2, 1), resid[..., None])[..., 0]
+    return anchors - np.einsum("nij,ni->nj", m, lam)
 
 
 def rewarp_to_landmarks(camera: np.ndarray, shape: np.ndarray, refined_xy: np.ndarray) -> np.ndarray:
