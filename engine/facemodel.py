@@ -63,14 +63,6 @@ class FaceModel:
         s = self.shape(params[12:12 + N_SHAPE], params[12 + N_SHAPE:N_PARAMS])
         return model_to_crop(s @ cam[:, :3].T + cam[:, 3], size)
 
-    def split(self, pts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Split (536, k) points into (mesh 468, landmarks 68)."""
-        return pts[:N_MESH], pts[N_MESH:]
-
-    def basis_matrix(self) -> np.ndarray:
-        """(536*3, 50) stacked identity + expression basis, xyz interleaved."""
-        return np.concatenate([self.w_shape, self.w_exp], axis=2).reshape(-1, N_SHAPE + N_EXP)
-
 
 def model_file() -> Path:
     return weights_path("face_model.npz")

@@ -56,11 +56,3 @@ def image_to_crop(points: np.ndarray, roi_box: np.ndarray, size: int = CROP_SIZE
     if out.shape[-1] > 2:
         out[..., 2] = out[..., 2] / ((sx + sy) / 2)
     return out
-
-
-def fit_affine_camera(points_model: np.ndarray, points_crop: np.ndarray, size: int = CROP_SIZE) -> np.ndarray:
-    """Least-squares 3x4 affine camera mapping model points to crop points (x, y, z all used)."""
-    target = crop_to_model(points_crop, size)
-    a = np.concatenate([points_model, np.ones((len(points_model), 1))], axis=1)
-    sol, *_ = np.linalg.lstsq(a, target, rcond=None)
-    return sol.T

@@ -8,7 +8,7 @@ from typing import Callable
 
 import numpy as np
 
-from engine.facemodel import N_MESH, FaceModel, load_face_model
+from engine.facemodel import N_MESH, FaceModel
 from engine.geometry.rotation import matrix_to_euler
 from engine.result import AlignmentResult
 from engine.visibility import landmark_visibility
@@ -84,7 +84,3 @@ def finish_from_points(fm: FaceModel, points: np.ndarray, pose: np.ndarray, t0: 
     return AlignmentResult(landmarks=points[N_MESH:].copy(), visible=vis, mesh=points[:N_MESH].copy(),
                            pose=np.asarray(pose, np.float64), confidence=confidence, timings=timings,
                            dense=dense, method=name)
-
-
-def face_model() -> FaceModel:
-    return load_face_model()
