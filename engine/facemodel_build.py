@@ -171,4 +171,7 @@ def build_and_save(n_images: int = 1500, log=print) -> str:
     tmp = out.with_suffix(".tmp.npz")
     np.savez_compressed(tmp, **data)
     tmp.replace(out)
+    # the teacher parameters' statistics: the mean-shape prediction that scores evaluation failures
+    params = np.load(data_path("aflw_train", "labels.npz"))["teacher_params"]
+    np.savez(weights_path("param_stats.npz"), mean=params.mean(0), std=params.std(0), n=len(params))
     return str(out)

@@ -15,7 +15,7 @@ from typing import Callable
 
 import numpy as np
 
-from engine.evaluation.aflw2000 import crop_image
+from engine.detect.crop_policy import crop_image
 from engine.methods.base import Method, create
 from engine.result import AlignmentResult
 from engine.smoothing import OneEuroFilter

@@ -9,8 +9,10 @@ from __future__ import annotations
 import json
 from functools import lru_cache
 
+import cv2
 import numpy as np
 
+from engine.geometry.projection import CROP_SIZE
 from engine.paths import weights_path
 
 POLICY_FILE = "crop_policy.json"
@@ -23,6 +25,14 @@ def roi_box_from_landmarks(pts: np.ndarray) -> np.ndarray:
     cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
     side = np.sqrt(2.0) * max(x1 - x0, y1 - y0)
     return np.array([cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2])
+
+
+def crop_image(img: np.ndarray, roi_box: np.ndarray, size: int = CROP_SIZE) -> np.ndarray:
+    """Crop (padding with black outside the image) and resize to size x size, as 3DDFA's crop_img does."""
+    x0, y0, x1, y1 = [float(v) for v in roi_box[:4]]
+    sx, sy = (x1 - x0) / size, (y1 - y0) / size
+    m = np.array([[1 / sx, 0, -x0 / sx], [0, 1 / sy, -y0 / sy]], dtype=np.float64)
+    return cv2.warpAffine(img, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
 
 
 @lru_cache(maxsize=1)

@@ -7,7 +7,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from engine.detect.crop_policy import roi_box_from_landmarks
+from engine.detect.crop_policy import crop_image, roi_box_from_landmarks  # noqa: F401 (re-exported)
 from engine.geometry.projection import CROP_SIZE
 
 
@@ -62,14 +62,6 @@ def load_set(root: str | Path) -> Aflw2000Set:
             # (measured: correlation -0.79 and -0.92 with MediaPipe's pose on 90 images of |yaw| < 60).
             pose[i] = np.rad2deg([pp[1], -pp[0], -pp[2]])
     return Aflw2000Set(root, names, pts, yaw, pose, roi)
-
-
-def crop_image(img: np.ndarray, roi_box: np.ndarray, size: int = CROP_SIZE) -> np.ndarray:
-    """Crop (padding with black outside the image) and resize to size x size, as 3DDFA's crop_img does."""
-    x0, y0, x1, y1 = [float(v) for v in roi_box[:4]]
-    sx, sy = (x1 - x0) / size, (y1 - y0) / size
-    m = np.array([[1 / sx, 0, -x0 / sx], [0, 1 / sy, -y0 / sy]], dtype=np.float64)
-    return cv2.warpAffine(img, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
 
 
 def load_protocol_crops(ds: Aflw2000Set, size: int = CROP_SIZE) -> np.ndarray:

@@ -23,16 +23,13 @@ from engine.methods.base import Method
 
 def mean_shape_landmarks(roi_box: np.ndarray) -> np.ndarray:
     """The failure prediction: the training-set mean parameters' 68 points placed in the crop box."""
-    from engine.facemodel import load_face_model
+    from engine.facemodel import N_MESH, load_face_model
     from engine.paths import weights_path
 
     stats = weights_path("param_stats.npz")
-    fm = load_face_model()
-    mean = np.load(stats)["mean"] if stats.exists() else None
-    pts = fm.points(mean)[468:] if mean is not None else None
-    if pts is None:
+    if not stats.exists():
         raise FileNotFoundError(f"{stats} missing; run `python main.py build-face-model`")
-    return crop_to_image(pts, roi_box)
+    return crop_to_image(load_face_model().points(np.load(stats)["mean"])[N_MESH:], roi_box)
 
 
 def evaluate(method: Method, data_dir: str | Path, mode: str = "protocol", limit: int | None = None,
