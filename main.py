@@ -61,8 +61,22 @@ def cmd_train(args: argparse.Namespace) -> int:
     from engine.training.harness import train
     from engine.training.recipes import get_recipe
 
-    train(get_recipe(args.name), epochs=args.epochs, resume=args.resume, seed=args.seed, threads=args.threads,
-          limit=args.limit, batch_size=args.batch_size)
+    try:
+        recipe = get_recipe(args.name, args.ablation)
+    except KeyError as e:
+        print(f"error: {e.args[0]}", file=sys.stderr)
+        return 2
+    if args.ablation is None:
+        train(recipe, epochs=args.epochs, resume=args.resume, seed=args.seed, threads=args.threads,
+              limit=args.limit, batch_size=args.batch_size)
+        return 0
+    from engine.training.harness import RUNS_DIR, write_ablation
+
+    # an ablation trains beside the shipped run and never replaces weights/; its history is a result
+    out = train(recipe, epochs=args.epochs, resume=args.resume, seed=args.seed, threads=args.threads,
+                limit=args.limit, batch_size=args.batch_size, out_dir=RUNS_DIR / f"{args.name}-{args.ablation}",
+                export=False)
+    print(f"wrote {write_ablation(recipe, args.ablation, out['history'], args.seed)}")
     return 0
 
 
@@ -192,6 +206,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--threads", type=int)
     s.add_argument("--limit", type=int, help="use only the first N training crops (smoke runs)")
     s.add_argument("--batch-size", type=int)
+    s.add_argument("--ablation", help="train a named variant (e.g. prnet no-mask) beside the shipped run; "
+                                      "its per-epoch history goes to docs/results/")
     s.set_defaults(func=cmd_train)
     s = sub.add_parser("card", help="measure a trained method and write its model card")
     s.add_argument("name")

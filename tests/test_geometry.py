@@ -124,3 +124,54 @@ def test_tps_kernel_is_r2_log_r():
 
     r = np.array([0.0, 0.5, 1.0, 2.0])
     assert np.allclose(tps_kernel(r), [0.0, 0.25 * np.log(0.5), 0.0, 4 * np.log(2.0)])
+
+
+def test_tps_kernel_from_squared_distances_matches_kernel_of_distances():
+    from engine.geometry.tps import tps_kernel, tps_kernel_sq
+
+    r = np.array([0.0, 1e-7, 0.3, 1.0, 2.5, 40.0])
+    assert np.allclose(tps_kernel_sq(r * r), tps_kernel(r), atol=1e-12)
+
+
+def test_anchor_normals_equal_vertex_normals_at_the_anchors():
+    from engine.facemodel import N_MESH, load_face_model
+    from engine.geometry.mesh import face_normals, vertex_normals
+    from engine.visibility import _anchor_incidence
+
+    fm = load_face_model()
+    mesh = fm.mean[:N_MESH].astype(np.float64) * np.array([1.0, -1.0, 1.0]) + np.random.default_rng(0).normal(0, 0.01, (N_MESH, 3))
+    n = _anchor_incidence(fm) @ face_normals(mesh, fm.triangles)
+    n /= np.linalg.norm(n, axis=1, keepdims=True)
+    assert np.allclose(n, vertex_normals(mesh, fm.triangles)[fm.lmk_anchor])
+
+
+def test_occlusion_matches_a_per_pair_loop_on_the_face_mesh():
+    """The pruned z-test against the direct one: every (point, triangle) pair, barycentrics and depth."""
+    from engine.facemodel import N_MESH, load_face_model
+    from engine.geometry.rotation import euler_to_matrix
+
+    fm = load_face_model()
+    rng = np.random.default_rng(1)
+    for yaw in (0.0, 50.0, 85.0):
+        v = fm.mean.astype(np.float64) @ euler_to_matrix(yaw, 10.0, 0.0).T * np.array([1.0, -1.0, 1.0])
+        mesh = v[:N_MESH]
+        pts = np.concatenate([v[N_MESH:], mesh[rng.choice(N_MESH, 40)] - [0.0, 0.0, 0.05]])
+        eps = 0.02 * np.ptp(mesh[:, 0])
+        expected = []
+        for p in pts:
+            hidden = False
+            for i, j, k in fm.triangles:
+                a, b, c = mesh[i], mesh[j], mesh[k]
+                den = (b[0] - a[0]) * (c[1] - a[1]) - (c[0] - a[0]) * (b[1] - a[1])
+                if abs(den) < 1e-9:
+                    continue
+                l1 = ((p[0] - a[0]) * (c[1] - a[1]) - (c[0] - a[0]) * (p[1] - a[1])) / den
+                l2 = ((b[0] - a[0]) * (p[1] - a[1]) - (p[0] - a[0]) * (b[1] - a[1])) / den
+                l0 = 1 - l1 - l2
+                if min(l0, l1, l2) >= 0 and l0 * a[2] + l1 * b[2] + l2 * c[2] > p[2] + eps:
+                    hidden = True
+                    break
+            expected.append(hidden)
+        got = occluded_by_mesh(pts, mesh, fm.triangles, eps)
+        assert got.tolist() == expected
+        assert (yaw == 0.0) or any(expected)  # the turned heads do hide something

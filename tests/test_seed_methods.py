@@ -61,6 +61,30 @@ def test_prnet_has_the_papers_layer_counts():
     assert any(isinstance(x, nn.ReLU) for x in m.modules())
 
 
+def test_prnet_fused_export_equals_the_trained_network():
+    """The shipped graph folds BatchNorm and turns stride-1 transposed convolutions into plain ones: same map."""
+    from engine.methods.prnet.network import PRNet, PRNetInference
+
+    torch.manual_seed(0)
+    m = PRNet()
+    for mod in m.modules():  # non-trivial weights and running statistics everywhere
+        if isinstance(mod, torch.nn.BatchNorm2d):
+            mod.running_mean.uniform_(-0.5, 0.5)
+            mod.running_var.uniform_(0.5, 2.0)
+            mod.weight.data.uniform_(0.5, 1.5)
+            mod.bias.data.uniform_(-0.2, 0.2)
+        elif isinstance(mod, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)):
+            torch.nn.init.normal_(mod.weight, std=0.1)
+            if mod.bias is not None:
+                torch.nn.init.normal_(mod.bias, std=0.1)
+    m.eval()
+    x = torch.rand(2, 3, 120, 120) * 2 - 1
+    with torch.no_grad():
+        want, got = m(x), PRNetInference(m).eval()(x)
+    assert want.abs().max() > 1.0
+    assert torch.allclose(got, want, atol=1e-4 * float(want.abs().max()))
+
+
 # ---- 3DSTN: camera projection, TPS, back-projection ----------------------------------------------------------
 def test_torch_tps_matches_numpy():
     from engine.geometry.tps import tps_apply

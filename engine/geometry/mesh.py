@@ -18,9 +18,9 @@ def face_normals(verts: np.ndarray, tris: np.ndarray) -> np.ndarray:
 def vertex_normals(verts: np.ndarray, tris: np.ndarray) -> np.ndarray:
     """Unit area-weighted vertex normals, outward, pixel frame."""
     fn = face_normals(verts, tris)
-    vn = np.zeros_like(verts, dtype=np.float64)
-    for k in range(3):
-        np.add.at(vn, tris[:, k], fn)
+    idx = tris.reshape(-1)
+    # bincount sums the three corners' shares far faster than np.add.at
+    vn = np.stack([np.bincount(idx, weights=np.repeat(fn[:, d], 3), minlength=len(verts)) for d in range(3)], 1)
     n = np.linalg.norm(vn, axis=1, keepdims=True)
     return vn / np.maximum(n, 1e-12)
 
@@ -29,29 +29,39 @@ def occluded_by_mesh(points: np.ndarray, verts: np.ndarray, tris: np.ndarray, ep
     """True where some triangle lies in front of the point (z-buffer test along the viewing ray).
 
     A triangle covering the point's (x, y) whose interpolated z exceeds the point's z by more than ``eps``
-    occludes it. Exact for any number of points; cost O(points x triangles).
+    occludes it. Exact for any number of points; cost O(points x triangles) cheap box tests, then barycentrics
+    only for the (point, triangle) pairs whose boxes can occlude.
     """
-    # float32 halves the memory traffic of the (points x triangles) arrays; sub-pixel precision is plenty here
-    p = np.asarray(points, dtype=np.float32)
-    verts = np.asarray(verts, dtype=np.float32)
+    p = np.asarray(points, dtype=np.float64).reshape(-1, 3)
+    if len(p) == 0:
+        return np.zeros(0, bool)
+    verts = np.asarray(verts, dtype=np.float64)
     a, b, c = verts[tris[:, 0]], verts[tris[:, 1]], verts[tris[:, 2]]
-    # only triangles whose 2D box holds some point can cover it
-    lo, hi = p[:, :2].min(0), p[:, :2].max(0)
-    tmin = np.minimum(np.minimum(a, b), c)[:, :2]
-    tmax = np.maximum(np.maximum(a, b), c)[:, :2]
-    keep = np.all((tmax >= lo) & (tmin <= hi), axis=1)
-    a, b, c = a[keep], b[keep], c[keep]
-    v0 = (b - a)[None, :, :2]
-    v1 = (c - a)[None, :, :2]
-    v2 = p[:, None, :2] - a[None, :, :2]
-    den = v0[..., 0] * v1[..., 1] - v1[..., 0] * v0[..., 1]
-    den = np.where(np.abs(den) < 1e-9, np.nan, den)
-    l1 = (v2[..., 0] * v1[..., 1] - v1[..., 0] * v2[..., 1]) / den
-    l2 = (v0[..., 0] * v2[..., 1] - v2[..., 0] * v0[..., 1]) / den
+    tmin = np.minimum(np.minimum(a, b), c)
+    tmax = np.maximum(np.maximum(a, b), c)
+    # triangles entirely outside the points' box or behind all of them cannot occlude any
+    keep = np.all((tmax[:, :2] >= p[:, :2].min(0)) & (tmin[:, :2] <= p[:, :2].max(0)), axis=1) & \
+        (tmax[:, 2] > p[:, 2].min() + eps)
+    a, b, c, tmin, tmax = a[keep], b[keep], c[keep], tmin[keep], tmax[keep]
+    px, py, pz = p[:, 0:1], p[:, 1:2], p[:, 2:3]
+    cand = (px >= tmin[None, :, 0]) & (px <= tmax[None, :, 0]) & (py >= tmin[None, :, 1]) & \
+        (py <= tmax[None, :, 1]) & (tmax[None, :, 2] > pz + eps)
+    out = np.zeros(len(p), bool)
+    pi, ti = np.nonzero(cand)
+    if len(pi) == 0:
+        return out
+    a, b, c, q = a[ti], b[ti], c[ti], p[pi]
+    v0, v1, v2 = b - a, c - a, q - a
+    den = v0[:, 0] * v1[:, 1] - v1[:, 0] * v0[:, 1]
+    ok = np.abs(den) >= 1e-9
+    den = np.where(ok, den, 1.0)
+    l1 = (v2[:, 0] * v1[:, 1] - v1[:, 0] * v2[:, 1]) / den
+    l2 = (v0[:, 0] * v2[:, 1] - v2[:, 0] * v0[:, 1]) / den
     l0 = 1 - l1 - l2
-    inside = (l0 >= 0) & (l1 >= 0) & (l2 >= 0)
-    z = l0 * a[None, :, 2] + l1 * b[None, :, 2] + l2 * c[None, :, 2]
-    return np.any(inside & (z > p[:, None, 2] + eps), axis=1)
+    z = l0 * a[:, 2] + l1 * b[:, 2] + l2 * c[:, 2]
+    hit = ok & (l0 >= 0) & (l1 >= 0) & (l2 >= 0) & (z > q[:, 2] + eps)
+    out[pi[hit]] = True
+    return out
 
 
 def point_visibility(points: np.ndarray, normals: np.ndarray, verts: np.ndarray, tris: np.ndarray,
@@ -62,8 +72,10 @@ def point_visibility(points: np.ndarray, normals: np.ndarray, verts: np.ndarray,
     they belong to are not hidden by it; ``grazing`` keeps silhouette points (normal across the view) visible.
     """
     eps = eps_fraction * float(np.ptp(verts[:, 0]) + 1e-9)
-    facing = normals[:, 2] > grazing
-    return facing & ~occluded_by_mesh(points, verts, tris, eps)
+    visible = normals[:, 2] > grazing
+    # points turned away are hidden whatever lies in front of them: z-test only the facing ones
+    visible[visible] = ~occluded_by_mesh(np.asarray(points)[visible], verts, tris, eps)
+    return visible
 
 
 def rasterize(verts: np.ndarray, tris: np.ndarray, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:

@@ -14,12 +14,19 @@ def tps_kernel(r: np.ndarray) -> np.ndarray:
     return np.where(r > 1e-12, u, 0.0)
 
 
+def tps_kernel_sq(d2: np.ndarray) -> np.ndarray:
+    """U from squared distances: r^2 log r = d2 log(d2) / 2 (no square root)."""
+    d2 = np.maximum(d2, 0.0)
+    return 0.5 * d2 * np.log(np.where(d2 > 1e-24, d2, 1.0))
+
+
 def tps_apply(points: np.ndarray, controls: np.ndarray, params: np.ndarray) -> np.ndarray:
     """Warp (N, 3) points with a TPS on (K, 3) control points; params (3, K + 4)."""
     k = len(controls)
-    u = tps_kernel(np.linalg.norm(points[:, None, :] - controls[None, :, :], axis=2))  # (N, K)
-    aff = np.concatenate([np.ones((len(points), 1)), points], axis=1)                   # (N, 4)
-    return u @ params[:, :k].T + aff @ params[:, k:].T
+    # squared distances by |p|^2 + |c|^2 - 2 p.c: one matrix product instead of an (N, K, 3) array
+    d2 = (points * points).sum(1)[:, None] + (controls * controls).sum(1)[None, :] - 2.0 * points @ controls.T
+    u = tps_kernel_sq(d2)                                                               # (N, K)
+    return u @ params[:, :k].T + points @ params[:, k + 1:].T + params[:, k]
 
 
 def tps_fit(controls: np.ndarray, targets: np.ndarray, reg: float = 0.0) -> np.ndarray:
@@ -28,7 +35,8 @@ def tps_fit(controls: np.ndarray, targets: np.ndarray, reg: float = 0.0) -> np.n
     Solves [[U + reg I, P], [P^T, 0]] [w; a] = [y; 0] per axis, which also enforces sum w = 0 and sum w c = 0.
     """
     k = len(controls)
-    u = tps_kernel(np.linalg.norm(controls[:, None] - controls[None], axis=2)) + reg * np.eye(k)
+    d = controls[:, None] - controls[None]
+    u = tps_kernel_sq((d * d).sum(2)) + reg * np.eye(k)
     p = np.concatenate([np.ones((k, 1)), controls], axis=1)
     a = np.zeros((k + 4, k + 4))
     a[:k, :k], a[:k, k:], a[k:, :k] = u, p, p.T

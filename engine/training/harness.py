@@ -13,7 +13,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar
 
 import numpy as np
 import torch
@@ -43,6 +43,8 @@ class Recipe:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     output_names: tuple[str, ...] = ("params",)
     notes: str = ""  # architecture summary and deviations from the paper, for the model card
+    # named ablations: field overrides trained with `main.py train NAME --ablation KEY` (never shipped)
+    ablations: ClassVar[dict[str, dict[str, Any]]] = {}
 
     def build(self, train: TrainingSet) -> nn.Module:
         raise NotImplementedError
@@ -167,7 +169,7 @@ def train(recipe: Recipe, epochs: int | None = None, resume: bool = False, seed:
         start_epoch = ck["epoch"] + 1
         g.set_state(ck["generator"])
         log(f"[{recipe.name}] resumed from epoch {start_epoch}")
-    elif resume and shipped.exists():
+    elif resume and out_dir is None and shipped.exists():
         # a fresh clone has no runs/: continue from the shipped weights (the optimizer restarts)
         ck = torch.load(shipped, map_location="cpu", weights_only=False)
         model.load_state_dict(ck["model"])
@@ -241,3 +243,19 @@ def ship(recipe: Recipe, model: nn.Module, history: list[dict], seed: int, epoch
     }
     weights_path(f"{recipe.name}.train.json").write_text(json.dumps(facts, indent=1, default=str))
     log(f"[{recipe.name}] shipped {pt.name} and {onnx_path.name}")
+
+
+def ablation_path(name: str, ablation: str) -> Path:
+    return PROJECT_ROOT / "docs" / "results" / f"{name}_ablation_{ablation}.json"
+
+
+def write_ablation(recipe: Recipe, ablation: str, history: list[dict], seed: int) -> Path:
+    """Per-epoch history of an ablation run, beside the shipped results; the model card compares it epoch by epoch."""
+    path = ablation_path(recipe.name, ablation)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    facts = {"name": recipe.name, "ablation": ablation, "overrides": recipe.ablations[ablation], "seed": seed,
+             "command": " ".join(["python"] + sys.argv), "threads": torch.get_num_threads(), "history": history}
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(facts, indent=1))
+    tmp.replace(path)
+    return path

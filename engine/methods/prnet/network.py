@@ -94,3 +94,48 @@ class PRNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = F.interpolate(x, size=(INPUT_SIZE, INPUT_SIZE), mode="bilinear", align_corners=False)
         return self.decoder(self.encoder(self.stem(x))) + self.mean_map
+
+
+def _bn_scale_shift(bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
+    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+    return scale, bn.bias - bn.running_mean * scale
+
+
+class FusedUpConv(nn.Module):
+    """An eval-mode UpConv with its BatchNorm folded in. The stride-1 'same' transposed convolution becomes the
+    equivalent plain convolution (flipped kernel, in/out swapped, padding 2 before and 1 after), which ONNX Runtime
+    runs several times faster and which needs no output crop."""
+
+    def __init__(self, up: UpConv) -> None:
+        super().__init__()
+        w = up.conv.weight.detach().clone()                       # (cin, cout, 4, 4)
+        b = up.conv.bias.detach().clone() if up.conv.bias is not None else torch.zeros(w.shape[1])
+        self.act = not isinstance(up.post, nn.Identity)
+        if self.act:
+            scale, shift = _bn_scale_shift(up.post[0])
+            w, b = w * scale.detach()[None, :, None, None], b * scale.detach() + shift.detach()
+        self.stride = up.stride
+        if up.stride == 1:
+            self.conv: nn.Module = nn.Conv2d(w.shape[0], w.shape[1], 4, 1, 0, bias=True)
+            self.conv.weight.data = w.flip(2, 3).transpose(0, 1).contiguous()
+        else:
+            self.conv = nn.ConvTranspose2d(w.shape[0], w.shape[1], 4, up.stride, 1, bias=True)
+            self.conv.weight.data = w
+        self.conv.bias.data = b
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv(F.pad(x, (2, 1, 2, 1)) if self.stride == 1 else x)
+        return F.relu(y) if self.act else y
+
+
+class PRNetInference(nn.Module):
+    """What ships to ONNX: the trained PRNet with the decoder fused (same outputs, eval mode)."""
+
+    def __init__(self, net: PRNet) -> None:
+        super().__init__()
+        self.stem, self.encoder, self.mean_map = net.stem, net.encoder, net.mean_map
+        self.decoder = nn.Sequential(*[FusedUpConv(u) for u in net.decoder])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.interpolate(x, size=(INPUT_SIZE, INPUT_SIZE), mode="bilinear", align_corners=False)
+        return self.decoder(self.encoder(self.stem(x))) + self.mean_map

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -9,7 +10,7 @@ from torch import nn
 
 from engine.facemodel import N_MESH
 from engine.methods.prnet import MAP_SIZE, layout
-from engine.methods.prnet.network import PRNet
+from engine.methods.prnet.network import PRNet, PRNetInference
 from engine.training.augment import AugmentConfig
 from engine.training.dataset import AlignmentDataset
 from engine.training.harness import Recipe
@@ -49,6 +50,8 @@ class PRNetRecipe(Recipe):
     batch_size: int = 32
     lr: float = 2e-3
     use_mask: bool = True
+    # the paper's ablation: every face texel weighted alike (1 : 1 : 1 : 0; the layout has no neck region)
+    ablations: ClassVar[dict[str, dict]] = {"no-mask": {"use_mask": False}}
     # The paper's augmentation (rotation +-45, translation 10%, scale 0.9-1.2, colour scaling 0.6-1.4, occlusion)
     # is PAPER_AUGMENT below; the shipped 4-epoch CPU run uses the lighter set, see the notes.
     augment: AugmentConfig = field(default_factory=lambda: AugmentConfig(
@@ -83,6 +86,7 @@ class PRNetRecipe(Recipe):
         lay = layout()
         w = lay.weights if self.use_mask else lay.covered.astype(np.float32)
         self.weight = torch.from_numpy(w / w.mean())
+        self.landmark_texels = torch.from_numpy(lay.weights >= lay.weights.max())  # the 68, with or without the mask
         mean_map = (lay.matrix() @ centred(train.points).mean(0)).T.reshape(1, 3, MAP_SIZE, MAP_SIZE)
         return PRNet(mean_map=torch.from_numpy(np.ascontiguousarray(mean_map)))
 
@@ -91,9 +95,11 @@ class PRNetRecipe(Recipe):
         d2 = ((pred - batch["position_map"]) ** 2).sum(1)  # (B, S, S)
         loss = (d2 * self.weight).mean()
         with torch.no_grad():
-            lm_err = (d2.sqrt() * 120.0 * (self.weight >= self.weight.max())).sum() / \
-                ((self.weight >= self.weight.max()).sum() * len(pred))
+            lm_err = (d2.sqrt() * 120.0 * self.landmark_texels).sum() / (self.landmark_texels.sum() * len(pred))
         return loss, {"map_loss": loss.item(), "landmark_texel_px": lm_err.item()}
+
+    def export_module(self, model):
+        return PRNetInference(model)
 
     def landmarks(self, model, images):
         lay = layout()
