@@ -7,6 +7,8 @@ import json
 import os
 import sys
 
+import engine  # noqa: E402,F401  (pins BLAS threads before anything loads numpy)
+
 os.environ.setdefault("GLOG_minloglevel", "2")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 

@@ -70,3 +70,30 @@ def test_flops_counter_counts_a_known_conv():
 
     m = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.Flatten(), nn.Linear(8 * 120 * 120, 10))
     assert count_flops(m) == 8 * 120 * 120 * 27 + 8 * 120 * 120 * 10
+
+
+def test_ablation_variants_override_only_their_fields():
+    from engine.training.recipes import get_recipe
+
+    shipped, ablated = get_recipe("prnet"), get_recipe("prnet", "no-mask")
+    assert shipped.use_mask and not ablated.use_mask
+    assert ablated.augment == shipped.augment and ablated.lr == shipped.lr and ablated.epochs == shipped.epochs
+    with pytest.raises(KeyError, match="no-mask"):
+        get_recipe("prnet", "no-such-ablation")
+
+
+def test_no_mask_weights_every_face_texel_alike(train_dir):
+    from engine.methods.prnet import layout
+    from engine.training.recipes import get_recipe
+    from engine.training.targets import load_training_set
+
+    ts = load_training_set(limit=4)
+    lay = layout()
+    w_mask = get_recipe("prnet")
+    w_mask.build(ts)
+    w_none = get_recipe("prnet", "no-mask")
+    w_none.build(ts)
+    covered, w = lay.covered, w_none.weight.numpy()
+    assert len(np.unique(w[covered])) == 1 and w[covered][0] > 0 and (w[~covered] == 0).all()
+    assert len(np.unique(w_mask.weight.numpy())) == 4  # 0 : 3 : 4 : 16
+    assert (w_mask.landmark_texels == w_none.landmark_texels).all()

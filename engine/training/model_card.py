@@ -37,6 +37,33 @@ def ablation_text(name: str, main: dict, ablations: list) -> str:
             "|---|---|---|---|---|\n" + "\n".join(rows) + "\n")
 
 
+def trained_ablation_text(name: str, history: list[dict]) -> str:
+    """Ablations that need their own training run (`main.py train NAME --ablation KEY`): per-epoch validation
+    NME of both arms on the same schedule, seed and data."""
+    out = []
+    for path in sorted((PROJECT_ROOT / "docs" / "results").glob(f"{name}_ablation_*.json")):
+        ab = json.loads(path.read_text())
+        arm = [h for h in ab["history"] if "val_nme" in h]
+        if not arm:
+            continue
+        shipped = {h["epoch"]: h["val_nme"] for h in history if "val_nme" in h}
+        rows = []
+        for h in arm:
+            a, b = shipped.get(h["epoch"]), h["val_nme"]
+            left = (f"{a['0-30']:.2f} / {a['30-60']:.2f} / {a['60-90']:.2f} / **{a['balanced']:.2f}**"
+                    if a else "–")
+            rows.append(f"| {h['epoch']} | {left} | {b['0-30']:.2f} / {b['30-60']:.2f} / {b['60-90']:.2f} / "
+                        f"**{b['balanced']:.2f}** |")
+        out.append(f"""Trained ablation `{ab['ablation']}` ({json.dumps(ab['overrides'])}): `{ab['command']}`, seed
+{ab['seed']}, {ab['threads']} threads; aflw2000_dev protocol NME (torch) 0-30 / 30-60 / 60-90 / balanced after each
+epoch, beside the shipped run's same epochs:
+
+| epoch | shipped | {ab['ablation']} |
+|---|---|---|
+""" + "\n".join(rows) + "\n")
+    return "\n".join(out)
+
+
 def write_card(name: str, e2e: bool = True) -> str:
     from engine.evaluation.protocol import evaluate
     from engine.methods.base import create
@@ -66,7 +93,7 @@ def write_card(name: str, e2e: bool = True) -> str:
         ablations.append((label, r["nme"]))
     speed = ms_per_face(name, threads=1)
     hist = facts["history"]
-    curve = "\n".join(f"| {h['epoch']} | {h.get('points_px', float('nan')):.2f} | "
+    curve = "\n".join(f"| {h['epoch']} | {h.get('points_px', h.get('landmark_texel_px', float('nan'))):.2f} | "
                       f"{h['val_nme']['balanced']:.2f} | {h['seconds']:.0f} |" for h in hist if "val_nme" in h)
     onnx = weights_path(f"{name}.onnx")
     pm = results[0]["pose_mae"]
@@ -90,7 +117,7 @@ def write_card(name: str, e2e: bool = True) -> str:
   threads ({facts['host']}).
 - Augmentation: {json.dumps(facts['augment'])}
 
-| epoch | train points loss (px) | aflw2000_dev balanced NME (torch, protocol) | seconds |
+| epoch | train points error (px) | aflw2000_dev balanced NME (torch, protocol) | seconds |
 |---|---|---|---|
 {curve}
 
@@ -102,6 +129,7 @@ def write_card(name: str, e2e: bool = True) -> str:
 {chr(10).join(_row(r) for r in results)}
 
 {ablation_text(name, results[0]["nme"], ablations)}
+{trained_ablation_text(name, hist)}
 Pose MAE (protocol): yaw {pm['yaw']:.2f}°, pitch {pm['pitch']:.2f}°, roll {pm['roll']:.2f}°.
 e2e mode crops with the app's BlazeFace detector and crop policy; a detection failure scores the mean shape's NME.
 
