@@ -89,19 +89,23 @@ class FrameProcessor:
         frontal = None
         if self.frontalize and faces and self.primary in faces[0].results:
             tf = time.perf_counter()
-            frontal = self._frontal(frame.image, faces[0].results[self.primary].mesh)
+            frontal = self._frontal(frame.image, faces[0].results[self.primary])
             stage["frontalize"] = (time.perf_counter() - tf) * 1e3
         stage["total"] = (time.perf_counter() - t0) * 1e3
         return FrameResult(frame.index, frame.timestamp, frame.image, faces, stage, method_ms, frame.name, frontal)
 
-    def _frontal(self, image: np.ndarray, mesh: np.ndarray) -> np.ndarray:
+    def _frontal(self, image: np.ndarray, result: AlignmentResult) -> np.ndarray:
         from engine.facemodel import load_face_model
         from engine.geometry.frontalize import frontal_raster, frontalize
 
         fm = load_face_model()
-        if self._raster is None:
-            self._raster = frontal_raster(fm.mean[:468] * np.array([1.0, -1.0, 1.0]), fm.triangles)
-        return frontalize(image, mesh, fm.triangles, self._raster)
+        if result.shape_frontal is not None:  # the method's own shape (3DSTN's warp): the subject's proportions
+            raster = frontal_raster(result.shape_frontal, fm.triangles, fast=True)
+        else:
+            if self._raster is None:
+                self._raster = frontal_raster(fm.mean[:468] * np.array([1.0, -1.0, 1.0]), fm.triangles)
+            raster = self._raster
+        return frontalize(image, result.mesh, fm.triangles, raster)
 
     def _smooth(self, face_id: int, name: str, r: AlignmentResult, t: float) -> AlignmentResult:
         f = self._filters.setdefault((face_id, name), OneEuroFilter())

@@ -20,6 +20,9 @@ class AlignmentResult:
     dense_faces: np.ndarray | None = None  # (F, 3) triangles over ``dense``
     method: str = ""
     frame: str = "crop"              # "crop" (120x120 input) or "image"
+    # (468, 3) the subject's own pose-free 3D shape (y down, any scale) where the method models one (3DSTN's
+    # TPS-warped face): the frontalized view renders it instead of the mean shape
+    shape_frontal: np.ndarray | None = None
 
     def to_image(self, roi_box: np.ndarray, size: int = 120) -> "AlignmentResult":
         """The same result in the original image's pixels, given the crop box the method saw."""

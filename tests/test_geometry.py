@@ -175,3 +175,35 @@ def test_occlusion_matches_a_per_pair_loop_on_the_face_mesh():
         got = occluded_by_mesh(pts, mesh, fm.triangles, eps)
         assert got.tolist() == expected
         assert (yaw == 0.0) or any(expected)  # the turned heads do hide something
+
+
+def test_painter_raster_matches_the_exact_raster_on_the_face():
+    from engine.facemodel import N_MESH, load_face_model
+    from engine.geometry.mesh import rasterize_painter
+
+    fm = load_face_model()
+    v = fm.mean[:N_MESH].astype(np.float64) * np.array([1.0, -1.0, 1.0])
+    v = (v - v.min(0)) * (150.0 / np.ptp(v[:, 0])) + [20.0, 20.0, 0.0]
+    exact, _ = rasterize(v, fm.triangles, 192, 192)
+    tri_id, bary = rasterize_painter(v, fm.triangles, 192, 192)
+    a, b = exact >= 0, tri_id >= 0
+    assert (a & b).sum() / (a | b).sum() > 0.97
+    # each covered pixel maps back to itself through its triangle and barycentrics (edges: within a pixel)
+    t = np.where(b, tri_id, 0)
+    p = (v[fm.triangles[t]][..., :2] * bary[..., None]).sum(-2)
+    ys, xs = np.mgrid[0:192, 0:192]
+    err = np.hypot(p[..., 0] - xs, p[..., 1] - ys)[b]
+    assert err.mean() < 0.15 and (err > 1.0).mean() < 0.005
+    assert np.allclose(bary[b].sum(1), 1.0, atol=1e-5)
+
+
+def test_frontal_shape_removes_rotation_and_position():
+    from engine.facemodel import N_MESH, load_face_model
+    from engine.geometry.rotation import euler_to_matrix
+    from engine.methods.base import frontal_shape
+
+    fm = load_face_model()
+    mean = fm.mean[:N_MESH].astype(np.float64)
+    turned = mean @ euler_to_matrix(40.0, -15.0, 10.0).T + [3.0, -2.0, 5.0]
+    want = (mean - mean.mean(0)) * np.array([1.0, -1.0, 1.0])
+    assert np.allclose(frontal_shape(fm, turned), want, atol=1e-9)

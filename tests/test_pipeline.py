@@ -114,3 +114,21 @@ def test_several_faces_keep_stable_ids(dev_dir):
     proc.close()
     assert all(len(ids) == 2 for ids in ids_per_frame)
     assert all(ids == ids_per_frame[0] for ids in ids_per_frame)  # same id stays on the same side
+
+
+def test_frontal_view_uses_3dstn_own_shape(video):
+    """3DSTN's frontal view rasterizes its TPS-warped face; other methods fall back on the mean shape."""
+    from engine.pipeline import FrameProcessor
+
+    proc = FrameProcessor(["3dstn", "baseline"], frontalize=True)
+    frame = next(iter(open_source(str(video)).frames()))
+    r = proc.process(frame)
+    own = r.faces[0].results["3dstn"]
+    assert own.shape_frontal is not None and own.shape_frontal.shape == (468, 3)
+    assert r.faces[0].results["baseline"].shape_frontal is None
+    assert r.frontal is not None and (r.frontal.sum(2) > 0).mean() > 0.4  # a filled face, not an empty pane
+    proc.primary = "baseline"
+    mean_view = proc.process(frame).frontal
+    # same frame, different face geometry: the two frontal views differ but both show the face
+    assert (mean_view.sum(2) > 0).mean() > 0.4 and np.abs(mean_view.astype(int) - r.frontal.astype(int)).mean() > 1
+    proc.close()

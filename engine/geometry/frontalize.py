@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from engine.geometry.mesh import face_normals, rasterize
+from engine.geometry.mesh import face_normals, rasterize, rasterize_painter
 
 
 @dataclass(frozen=True)
@@ -23,16 +23,17 @@ class FrontalRaster:
     mirror_x: np.ndarray  # (S,) column index mirrored about the face's midline
 
 
-def frontal_raster(mean_mesh_pixel_frame: np.ndarray, triangles: np.ndarray, size: int = 192,
-                   margin: float = 0.06) -> FrontalRaster:
-    """Raster of a frontal mesh (pixel frame: y down, z toward the camera) scaled into size x size."""
-    v = np.asarray(mean_mesh_pixel_frame, dtype=np.float64).copy()
+def frontal_raster(frontal_mesh_pixel_frame: np.ndarray, triangles: np.ndarray, size: int = 192,
+                   margin: float = 0.06, fast: bool = False) -> FrontalRaster:
+    """Raster of a frontal mesh (pixel frame: y down, z toward the camera) scaled into size x size: the mean
+    shape once, or (``fast``, a few ms) a method's own pose-free shape every frame."""
+    v = np.asarray(frontal_mesh_pixel_frame, dtype=np.float64).copy()
     lo, hi = v[:, :2].min(0), v[:, :2].max(0)
     s = (1 - 2 * margin) * size / (hi - lo).max()
     centre = (lo + hi) / 2
     v[:, :2] = (v[:, :2] - centre) * s + size / 2
     v[:, 2] *= s
-    tri_id, bary = rasterize(v, triangles, size, size)
+    tri_id, bary = (rasterize_painter if fast else rasterize)(v, triangles, size, size)
     mid = size / 2
     mirror = np.clip(np.round(2 * mid - 1 - np.arange(size)).astype(int), 0, size - 1)
     return FrontalRaster(size, tri_id, bary, mirror)

@@ -59,19 +59,32 @@ def create(name: str, **kwargs) -> Method:
     return reg[name].factory(**kwargs)
 
 
+def _rotation_from_mean(fm: FaceModel, pts: np.ndarray) -> np.ndarray:
+    """Rotation of the best similarity taking the mean shape onto (N, 3) right-handed, y-up ``pts``."""
+    n = min(len(pts), fm.n_points)
+    src = fm.mean[:n].astype(np.float64)
+    dst = np.asarray(pts[:n], np.float64)
+    src_c, dst_c = src - src.mean(0), dst - dst.mean(0)
+    u, _, vt = np.linalg.svd(dst_c.T @ src_c)
+    d = np.sign(np.linalg.det(u @ vt))
+    return u @ np.diag([1.0, 1.0, d]) @ vt
+
+
+def frontal_shape(fm: FaceModel, shape: np.ndarray) -> np.ndarray:
+    """(468, 3) a model-frame shape with its residual rotation from the mean removed, in the pixel frame's axes
+    (y down): the subject's own face seen from the front."""
+    mesh = np.asarray(shape[:N_MESH], np.float64)
+    mesh = (mesh - mesh.mean(0)) @ _rotation_from_mean(fm, mesh)
+    return mesh * np.array([1.0, -1.0, 1.0])
+
+
 def pose_from_points(fm: FaceModel, points: np.ndarray) -> np.ndarray:
     """(yaw, pitch, roll) of (536 or 468, 3) pixel-frame points: rotation of the best similarity from the mean.
 
     Used by methods that predict points rather than a camera (and by MediaPipe).
     """
-    n = min(len(points), fm.n_points)
-    src = fm.mean[:n].astype(np.float64)
-    dst = np.asarray(points[:n], np.float64) * np.array([1.0, -1.0, 1.0])  # back to a right-handed, y-up frame
-    src_c, dst_c = src - src.mean(0), dst - dst.mean(0)
-    u, _, vt = np.linalg.svd(dst_c.T @ src_c)
-    d = np.sign(np.linalg.det(u @ vt))
-    r = u @ np.diag([1.0, 1.0, d]) @ vt
-    return matrix_to_euler(r)
+    # back to a right-handed, y-up frame
+    return matrix_to_euler(_rotation_from_mean(fm, np.asarray(points, np.float64) * np.array([1.0, -1.0, 1.0])))
 
 
 def finish_from_points(fm: FaceModel, points: np.ndarray, pose: np.ndarray, t0: float, timings: dict,

@@ -25,10 +25,11 @@ class STN3DMethod(OnnxMethod):
         from engine.methods.stn3d.geometry import project, rewarp_to_landmarks
 
         camera = outputs["camera"][0].astype(np.float64)
+        shape = outputs["shape"][0].astype(np.float64)
         if not self.refine:
             points = outputs["points"][0].astype(np.float64)
         else:
-            shape = rewarp_to_landmarks(camera, outputs["shape"][0].astype(np.float64),
-                                        outputs["refined"][0].astype(np.float64))
+            shape = rewarp_to_landmarks(camera, shape, outputs["refined"][0].astype(np.float64))
             points = project(camera, shape)
-        return points, pose_from_points(self.fm, points), None
+        # the warped generic face, before the camera, is the subject's own frontal shape (the frontal view uses it)
+        return points, pose_from_points(self.fm, points), None, shape
