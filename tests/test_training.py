@@ -97,3 +97,22 @@ def test_no_mask_weights_every_face_texel_alike(train_dir):
     assert len(np.unique(w[covered])) == 1 and w[covered][0] > 0 and (w[~covered] == 0).all()
     assert len(np.unique(w_mask.weight.numpy())) == 4  # 0 : 3 : 4 : 16
     assert (w_mask.landmark_texels == w_none.landmark_texels).all()
+
+
+def test_ablation_run_trains_beside_the_shipped_weights(train_dir, tmp_path):
+    import json
+
+    from engine.paths import weights_path
+    from engine.training.harness import train, write_ablation
+    from engine.training.recipes import get_recipe
+
+    shipped = weights_path("prnet.onnx")
+    before = shipped.stat().st_mtime if shipped.exists() else None
+    recipe = get_recipe("prnet", "no-mask")
+    res = train(recipe, epochs=1, limit=8, val_limit=10, batch_size=8, threads=2, out_dir=tmp_path / "run",
+                export=False, log=lambda s: None)
+    out = write_ablation(recipe, "no-mask", res["history"], 0, path=tmp_path / "abl.json")
+    facts = json.loads(out.read_text())
+    assert facts["overrides"] == {"use_mask": False} and len(facts["history"]) == 1
+    assert "val_nme" in facts["history"][0]
+    assert (shipped.stat().st_mtime if shipped.exists() else None) == before  # nothing shipped

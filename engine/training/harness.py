@@ -249,9 +249,9 @@ def ablation_path(name: str, ablation: str) -> Path:
     return PROJECT_ROOT / "docs" / "results" / f"{name}_ablation_{ablation}.json"
 
 
-def write_ablation(recipe: Recipe, ablation: str, history: list[dict], seed: int) -> Path:
+def write_ablation(recipe: Recipe, ablation: str, history: list[dict], seed: int, path: Path | None = None) -> Path:
     """Per-epoch history of an ablation run, beside the shipped results; the model card compares it epoch by epoch."""
-    path = ablation_path(recipe.name, ablation)
+    path = path or ablation_path(recipe.name, ablation)
     path.parent.mkdir(parents=True, exist_ok=True)
     facts = {"name": recipe.name, "ablation": ablation, "overrides": recipe.ablations[ablation], "seed": seed,
              "command": " ".join(["python"] + sys.argv), "threads": torch.get_num_threads(), "history": history}
