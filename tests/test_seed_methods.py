@@ -63,7 +63,7 @@ def test_prnet_has_the_papers_layer_counts():
 
 def test_prnet_fused_export_equals_the_trained_network():
     """The shipped graph folds BatchNorm and turns stride-1 transposed convolutions into plain ones: same map."""
-    from engine.methods.prnet.network import PRNet, PRNetInference
+    from engine.methods.prnet.network import PRNet, fused_for_export
 
     torch.manual_seed(0)
     m = PRNet()
@@ -80,7 +80,7 @@ def test_prnet_fused_export_equals_the_trained_network():
     m.eval()
     x = torch.rand(2, 3, 120, 120) * 2 - 1
     with torch.no_grad():
-        want, got = m(x), PRNetInference(m).eval()(x)
+        want, got = m(x), fused_for_export(m)(x)
     assert want.abs().max() > 1.0
     assert torch.allclose(got, want, atol=1e-4 * float(want.abs().max()))
 

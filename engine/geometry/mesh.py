@@ -50,16 +50,10 @@ def occluded_by_mesh(points: np.ndarray, verts: np.ndarray, tris: np.ndarray, ep
     pi, ti = np.nonzero(cand)
     if len(pi) == 0:
         return out
-    a, b, c, q = a[ti], b[ti], c[ti], p[pi]
-    v0, v1, v2 = b - a, c - a, q - a
-    den = v0[:, 0] * v1[:, 1] - v1[:, 0] * v0[:, 1]
-    ok = np.abs(den) >= 1e-9
-    den = np.where(ok, den, 1.0)
-    l1 = (v2[:, 0] * v1[:, 1] - v1[:, 0] * v2[:, 1]) / den
-    l2 = (v0[:, 0] * v2[:, 1] - v2[:, 0] * v0[:, 1]) / den
-    l0 = 1 - l1 - l2
-    z = l0 * a[:, 2] + l1 * b[:, 2] + l2 * c[:, 2]
-    hit = ok & (l0 >= 0) & (l1 >= 0) & (l2 >= 0) & (z > q[:, 2] + eps)
+    q = p[pi]
+    lam = _barycentrics(verts, tris[keep], ti, q[:, 0], q[:, 1])  # NaN for edge-on triangles: never inside
+    z = lam[:, 0] * a[ti, 2] + lam[:, 1] * b[ti, 2] + lam[:, 2] * c[ti, 2]
+    hit = (lam.min(1) >= 0) & (z > q[:, 2] + eps)
     out[pi[hit]] = True
     return out
 
@@ -113,10 +107,11 @@ def rasterize(verts: np.ndarray, tris: np.ndarray, width: int, height: int) -> t
 
 
 def _barycentrics(v: np.ndarray, tris: np.ndarray, t: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
-    """(N, 3) barycentrics of pixel centres (xs, ys) in triangles t (unclipped: negative outside)."""
+    """(N, 3) barycentrics of 2D points (xs, ys) in triangles t (unclipped: negative outside; NaN for triangles
+    of no 2D area)."""
     a, b, c = v[tris[t, 0]], v[tris[t, 1]], v[tris[t, 2]]
     den = (b[:, 0] - a[:, 0]) * (c[:, 1] - a[:, 1]) - (c[:, 0] - a[:, 0]) * (b[:, 1] - a[:, 1])
-    den = np.where(np.abs(den) < 1e-12, 1e-12, den)
+    den = np.where(np.abs(den) < 1e-9, np.nan, den)
     l1 = ((xs - a[:, 0]) * (c[:, 1] - a[:, 1]) - (c[:, 0] - a[:, 0]) * (ys - a[:, 1])) / den
     l2 = ((b[:, 0] - a[:, 0]) * (ys - a[:, 1]) - (xs - a[:, 0]) * (b[:, 1] - a[:, 1])) / den
     return np.stack([1 - l1 - l2, l1, l2], 1)
@@ -146,7 +141,7 @@ def rasterize_painter(verts: np.ndarray, tris: np.ndarray, width: int, height: i
     lam = _barycentrics(v, tris, t, xs, ys)
     padded = np.pad(tri_id, 1, constant_values=-1)
     for dy, dx in ((0, 1), (1, 0), (0, -1), (-1, 0)):
-        out = lam.min(1) < -1e-6
+        out = ~(lam.min(1) >= -1e-6)  # outside, or a degenerate triangle (NaN)
         if not out.any():
             break
         cand = padded[ys[out] + 1 + dy, xs[out] + 1 + dx]
@@ -156,6 +151,6 @@ def rasterize_painter(verts: np.ndarray, tris: np.ndarray, width: int, height: i
         better = lam_c.min(1) >= -1e-6
         t[idx[better]], lam[idx[better]] = cand[ok][better], lam_c[better]
     tri_id[ys, xs] = t
-    lam = np.clip(lam, 0.0, 1.0)
+    lam = np.clip(np.nan_to_num(lam, nan=1.0 / 3.0), 0.0, 1.0)
     bary[ys, xs] = lam / np.maximum(lam.sum(1, keepdims=True), 1e-12)
     return tri_id, bary

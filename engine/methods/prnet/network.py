@@ -4,6 +4,8 @@ authors' code).
 """
 from __future__ import annotations
 
+import copy
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -128,14 +130,8 @@ class FusedUpConv(nn.Module):
         return F.relu(y) if self.act else y
 
 
-class PRNetInference(nn.Module):
-    """What ships to ONNX: the trained PRNet with the decoder fused (same outputs, eval mode)."""
-
-    def __init__(self, net: PRNet) -> None:
-        super().__init__()
-        self.stem, self.encoder, self.mean_map = net.stem, net.encoder, net.mean_map
-        self.decoder = nn.Sequential(*[FusedUpConv(u) for u in net.decoder])
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.interpolate(x, size=(INPUT_SIZE, INPUT_SIZE), mode="bilinear", align_corners=False)
-        return self.decoder(self.encoder(self.stem(x))) + self.mean_map
+def fused_for_export(net: PRNet) -> PRNet:
+    """What ships to ONNX: a copy of the trained PRNet with its decoder fused (same outputs, eval mode)."""
+    fused = copy.deepcopy(net).eval()
+    fused.decoder = nn.Sequential(*[FusedUpConv(u) for u in net.decoder])
+    return fused

@@ -10,7 +10,7 @@ from torch import nn
 
 from engine.facemodel import N_MESH
 from engine.methods.prnet import MAP_SIZE, layout
-from engine.methods.prnet.network import PRNet, PRNetInference
+from engine.methods.prnet.network import PRNet, fused_for_export
 from engine.training.augment import AugmentConfig
 from engine.training.dataset import AlignmentDataset
 from engine.training.harness import Recipe
@@ -78,7 +78,7 @@ class PRNetRecipe(Recipe):
         "random last layer and the paper's augmentation, reached only 23.5 balanced NME after one epoch. "
         "(5) Ground truth comes from the teacher's 3DMM fits on AFLW crops (the "
         "paper used 300W-LP). (6) The exported graph folds BatchNorm into the decoder and runs its stride-1 "
-        "transposed convolutions as the equivalent plain convolutions (PRNetInference; same map within 3e-5 px), "
+        "transposed convolutions as the equivalent plain convolutions (fused_for_export; same map within 3e-5 px), "
         "which ONNX Runtime runs faster.\n\nTraining schedule: 4 epochs with `--epochs 4`, then resumed "
         "(warm restart of the cosine schedule, same optimizer) to 12. The weight-mask ablation (`--ablation "
         "no-mask`: every texel of the layout weighted alike, 1 : 1 : 1 : 0) was trained from scratch with the "
@@ -105,7 +105,7 @@ class PRNetRecipe(Recipe):
         return loss, {"map_loss": loss.item(), "landmark_texel_px": lm_err.item()}
 
     def export_module(self, model):
-        return PRNetInference(model)
+        return fused_for_export(model)
 
     def landmarks(self, model, images):
         lay = layout()
