@@ -9,5 +9,6 @@ fi
 . .venv/bin/activate
 python -m pip install -q --upgrade pip
 # torch first and pinned: the local CPU build; an unpinned torch would pull CUDA wheels
-python -m pip install -q "torch==2.13.0"
-python -m pip install -q -e ".[train,test]"
+# constraints.txt: the tested version of every runtime package (an untested PySide6 release crashed the app)
+python -m pip install -q -c constraints.txt "torch==2.13.0"
+python -m pip install -q -c constraints.txt -e ".[train,test]"
