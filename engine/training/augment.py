@@ -85,13 +85,16 @@ def add_occluder(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return out
 
 
-def augment(img: np.ndarray, point_sets: list[np.ndarray], permutations: list[np.ndarray],
-            rng: np.random.Generator, cfg: AugmentConfig) -> tuple[np.ndarray, list[np.ndarray]]:
-    """Augment one crop and any number of point sets (each with its own mirror permutation).
+def augment_with_affine(img: np.ndarray, point_sets: list[np.ndarray], permutations: list[np.ndarray],
+                        rng: np.random.Generator, cfg: AugmentConfig
+                        ) -> tuple[np.ndarray, list[np.ndarray], np.ndarray, bool]:
+    """``augment`` that also returns the 2x3 geometric affine (crop pixels, mirror included) and whether the crop
+    was mirrored, so targets can be built later, batched, with the same transform (Recipe.batch_targets).
 
-    Point arrays may hold NaN for absent points; they stay NaN.
+    A point p of the source crop lands at ``affine @ [x, y, 1]`` (depth scaled by sqrt|det|); when mirrored, the
+    point sets are also relabelled with their permutation.
     """
-    flip = rng.random() < cfg.flip
+    flip = bool(rng.random() < cfg.flip)
     m = geometric_matrix(rng, cfg, flip)
     out = cv2.warpAffine(img, m, (SIZE, SIZE), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
     pts = []
@@ -101,4 +104,14 @@ def augment(img: np.ndarray, point_sets: list[np.ndarray], permutations: list[np
     out = colour_jitter(out, rng, cfg)
     if rng.random() < cfg.occlude:
         out = add_occluder(out, rng)
+    return out, pts, m, flip
+
+
+def augment(img: np.ndarray, point_sets: list[np.ndarray], permutations: list[np.ndarray],
+            rng: np.random.Generator, cfg: AugmentConfig) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Augment one crop and any number of point sets (each with its own mirror permutation).
+
+    Point arrays may hold NaN for absent points; they stay NaN.
+    """
+    out, pts, _, _ = augment_with_affine(img, point_sets, permutations, rng, cfg)
     return out, pts

@@ -43,6 +43,9 @@ class Recipe:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     output_names: tuple[str, ...] = ("params",)
     notes: str = ""  # architecture summary and deviations from the paper, for the model card
+    # set by the harness: True runs the pre-issue-11 data path (per-sample targets, no prefetch, NCHW), for
+    # `main.py train NAME --legacy` and the benchmark's "old" column
+    legacy_data_path: bool = False
     # named ablations: field overrides trained with `main.py train NAME --ablation KEY` (never shipped)
     ablations: ClassVar[dict[str, dict[str, Any]]] = {}
 
@@ -51,6 +54,25 @@ class Recipe:
 
     def make_dataset(self, train: TrainingSet, seed: int) -> torch.utils.data.Dataset:
         return AlignmentDataset(train, self.augment, seed=seed)
+
+    def batch_targets(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Optional hook: build (or finish) the training targets of a whole collated batch, in torch, after
+        augmentation; returns the batch (it may add keys in place). The default adds nothing.
+
+        Called by the harness once per batch, after the batch is on the training device (CUDA when present) and
+        before ``loss``; it may run in the harness's prefetch thread, so it must not change the recipe's state.
+        Targets built here cost one batched tensor op instead of per-sample numpy work in the data path.
+
+        What a batch holds (AlignmentDataset): ``image`` (B, 3, 120, 120) in [-1, 1]; ``points`` (B, 536, 3)
+        augmented crop pixels; ``pts21``/``mask21``; ``coefs`` (B, 50); and, to transform any other label the same
+        way as the image: ``affine`` (B, 2, 3) float32, source-crop pixels -> augmented-crop pixels (x' = A[:, :2]
+        @ [x, y] + A[:, 2]; depth scales by sqrt|det A[:, :2]|), ``flipped`` (B,) bool (the mirror is already in
+        ``affine``; mirrored labels also need their left/right relabelling, as ``points`` got), ``index`` (B,)
+        int64 rows of the TrainingSet given to ``build`` (keep what you need from it there, e.g. its params).
+        ``self.legacy_data_path`` is True when the harness runs today's per-sample path (``--legacy``), for
+        recipes that keep a per-sample dataset as the benchmark's reference.
+        """
+        return batch
 
     def loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
         raise NotImplementedError
@@ -189,6 +211,7 @@ def train(recipe: Recipe, epochs: int | None = None, resume: bool = False, seed:
             step = epoch * steps_per_epoch + it
             for grp in opt.param_groups:
                 grp["lr"] = _lr_at(step, total, recipe.lr, warmup=min(300, total // 10 + 1))
+            batch = recipe.batch_targets(batch)
             loss, parts = recipe.loss(model, batch)
             opt.zero_grad(set_to_none=True)
             loss.backward()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import ClassVar
 
 import numpy as np
@@ -28,8 +29,30 @@ PAPER_AUGMENT = AugmentConfig(flip=0.5, rotate=45.0, scale=(0.9, 1.2), shift=0.1
                               occlude=0.3)
 
 
+@lru_cache(maxsize=1)
+def _render_gather() -> tuple[torch.Tensor, torch.Tensor]:
+    """The layout's map as a gather: (S*S, 3) point indices and barycentric weights per texel (uncovered texels
+    use their nearest covered texel's), the same linear map as ``layout().matrix()`` without its dense zeros."""
+    lay = layout()
+    near = lay.tri_id[lay.nearest[..., 0], lay.nearest[..., 1]].ravel()
+    bary = lay.bary[lay.nearest[..., 0], lay.nearest[..., 1]].reshape(-1, 3)
+    return torch.from_numpy(lay.triangles[near].astype(np.int64)), torch.from_numpy(bary.astype(np.float32))
+
+
+def position_maps(points: torch.Tensor) -> torch.Tensor:
+    """(B, 536, 3) augmented crop-pixel points -> (B, 3, S, S) ground-truth maps, batched in torch on the points'
+    device: ``centred`` then the layout's barycentric mix (equal to PositionMapDataset's per-sample numpy maps)."""
+    idx, bary = (t.to(points.device) for t in _render_gather())
+    p = points.float() / 120.0
+    p = torch.cat([p[..., :2], p[..., 2:] - p[:, :N_MESH, 2:].mean(1, keepdim=True)], dim=-1)
+    maps = (p[:, idx] * bary[None, :, :, None]).sum(2)               # (B, S*S, 3)
+    return maps.transpose(1, 2).reshape(len(p), 3, MAP_SIZE, MAP_SIZE).contiguous()
+
+
 class PositionMapDataset(AlignmentDataset):
-    """Adds the ground-truth position map (3, S, S): crop pixels / 120, depth centred."""
+    """Adds the ground-truth position map (3, S, S): crop pixels / 120, depth centred. Per sample in numpy: the
+    pre-issue-11 path, kept as the benchmark's reference (``--legacy``); the default path renders the maps batched
+    in ``PRNetRecipe.batch_targets``."""
 
     def __init__(self, *a, **kw) -> None:
         super().__init__(*a, **kw)
@@ -86,7 +109,14 @@ class PRNetRecipe(Recipe):
         "epoch by epoch below.")
 
     def make_dataset(self, train: TrainingSet, seed: int):
-        return PositionMapDataset(train, self.augment, seed=seed)
+        if self.legacy_data_path:
+            return PositionMapDataset(train, self.augment, seed=seed)
+        return AlignmentDataset(train, self.augment, seed=seed)
+
+    def batch_targets(self, batch):
+        if "position_map" not in batch:  # the legacy dataset already rendered them per sample
+            batch["position_map"] = position_maps(batch["points"])
+        return batch
 
     def build(self, train: TrainingSet) -> nn.Module:
         lay = layout()
