@@ -24,6 +24,9 @@ def cmd_methods(args: argparse.Namespace) -> int:
         backend = getattr(info.factory, "backend", "")
         provider = getattr(info.factory, "provider", "") if backend != "onnxruntime" else preferred_providers()[0]
         print(f"{name:<11} {info.weights:<22} {'yes' if present else 'MISSING':<8} {backend:<28} {provider}")
+    for info in sorted(registry().values(), key=lambda i: i.name):
+        if not info.available:  # listed, but not offered as working: say why and how to fix it
+            print(f"note: {info.unavailable_reason()}")
     return 0
 
 
@@ -133,6 +136,27 @@ def cmd_annotate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_annotate_batch(args: argparse.Namespace) -> int:
+    from engine.export.batch import MANIFEST, run_batch
+
+    try:
+        r = run_batch(args.inputs, args.out, args.methods.split(","), args.formats.split(","), workers=args.workers,
+                      ray_address=args.ray)
+    except KeyboardInterrupt:
+        print("cancelled: finished inputs are in the manifest; run the same command again to resume",
+              file=sys.stderr)
+        return 130
+    except RuntimeError as e:  # Ray missing, or another batch writing to the same folder
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"{r.total} inputs: {r.done} annotated, {r.skipped} already done, {r.failed} failed, {r.seconds:.1f} s "
+          f"-> {args.out} (progress in {args.out}/{MANIFEST})")
+    for rec in r.records:
+        if rec["status"] != "done":
+            print(f"failed: {rec['input']}: {rec['error']}", file=sys.stderr)
+    return 1 if r.failed else 0
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
     from engine.evaluation.compare import compare
 
@@ -222,6 +246,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--formats", default="csv,json")
     s.add_argument("--force", action="store_true", help="overwrite existing outputs")
     s.set_defaults(func=cmd_annotate)
+    s = sub.add_parser("annotate-batch", help="annotate many videos / image folders, resumable, on every core "
+                                              "or a Ray cluster")
+    s.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="videos, image folders, or text files (.txt/.lst/.list) listing them one per line")
+    s.add_argument("--out", required=True, help="output root: one folder per input plus manifest.jsonl")
+    s.add_argument("--methods", "--method", default="3dstn", help="NAME[,NAME...] (default 3dstn)")
+    s.add_argument("--formats", default="csv,json")
+    s.add_argument("--workers", type=int, help="local worker processes, one inference thread each "
+                                               "(default: the core count; with --ray: a local cluster's CPUs)")
+    s.add_argument("--ray", nargs="?", const="", metavar="ADDRESS",
+                   help="run on Ray: no ADDRESS starts a local cluster (or joins RAY_ADDRESS); 'auto', HOST:6379 or "
+                        "ray://HOST:10001 joins a running one (pip install -e '.[cluster]')")
+    s.set_defaults(func=cmd_annotate_batch)
     s = sub.add_parser("compare", help="side-by-side grid video + report comparing methods")
     s.add_argument("input")
     s.add_argument("--methods", required=True)

@@ -16,7 +16,7 @@ from typing import Callable
 import numpy as np
 
 from engine.detect.crop_policy import crop_image
-from engine.methods.base import Method, create
+from engine.methods.base import Method, NoFaceError, create
 from engine.result import AlignmentResult
 from engine.smoothing import OneEuroFilter
 from engine.sources import Frame, Source
@@ -72,7 +72,7 @@ class FrameProcessor:
                 ta = time.perf_counter()
                 try:
                     r = m.align(crop)
-                except RuntimeError:
+                except NoFaceError:
                     r = None
                 method_ms[name] += (time.perf_counter() - ta) * 1e3
                 if r is None:

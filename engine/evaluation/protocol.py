@@ -18,7 +18,7 @@ from engine.evaluation.aflw2000 import crop_image, load_set
 from engine.evaluation.nme import YAW_BUCKETS, bucket_summary, nme_per_image
 from engine.geometry.projection import crop_to_image
 from engine.geometry.rotation import angle_difference
-from engine.methods.base import Method
+from engine.methods.base import Method, NoFaceError
 
 
 def mean_shape_landmarks(roi_box: np.ndarray) -> np.ndarray:
@@ -61,7 +61,7 @@ def evaluate(method: Method, data_dir: str | Path, mode: str = "protocol", limit
                     # the tracker's step: re-crop from the landmarks just found (the training crops' policy)
                     box = roi_box_from_landmarks(crop_to_image(res.landmarks, box)[:, :2])
                     res = method.align(crop_image(img, box))
-            except RuntimeError:  # the method found no face in the crop (MediaPipe)
+            except NoFaceError:  # the method found no face in the crop (MediaPipe)
                 res = None
             ms.append((time.perf_counter() - t0) * 1e3)
         if res is None:

@@ -1,2 +1,1 @@
-"""Built-in methods register themselves on import."""
-from engine.methods import baseline, mediapipe_ref, prnet, stn3d  # noqa: F401
+"""One package per method; ``engine.methods.base.registry()`` discovers those that declare ``METHOD``."""

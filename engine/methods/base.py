@@ -1,10 +1,19 @@
-"""The method interface and the registry. A method takes a 120x120 BGR crop and returns an AlignmentResult."""
+"""The method interface and the registry. A method takes a 120x120 BGR crop and returns an AlignmentResult.
+
+Adding a method costs one package under engine/methods/: its ``__init__.py`` defines the ``Method`` subclass and
+declares it once as ``METHOD = MethodInfo(...)`` (name, description, weights file, training recipe module, ONNX
+output names). ``registry()`` discovers every such package with pkgutil; the CLI, the app, the trainer
+(engine/training/recipes.py) and the exporter all read that one declaration.
+"""
 from __future__ import annotations
 
+import importlib
+import pkgutil
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Callable
+from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
@@ -14,48 +23,124 @@ from engine.result import AlignmentResult
 from engine.visibility import landmark_visibility
 
 
+class NoFaceError(Exception):
+    """The method looked at the crop and found no face in it (MediaPipe's detector can say so). Callers treat the
+    face as not aligned by this method; every other exception is a real failure and propagates."""
+
+
+class MethodUnavailable(FileNotFoundError):
+    """The method is registered but cannot run here: its weights file is missing."""
+
+
+@dataclass(frozen=True)
+class MethodInfo:
+    """A method's one declaration, ``METHOD`` in its package's ``__init__.py``."""
+    name: str
+    description: str
+    factory: type[Method]
+    weights: str                       # file name under weights/ the method cannot run without
+    recipe: str | None = None          # module holding ``RECIPE`` (torch; training and export only)
+    outputs: tuple[str, ...] = ()      # ONNX output names: what the export writes and the decode reads
+    obtain: str = ""                   # how to make the weights when there is no recipe (a command)
+
+    def __post_init__(self) -> None:
+        # the class reads its name and weights from here, so they are written nowhere else
+        self.factory.info = self
+
+    @property
+    def weights_path(self) -> Path:
+        from engine.paths import weights_path
+
+        return weights_path(self.weights)
+
+    @property
+    def available(self) -> bool:
+        return self.weights_path.exists()
+
+    def unavailable_reason(self) -> str | None:
+        """Why the method cannot run here, or None when it can."""
+        if self.available:
+            return None
+        how = self.obtain or (f"python main.py train {self.name}" if self.recipe else "")
+        how = f"make it with `{how}`" if how else "install it"
+        return f"method {self.name!r} has no weights: {self.weights_path} is missing ({how})"
+
+
+@dataclass
+class DecodeResult:
+    """What a method's decode makes of one face's network outputs."""
+    points: np.ndarray                  # (536, 3) crop pixels: 468 mesh vertices then the 68 landmarks
+    pose: np.ndarray                    # (3,) yaw, pitch, roll in degrees
+    dense: np.ndarray | None = None     # (M, 3) crop pixels: a denser surface (PRNet's position map), if any
+    shape: np.ndarray | None = None     # (536, 3) the pose-free model-frame shape (3DSTN's warp), if the method has one
+
+
 class Method(ABC):
-    name: str = ""
+    info: ClassVar[MethodInfo]   # set by the package's METHOD declaration
     backend: str = ""         # "onnxruntime", "mediapipe"
-    weights: str = ""         # file name under weights/, or a description
     provider: str = "CPUExecutionProvider"
+
+    @property
+    def name(self) -> str:
+        return self.info.name
+
+    @property
+    def weights(self) -> str:
+        return self.info.weights
 
     @abstractmethod
     def align(self, crop_bgr: np.ndarray) -> AlignmentResult:
-        """Align the face in a 120x120 BGR crop framed by the shared crop policy."""
+        """Align the face in a 120x120 BGR crop framed by the shared crop policy. Raises ``NoFaceError`` when the
+        method finds no face in it."""
 
     def close(self) -> None:
         pass
 
 
-@dataclass(frozen=True)
-class MethodInfo:
-    name: str
-    description: str
-    factory: Callable[..., Method]
-    weights: str
-
-
 _REGISTRY: dict[str, MethodInfo] = {}
 
 
-def register(name: str, description: str, weights: str) -> Callable:
-    def deco(factory: Callable[..., Method]) -> Callable[..., Method]:
-        _REGISTRY[name] = MethodInfo(name, description, factory, weights)
-        return factory
-    return deco
+def _discover() -> dict[str, MethodInfo]:
+    """Every subpackage of engine.methods that declares ``METHOD``, by name."""
+    import engine.methods as pkg
+
+    found: dict[str, MethodInfo] = {}
+    for mod in pkgutil.iter_modules(pkg.__path__):
+        if not mod.ispkg:
+            continue
+        info = getattr(importlib.import_module(f"{pkg.__name__}.{mod.name}"), "METHOD", None)
+        if info is None:
+            continue
+        if not isinstance(info, MethodInfo):
+            raise TypeError(f"engine.methods.{mod.name}.METHOD is {type(info).__name__}, not MethodInfo")
+        if info.name in found:
+            raise ValueError(f"method name {info.name!r} is declared twice (engine.methods.{mod.name} and "
+                             f"{found[info.name].factory.__module__})")
+        found[info.name] = info
+    return found
 
 
 def registry() -> dict[str, MethodInfo]:
-    import engine.methods  # noqa: F401  (registers the built-in methods)
-
+    """Name -> declaration of every method package (available or not: see ``MethodInfo.available``)."""
+    if not _REGISTRY:
+        _REGISTRY.update(_discover())
     return dict(_REGISTRY)
 
 
+def available_methods() -> list[str]:
+    """Names of the methods whose weights are present, sorted."""
+    return [n for n, i in sorted(registry().items()) if i.available]
+
+
 def create(name: str, **kwargs) -> Method:
+    """An instance of method ``name``. Raises KeyError for an unknown name and ``MethodUnavailable`` (with the
+    reason) when its weights are missing."""
     reg = registry()
     if name not in reg:
         raise KeyError(f"unknown method {name!r}; known: {', '.join(sorted(reg))}")
+    reason = reg[name].unavailable_reason()
+    if reason:
+        raise MethodUnavailable(reason)
     return reg[name].factory(**kwargs)
 
 

@@ -1,4 +1,5 @@
-"""Name -> training recipe. Imports torch: only the training and export commands use it."""
+"""Name -> training recipe, from each method package's declaration (``METHOD.recipe``). Imports torch: only the
+training and export commands use it."""
 from __future__ import annotations
 
 import dataclasses
@@ -6,14 +7,19 @@ import importlib
 
 from engine.training.harness import Recipe
 
-RECIPES = {"baseline": "engine.methods.baseline.train", "prnet": "engine.methods.prnet.train",
-           "3dstn": "engine.methods.stn3d.train"}
+
+def trainable() -> dict[str, str]:
+    """Method name -> its recipe module, for every method package that declares one."""
+    from engine.methods.base import registry
+
+    return {n: i.recipe for n, i in sorted(registry().items()) if i.recipe}
 
 
 def get_recipe(name: str, ablation: str | None = None) -> Recipe:
-    if name not in RECIPES:
-        raise KeyError(f"no training recipe for {name!r}; trainable: {', '.join(sorted(RECIPES))}")
-    recipe = importlib.import_module(RECIPES[name]).RECIPE()
+    recipes = trainable()
+    if name not in recipes:
+        raise KeyError(f"no training recipe for {name!r}; trainable: {', '.join(sorted(recipes))}")
+    recipe = importlib.import_module(recipes[name]).RECIPE()
     if ablation is None:
         return recipe
     if ablation not in recipe.ablations:

@@ -8,15 +8,15 @@ from __future__ import annotations
 import numpy as np
 
 from engine.geometry.rotation import camera_to_euler
-from engine.methods.base import register
+from engine.methods.base import DecodeResult, MethodInfo
 from engine.methods.onnx_method import OnnxMethod
 
 
-@register("baseline", "MobileNet-like 3DMM parameter regressor (accuracy floor)", "baseline.onnx")
 class BaselineMethod(OnnxMethod):
-    name = "baseline"
-    weights = "baseline.onnx"
-
-    def decode(self, outputs):
+    def decode(self, outputs: dict[str, np.ndarray]) -> DecodeResult:
         params = outputs["params"][0].astype(np.float64)
-        return self.fm.points(params), camera_to_euler(params[:12]), None
+        return DecodeResult(self.fm.points(params), camera_to_euler(params[:12]))
+
+
+METHOD = MethodInfo("baseline", "MobileNet-like 3DMM parameter regressor (accuracy floor)", BaselineMethod,
+                    weights="baseline.onnx", recipe="engine.methods.baseline.train", outputs=("params",))

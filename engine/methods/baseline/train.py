@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from engine.facemodel import N_MESH
+from engine.methods.baseline import METHOD
 from engine.methods.baseline.network import ParamRegressor, centre_translation
 from engine.training.augment import AugmentConfig
 from engine.training.dataset import HUMAN21_TO_68
@@ -41,7 +42,7 @@ def point_loss(pred: torch.Tensor, target: torch.Tensor, lmk_weight: float = 2.0
 
 @dataclass
 class BaselineRecipe(Recipe):
-    name: str = "baseline"
+    name: str = METHOD.name
     description: str = "MobileNetV1 (width 0.5) regressing the 62 face-model parameters from a 120x120 crop"
     epochs: int = 12
     batch_size: int = 128
@@ -49,7 +50,7 @@ class BaselineRecipe(Recipe):
     # light augmentation: at 12 epochs the heavily augmented task underfits (shared/data/README measurements)
     augment: AugmentConfig = field(default_factory=lambda: AugmentConfig(
         flip=0.5, rotate=15.0, scale=(0.95, 1.05), shift=0.03, occlude=0.1))
-    output_names: tuple[str, ...] = ("params",)
+    output_names: tuple[str, ...] = METHOD.outputs
     notes: str = ("3DDFA's MobileNetV1 backbone at width 0.5 (13 depthwise-separable blocks, global average pool, "
                   "linear head to 62 normalised parameters, de-normalised inside the network). Loss: L1 on all "
                   "468 + 68 rebuilt points in crop pixels (landmarks x2) + 0.5 x L1 to AFLW's human points "

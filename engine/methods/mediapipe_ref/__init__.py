@@ -12,15 +12,11 @@ import time
 import numpy as np
 
 from engine.facemodel import load_face_model
-from engine.methods.base import Method, finish_from_points, pose_from_points, register
+from engine.methods.base import Method, MethodInfo, NoFaceError, finish_from_points, pose_from_points
 from engine.paths import weights_path
 from engine.result import AlignmentResult
 
 MAP_FILE = "mediapipe_lm68.npz"
-
-
-class NoFaceFound(RuntimeError):
-    pass
 
 
 def apply_map(mesh: np.ndarray, neighbours: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -28,11 +24,8 @@ def apply_map(mesh: np.ndarray, neighbours: np.ndarray, weights: np.ndarray) -> 
     return np.einsum("lk,lkc->lc", weights, mesh[neighbours])
 
 
-@register("mediapipe", "MediaPipe Face Mesh 0.10.21 (reference; 68 points by a learned linear map)", MAP_FILE)
 class MediaPipeMethod(Method):
-    name = "mediapipe"
     backend = "mediapipe (TFLite, CPU)"
-    weights = MAP_FILE
     provider = "TFLite XNNPACK (CPU)"
 
     def __init__(self, **_: object) -> None:
@@ -49,7 +42,7 @@ class MediaPipeMethod(Method):
         t1 = time.perf_counter()
         timings = {"network": (t1 - t0) * 1e3}
         if mesh is None:
-            raise NoFaceFound("Face Mesh found no face in the crop")
+            raise NoFaceError("Face Mesh found no face in the crop")
         points = np.concatenate([mesh, apply_map(mesh, self.neighbours, self.map_weights)])
         pose = pose_from_points(self.fm, points)
         timings["decode"] = (time.perf_counter() - t1) * 1e3
@@ -57,3 +50,8 @@ class MediaPipeMethod(Method):
 
     def close(self) -> None:
         self.runner.close()
+
+
+# no training recipe: the map is fitted by `main.py fit-mediapipe-map`, the network is MediaPipe's own
+METHOD = MethodInfo("mediapipe", "MediaPipe Face Mesh 0.10.21 (reference; 68 points by a learned linear map)",
+                    MediaPipeMethod, weights=MAP_FILE, obtain="python main.py fit-mediapipe-map")

@@ -9,7 +9,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from engine.methods.base import pose_from_points, register
+from engine.methods.base import DecodeResult, MethodInfo, pose_from_points
 from engine.methods.onnx_method import OnnxMethod
 
 MAP_SIZE = 64
@@ -23,18 +23,18 @@ def layout():
     return build_layout(load_face_model(), MAP_SIZE)
 
 
-@register("prnet", "PRNet: UV position-map regression (64x64 map)", "prnet.onnx")
 class PRNetMethod(OnnxMethod):
-    name = "prnet"
-    weights = "prnet.onnx"
-
     def __init__(self, **kw) -> None:
         super().__init__(**kw)
         self.layout = layout()
         self.dense_faces = self.layout.grid_faces()
 
-    def decode(self, outputs):
+    def decode(self, outputs: dict[str, np.ndarray]) -> DecodeResult:
         pmap = outputs["position_map"][0].transpose(1, 2, 0).astype(np.float64) * 120.0
         points = self.layout.sample(pmap)
         dense = pmap[self.layout.face_mask]
-        return points, pose_from_points(self.fm, points), dense
+        return DecodeResult(points, pose_from_points(self.fm, points), dense=dense)
+
+
+METHOD = MethodInfo("prnet", "PRNet: UV position-map regression (64x64 map)", PRNetMethod, weights="prnet.onnx",
+                    recipe="engine.methods.prnet.train", outputs=("position_map",))

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from engine.facemodel import N_MESH
-from engine.methods.prnet import MAP_SIZE, layout
+from engine.methods.prnet import MAP_SIZE, METHOD, layout
 from engine.methods.prnet.network import PRNet, fused_for_export
 from engine.training.augment import AugmentConfig
 from engine.training.dataset import AlignmentDataset
@@ -67,7 +67,7 @@ class PositionMapDataset(AlignmentDataset):
 
 @dataclass
 class PRNetRecipe(Recipe):
-    name: str = "prnet"
+    name: str = METHOD.name
     description: str = "PRNet: encoder-decoder regressing a 64x64 UV position map of the face model from a 120x120 crop"
     epochs: int = 4
     batch_size: int = 32
@@ -79,7 +79,7 @@ class PRNetRecipe(Recipe):
     # is PAPER_AUGMENT below; the shipped 4-epoch CPU run uses the lighter set, see the notes.
     augment: AugmentConfig = field(default_factory=lambda: AugmentConfig(
         flip=0.5, rotate=15.0, scale=(0.95, 1.05), shift=0.03, colour=(0.7, 1.3), occlude=0.1))
-    output_names: tuple[str, ...] = ("position_map",)
+    output_names: tuple[str, ...] = METHOD.outputs
     notes: str = (
         "Encoder: one 4x4 stride-2 convolution (16 channels) then 10 residual blocks (1x1, 4x4 stride s, 1x1; projection "
         "shortcut) 16-32s2-32-64s2-64-128s2-128-128-128-128 down to 8x8x128 after a stride-2 stem (16 channels); decoder: 17 4x4 transposed "

@@ -8,20 +8,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine.methods.base import pose_from_points, register
+from engine.methods.base import DecodeResult, MethodInfo, pose_from_points
 from engine.methods.onnx_method import OnnxMethod
 
 
-@register("3dstn", "3DSTN: camera + 3D TPS warp + landmark refinement", "3dstn.onnx")
 class STN3DMethod(OnnxMethod):
-    name = "3dstn"
-    weights = "3dstn.onnx"
-
     def __init__(self, refine: bool = True, **kw) -> None:
         super().__init__(**kw)
         self.refine = refine
 
-    def decode(self, outputs):
+    def decode(self, outputs: dict[str, np.ndarray]) -> DecodeResult:
         from engine.methods.stn3d.geometry import project, rewarp_to_landmarks
 
         camera = outputs["camera"][0].astype(np.float64)
@@ -32,4 +28,8 @@ class STN3DMethod(OnnxMethod):
             shape = rewarp_to_landmarks(camera, shape, outputs["refined"][0].astype(np.float64))
             points = project(camera, shape)
         # the warped generic face, before the camera, is the subject's own frontal shape (the frontal view uses it)
-        return points, pose_from_points(self.fm, points), None, shape
+        return DecodeResult(points, pose_from_points(self.fm, points), shape=shape)
+
+
+METHOD = MethodInfo("3dstn", "3DSTN: camera + 3D TPS warp + landmark refinement", STN3DMethod, weights="3dstn.onnx",
+                    recipe="engine.methods.stn3d.train", outputs=("camera", "shape", "points", "refined"))

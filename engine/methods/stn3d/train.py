@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from engine.facemodel import N_MESH, load_face_model
+from engine.methods.stn3d import METHOD
 from engine.methods.baseline.train import human_point_loss, point_loss
 from engine.methods.stn3d.geometry import control_indices, generic_face, normalisation
 from engine.methods.stn3d.network import STN3D
@@ -41,7 +42,7 @@ class ExportSTN(nn.Module):
 
 @dataclass
 class STN3DRecipe(Recipe):
-    name: str = "3dstn"
+    name: str = METHOD.name
     description: str = ("3DSTN: CNN -> projective camera + 3D TPS warp of the generic face, landmark refinement, "
                         "3D model re-warped onto the refined landmarks")
     epochs: int = 8
@@ -49,7 +50,7 @@ class STN3DRecipe(Recipe):
     lr: float = 2e-3
     augment: AugmentConfig = field(default_factory=lambda: AugmentConfig(
         flip=0.5, rotate=15.0, scale=(0.95, 1.05), shift=0.03, occlude=0.1))
-    output_names: tuple[str, ...] = ("camera", "shape", "points", "refined")
+    output_names: tuple[str, ...] = METHOD.outputs
     notes: str = (
         "Backbone: MobileNetV1 width 0.5 (as `baseline`). Head: linear layer to 11 camera parameters (3x4 projective "
         "matrix, last element fixed to 1; regressed as normalised offsets from the training set's mean camera) and "
