@@ -1,12 +1,82 @@
-"""Landmark and vertex visibility of a face-model mesh (normals + z-buffer), shared by every method."""
+"""Landmark and vertex visibility of a face-model mesh (normals + z-buffer), shared by every method.
+
+The 17 jaw-contour landmarks lie beyond Face Mesh's face oval (behind it in depth and outside it in a frontal
+view), so the 468-vertex mesh alone cannot decide their visibility: seen almost from the front, a jaw point that a
+method places a few pixels inside the oval sits 15-20% of the face width behind the mesh and every z-test hides
+it. Their visibility is computed against a surface that contains them: the mesh plus a strip of triangles joining
+the jaw contour to the lower arc of the face oval (the same 536 points, no new vertices). A jaw point is visible
+when that surface's normal there, turned by the head rotation, faces the camera, and no part of the surface
+outside the point's own patch (its ``JAW_PATCH_RINGS``-ring) lies in front of it.
+"""
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 
-from engine.facemodel import N_MESH, FaceModel
-from engine.geometry.mesh import face_normals, point_visibility, vertex_normals
+from engine.facemodel import N_LMK, N_MESH, FaceModel
+from engine.geometry.mesh import (boundary_loops, face_normals, occluded_by_mesh, point_visibility,
+                                  stitch_polylines, vertex_normals, vertex_rings)
+
+N_JAW = 17
+# The jaw point's own patch never hides it: one ring is the strip (the wall from the oval to the jaw), two more
+# cover the mesh just inside the oval, where a method's jaw point may land when its contour is a few pixels
+# inside its own oval (MediaPipe's 68 points are affine mixes of its mesh vertices, so its jaw runs up to 10% of
+# the face width inside the oval on near-frontal frames of the test clip, under the surface).
+JAW_PATCH_RINGS = 3
+GRAZING = -0.2       # normals just across the view still count as visible (silhouette points)
+EPS_FRACTION = 0.02  # depth tolerance, fraction of the mesh width
 
 _ANCHOR_INCIDENCE: dict[int, np.ndarray] = {}
+_SURFACES: dict[int, "JawSurface"] = {}
+
+
+@dataclass(frozen=True)
+class JawSurface:
+    triangles: np.ndarray     # (T + S, 3) into the 536 points: the mesh's T triangles, then the S-triangle strip
+    rim: np.ndarray           # the face-oval vertices the strip joins, from the jaw's first point to its last
+    jaw_normals: np.ndarray   # (17, 3) unit normals of the surface at the jaw points, mean shape, pixel frame
+    own_patch: np.ndarray     # (17, T + S) bool: triangles of each jaw point's own patch (cannot hide it)
+
+
+def _pixel_frame(model_points: np.ndarray) -> np.ndarray:
+    return np.asarray(model_points, np.float64) * np.array([1.0, -1.0, 1.0])
+
+
+def jaw_surface(fm: FaceModel) -> JawSurface:
+    """The mesh extended by a strip from the lower face oval to the jaw contour (built once per face model)."""
+    key = id(fm.triangles)
+    if key in _SURFACES:
+        return _SURFACES[key]
+    mean = fm.mean.astype(np.float64)
+    oval = max(boundary_loops(fm.triangles), key=len)  # the outer boundary; the others are the eyes and lips
+    jaw = np.arange(N_MESH, N_MESH + N_JAW)
+    ends = [int(np.argmin(np.linalg.norm(mean[oval] - mean[j], axis=1))) for j in (jaw[0], jaw[-1])]
+    forward = np.roll(oval, -ends[0])[: (ends[1] - ends[0]) % len(oval) + 1]
+    backward = np.roll(oval[::-1], -(len(oval) - 1 - ends[0]))[: (ends[0] - ends[1]) % len(oval) + 1]
+    # the arc through the chin (model frame: y up), not the one over the forehead
+    rim = forward if mean[forward, 1].mean() < mean[backward, 1].mean() else backward
+    strip = stitch_polylines(mean, rim, jaw)
+    # wind each strip triangle outward: its normal points away from a head centre behind the face
+    centre = mean[:N_MESH].mean(0) - np.array([0.0, 0.0, 0.5 * np.ptp(mean[:N_MESH, 0])])
+    a, b, c = mean[strip[:, 0]], mean[strip[:, 1]], mean[strip[:, 2]]
+    inward = (np.cross(b - a, c - a) * ((a + b + c) / 3 - centre)).sum(1) < 0
+    strip[inward] = strip[inward][:, [0, 2, 1]]
+    tris = np.concatenate([fm.triangles, strip]).astype(np.int32)
+    normals = vertex_normals(_pixel_frame(mean), tris)[jaw]
+    patch = vertex_rings(tris, fm.n_points, jaw, JAW_PATCH_RINGS)[:, tris].any(2)
+    surface = JawSurface(tris, rim, normals, patch)
+    _SURFACES[key] = surface
+    return surface
+
+
+def rotation_from_mean(fm: FaceModel, points: np.ndarray) -> np.ndarray:
+    """Rotation (pixel frame) of the best similarity taking the mean shape onto (536, 3) pixel-frame points."""
+    src = _pixel_frame(fm.mean[: len(points)])
+    dst = np.asarray(points, np.float64)
+    u, _, vt = np.linalg.svd((dst - dst.mean(0)).T @ (src - src.mean(0)))
+    d = np.sign(np.linalg.det(u @ vt))
+    return u @ np.diag([1.0, 1.0, d]) @ vt
 
 
 def _anchor_incidence(fm: FaceModel) -> np.ndarray:
@@ -18,19 +88,41 @@ def _anchor_incidence(fm: FaceModel) -> np.ndarray:
     return _ANCHOR_INCIDENCE[key]
 
 
+def jaw_visibility(fm: FaceModel, points: np.ndarray) -> np.ndarray:
+    """(17,) visibility of the jaw-contour landmarks from (536, 3) pixel-frame points, against the jaw surface."""
+    surface = jaw_surface(fm)
+    points = np.asarray(points, np.float64)
+    # the surface's normal at the jaw, from the model turned by this face's rotation: a method's own jaw points
+    # can fold the strip (contour inside the oval), so its local normal would say nothing about the head's turn
+    normals = surface.jaw_normals @ rotation_from_mean(fm, points).T
+    visible = normals[:, 2] > GRAZING
+    eps = EPS_FRACTION * float(np.ptp(points[:N_MESH, 0]) + 1e-9)
+    jaw = points[N_MESH:N_MESH + N_JAW]
+    visible[visible] = ~occluded_by_mesh(jaw[visible], points, surface.triangles, eps,
+                                         ignore=surface.own_patch[visible])
+    return visible
+
+
 def landmark_visibility(fm: FaceModel, points: np.ndarray) -> np.ndarray:
-    """(68,) visibility of the landmarks from (536, 3) pixel-frame points: normals and a z-buffer test."""
+    """(68,) visibility of the landmarks from (536, 3) pixel-frame points: normals and a z-buffer test.
+
+    The 51 inner landmarks lie on the mesh: their anchor vertex's normal and a z-test against the mesh. The 17
+    jaw points: ``jaw_visibility``.
+    """
     mesh, lmk = points[:N_MESH], points[N_MESH:]
     # only the 68 anchors' normals are needed: one (68, T) product instead of all 468 vertex normals
     normals = _anchor_incidence(fm) @ face_normals(mesh, fm.triangles)
     normals /= np.maximum(np.linalg.norm(normals, axis=1, keepdims=True), 1e-12)
-    return point_visibility(lmk, normals, mesh, fm.triangles)
+    inner = slice(N_JAW, N_LMK)
+    visible = np.empty(N_LMK, bool)
+    visible[inner] = point_visibility(lmk[inner], normals[inner], mesh, fm.triangles)
+    visible[:N_JAW] = jaw_visibility(fm, points)
+    return visible
 
 
 def mesh_visibility(fm: FaceModel, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Visibility of the 468 mesh vertices and the 68 landmarks (exact z-buffer test for both; ~20 ms)."""
-    mesh, lmk = points[:N_MESH], points[N_MESH:]
+    mesh = points[:N_MESH]
     normals = vertex_normals(mesh, fm.triangles)
     vis_mesh = point_visibility(mesh, normals, mesh, fm.triangles)
-    vis_lmk = point_visibility(lmk, normals[fm.lmk_anchor], mesh, fm.triangles)
-    return vis_mesh, vis_lmk
+    return vis_mesh, landmark_visibility(fm, points)

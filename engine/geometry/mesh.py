@@ -25,12 +25,14 @@ def vertex_normals(verts: np.ndarray, tris: np.ndarray) -> np.ndarray:
     return vn / np.maximum(n, 1e-12)
 
 
-def occluded_by_mesh(points: np.ndarray, verts: np.ndarray, tris: np.ndarray, eps: float) -> np.ndarray:
+def occluded_by_mesh(points: np.ndarray, verts: np.ndarray, tris: np.ndarray, eps: float,
+                     ignore: np.ndarray | None = None) -> np.ndarray:
     """True where some triangle lies in front of the point (z-buffer test along the viewing ray).
 
     A triangle covering the point's (x, y) whose interpolated z exceeds the point's z by more than ``eps``
     occludes it. Exact for any number of points; cost O(points x triangles) cheap box tests, then barycentrics
-    only for the (point, triangle) pairs whose boxes can occlude.
+    only for the (point, triangle) pairs whose boxes can occlude. ``ignore`` (points, triangles) bool marks
+    pairs that may not occlude (a point's own surface patch).
     """
     p = np.asarray(points, dtype=np.float64).reshape(-1, 3)
     if len(p) == 0:
@@ -46,6 +48,8 @@ def occluded_by_mesh(points: np.ndarray, verts: np.ndarray, tris: np.ndarray, ep
     px, py, pz = p[:, 0:1], p[:, 1:2], p[:, 2:3]
     cand = (px >= tmin[None, :, 0]) & (px <= tmax[None, :, 0]) & (py >= tmin[None, :, 1]) & \
         (py <= tmax[None, :, 1]) & (tmax[None, :, 2] > pz + eps)
+    if ignore is not None:
+        cand &= ~np.asarray(ignore, bool).reshape(len(p), len(tris))[:, keep]
     out = np.zeros(len(p), bool)
     pi, ti = np.nonzero(cand)
     if len(pi) == 0:
@@ -70,6 +74,73 @@ def point_visibility(points: np.ndarray, normals: np.ndarray, verts: np.ndarray,
     # points turned away are hidden whatever lies in front of them: z-test only the facing ones
     visible[visible] = ~occluded_by_mesh(np.asarray(points)[visible], verts, tris, eps)
     return visible
+
+
+def boundary_loops(tris: np.ndarray) -> list[np.ndarray]:
+    """Closed loops of boundary edges (edges used by one triangle), each as an ordered vertex array.
+
+    Walks the undirected edge graph, so it works on meshes whose triangles are not all consistently wound.
+    Every boundary vertex must have exactly two boundary edges (no pinched vertices).
+    """
+    e = np.sort(np.concatenate([tris[:, [0, 1]], tris[:, [1, 2]], tris[:, [2, 0]]]), axis=1)
+    edges, count = np.unique(e, axis=0, return_counts=True)
+    neighbours: dict[int, list[int]] = {}
+    for a, b in edges[count == 1].tolist():
+        neighbours.setdefault(a, []).append(b)
+        neighbours.setdefault(b, []).append(a)
+    if any(len(n) != 2 for n in neighbours.values()):
+        raise ValueError("mesh boundary is pinched: a vertex has more than two boundary edges")
+    seen: set[int] = set()
+    loops = []
+    for start in sorted(neighbours):
+        if start in seen:
+            continue
+        loop, prev, cur = [start], -1, start
+        seen.add(start)
+        while True:
+            nxt = neighbours[cur][0] if neighbours[cur][0] != prev else neighbours[cur][1]
+            if nxt == start:
+                break
+            loop.append(nxt)
+            seen.add(nxt)
+            prev, cur = cur, nxt
+        loops.append(np.array(loop, np.int64))
+    return loops
+
+
+def stitch_polylines(verts: np.ndarray, rim: np.ndarray, contour: np.ndarray) -> np.ndarray:
+    """Triangle strip joining two polylines that run the same way (vertex index arrays into ``verts``).
+
+    Greedy zipper: at each step advance along the polyline whose next vertex gives the shorter diagonal, so
+    every vertex of both is used and the strip has len(rim) + len(contour) - 2 triangles. Winding is left to
+    the caller.
+    """
+    v = np.asarray(verts, np.float64)
+    tris, i, k = [], 0, 0
+    while i < len(rim) - 1 or k < len(contour) - 1:
+        advance_rim = k == len(contour) - 1 or (
+            i < len(rim) - 1
+            and np.linalg.norm(v[rim[i + 1]] - v[contour[k]]) < np.linalg.norm(v[rim[i]] - v[contour[k + 1]]))
+        if advance_rim:
+            tris.append((rim[i], rim[i + 1], contour[k]))
+            i += 1
+        else:
+            tris.append((rim[i], contour[k + 1], contour[k]))
+            k += 1
+    return np.array(tris, np.int32).reshape(-1, 3)
+
+
+def vertex_rings(tris: np.ndarray, n_vertices: int, seeds: np.ndarray, k: int) -> np.ndarray:
+    """(len(seeds), n_vertices) bool: the vertices within ``k`` edges of each seed vertex."""
+    adj = np.zeros((n_vertices, n_vertices), bool)
+    for a, b in ((0, 1), (1, 2), (2, 0)):
+        adj[tris[:, a], tris[:, b]] = True
+        adj[tris[:, b], tris[:, a]] = True
+    reach = np.zeros((len(seeds), n_vertices), bool)
+    reach[np.arange(len(seeds)), seeds] = True
+    for _ in range(k):
+        reach |= (reach.astype(np.int32) @ adj.astype(np.int32)) > 0
+    return reach
 
 
 def rasterize(verts: np.ndarray, tris: np.ndarray, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
