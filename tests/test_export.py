@@ -70,6 +70,9 @@ def test_annotate_round_trip(clip, tmp_path):
             assert np.allclose(face["landmarks"], r.landmarks, atol=1e-3)
     pts = sorted((tmp_path / "pts" / "mediapipe").glob("*.pts"))
     assert len(pts) == len(rows) and "n_points: 68" in pts[0].read_text()
+    frame_index, face_id = map(int, pts[0].stem.split("_"))
+    face = next(f for f in by_frame[frame_index].faces if f.face_id == face_id)
+    assert np.allclose(_menpo_style_import(pts[0]), face.results["mediapipe"].landmarks[:, :2], atol=1e-3)
     obj = sorted((tmp_path / "obj" / "mediapipe").glob("*.obj"))[0].read_text()
     assert obj.count("\nv ") + obj.startswith("v ") == 468 and obj.count("\nf ") > 800
     cap = cv2.VideoCapture(str(tmp_path / "overlay.mp4"))
@@ -171,3 +174,26 @@ def test_bench_json(tmp_path):
     res = json.loads(out.stdout.strip().splitlines()[-1])["methods"]["mediapipe"]
     assert set(res) >= {"ms_per_face_1t", "ms_per_face_2t", "pipeline_fps", "provider"}
     assert res["ms_per_face_1t"] > 0 and res["pipeline_fps"] > 0
+
+
+def _menpo_style_import(path) -> np.ndarray:
+    """(N, 2) 0-based x, y read the way menpo's .pts importer reads 300-W files: the numbers between the braces,
+    minus 1 (the format is 1-based)."""
+    text = path.read_text()
+    return np.loadtxt(text[text.index("{") + 1:text.index("}")].strip().splitlines(), ndmin=2) - 1.0
+
+
+def test_pts_files_are_one_based_like_300w(tmp_path):
+    from engine.export.writers import pts_text, read_pts
+
+    lm = np.array([[0.0, 0.0, 5.0], [10.25, 3.5, -1.0], [639.0, 479.0, 0.0]])
+    text = pts_text(lm)
+    assert text.splitlines()[:3] == ["version: 1", "n_points: 3", "{"]
+    assert text.splitlines()[3] == "1.000 1.000"  # the top-left pixel's centre is (1, 1) in 300-W
+    p = tmp_path / "a.pts"
+    p.write_text(text)
+    assert np.allclose(_menpo_style_import(p), lm[:, :2])
+    assert np.allclose(read_pts(p), lm[:, :2])
+    p.write_text("not a pts file")
+    with pytest.raises(ValueError, match="not a .pts file"):
+        read_pts(p)

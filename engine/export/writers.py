@@ -89,9 +89,25 @@ class JsonWriter:
         atomic_write_text(self.path, json.dumps(self.doc))
 
 
+# 300-W/300VW .pts coordinates are 1-based: the centre of the top-left pixel is (1, 1) (the iBUG annotations'
+# convention; menpo, for one, subtracts 1 on import). The engine's pixel centres are 0-based.
+PTS_ORIGIN = 1.0
+
+
 def pts_text(lm: np.ndarray) -> str:
-    lines = ["version: 1", f"n_points: {len(lm)}", "{"] + [f"{x:.3f} {y:.3f}" for x, y in lm[:, :2]] + ["}"]
+    """A 300-W .pts file of (N, 2+) 0-based image-pixel points, written 1-based as the format expects."""
+    xy = np.asarray(lm, np.float64)[:, :2] + PTS_ORIGIN
+    lines = ["version: 1", f"n_points: {len(xy)}", "{"] + [f"{x:.3f} {y:.3f}" for x, y in xy] + ["}"]
     return "\n".join(lines) + "\n"
+
+
+def read_pts(path: str | Path) -> np.ndarray:
+    """(N, 2) 0-based image-pixel x, y of a 300-W .pts file (the inverse of ``pts_text``)."""
+    text = Path(path).read_text(encoding="utf-8")
+    if "{" not in text or "}" not in text:
+        raise ValueError(f"{path}: not a .pts file (no {{ ... }} block)")
+    body = text[text.index("{") + 1:text.rindex("}")].split()
+    return np.array(body, np.float64).reshape(-1, 2) - PTS_ORIGIN
 
 
 def obj_text(verts: np.ndarray, tris: np.ndarray) -> str:
