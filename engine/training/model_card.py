@@ -23,18 +23,25 @@ def _row(r: dict) -> str:
 
 
 # extra protocol-mode evaluations of a method's own variants, for the paper's ablations
-ABLATIONS = {"3dstn": [("before refinement (projected landmarks of the TPS-warped face)", {"refine": False})]}
+ABLATIONS = {"3dstn": [("before refinement (projected landmarks of the TPS-warped face)", {"refine": False})],
+             "mtcnn3d": [("stage 1 only (no MSIF refinement)", {"stages": 1})]}
 
 
-def ablation_text(name: str, main: dict, ablations: list) -> str:
+def _pose_cells(pm: dict) -> str:
+    return " | ".join("–" if pm.get(k) is None else f"{pm[k]:.2f}" for k in ("yaw", "pitch", "roll"))
+
+
+def ablation_text(name: str, main: dict, ablations: list, main_pose: dict | None = None) -> str:
+    """``ablations``: (label, NME buckets, pose MAE) per variant, evaluated like the shipped method."""
     if not ablations:
         return ""
     rows = [f"| {name} as shipped | {main['0-30']:.2f} | {main['30-60']:.2f} | {main['60-90']:.2f} | "
-            f"**{main['balanced']:.2f}** |"]
-    rows += [f"| {label} | {b['0-30']:.2f} | {b['30-60']:.2f} | {b['60-90']:.2f} | **{b['balanced']:.2f}** |"
-             for label, b in ablations]
-    return ("Ablation (protocol mode, same weights):\n\n| variant | 0-30 | 30-60 | 60-90 | balanced |\n"
-            "|---|---|---|---|---|\n" + "\n".join(rows) + "\n")
+            f"**{main['balanced']:.2f}** | {_pose_cells(main_pose or {})} |"]
+    rows += [f"| {label} | {b['0-30']:.2f} | {b['30-60']:.2f} | {b['60-90']:.2f} | **{b['balanced']:.2f}** | "
+             f"{_pose_cells(pm)} |" for label, b, pm in ablations]
+    return ("Ablation (protocol mode, same weights; NME % per |yaw| bucket, pose MAE in degrees):\n\n"
+            "| variant | 0-30 | 30-60 | 60-90 | balanced | yaw | pitch | roll |\n"
+            "|---|---|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n")
 
 
 def trained_ablation_text(name: str, history: list[dict]) -> str:
@@ -90,7 +97,7 @@ def write_card(name: str, e2e: bool = True) -> str:
         m = create(name, **kwargs)
         r = evaluate(m, dev, mode="protocol")
         m.close()
-        ablations.append((label, r["nme"]))
+        ablations.append((label, r["nme"], r["pose_mae"]))
     speed = ms_per_face(name, threads=1)
     hist = facts["history"]
     curve = "\n".join(f"| {h['epoch']} | {h.get('points_px', h.get('landmark_texel_px', float('nan'))):.2f} | "
@@ -128,7 +135,7 @@ def write_card(name: str, e2e: bool = True) -> str:
 |---|---|---|---|---|---|---|
 {chr(10).join(_row(r) for r in results)}
 
-{ablation_text(name, results[0]["nme"], ablations)}
+{ablation_text(name, results[0]["nme"], ablations, results[0]["pose_mae"])}
 {trained_ablation_text(name, hist)}
 Pose MAE (protocol): yaw {pm['yaw']:.2f}°, pitch {pm['pitch']:.2f}°, roll {pm['roll']:.2f}°.
 e2e mode crops with the app's BlazeFace detector and crop policy; a detection failure scores the mean shape's NME.
