@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,6 +11,7 @@ from typing import Callable
 from engine.export.atomic import check_writable
 from engine.export.writers import CsvWriter, JsonWriter, PerFrameFiles, VideoWriter
 from engine.facemodel import load_face_model
+from engine.methods.base import Method
 from engine.pipeline import FrameProcessor, FrameResult
 from engine.sources import open_source
 
@@ -25,6 +27,7 @@ class AnnotateSummary:
     skipped: int = 0
     cancelled: bool = False
     seconds: float = 0.0
+    frames_over_limit: int = 0   # frames where more faces were detected than max_faces allowed to track
     outputs: tuple[str, ...] = ()
 
 
@@ -44,15 +47,23 @@ def weights_hash(methods) -> dict[str, str]:
     return out
 
 
-def annotate(source_spec: str, methods: list[str], out_dir: str | Path, formats: list[str], force: bool = False,
+def annotate(source_spec: str, methods: list[str] | list[Method], out_dir: str | Path, formats: list[str],
+             force: bool = False,
              progress: Callable[[int, int | None], None] | None = None,
              cancelled: Callable[[], bool] | None = None,
-             on_frame: Callable[[FrameResult], None] | None = None) -> AnnotateSummary:
+             on_frame: Callable[[FrameResult], None] | None = None,
+             detector=None, max_faces: int | None = None) -> AnnotateSummary:
+    """Annotate one video or image folder into ``out_dir``. ``methods`` are names, or loaded methods (and
+    ``detector`` a loaded FaceDetector) that a caller reuses across inputs (annotate-batch's workers): what this
+    call did not load, it does not close."""
     bad = [f for f in formats if f not in FORMATS]
     if bad:
         raise ValueError(f"unknown format(s) {', '.join(bad)}; choose from {', '.join(FORMATS)}")
     if not methods:
         raise ValueError("no method given")
+    from engine.detect.tracker import DEFAULT_MAX_FACES, check_max_faces
+
+    max_faces = check_max_faces(DEFAULT_MAX_FACES if max_faces is None else max_faces)  # before anything opens
     out = Path(out_dir)
     targets = output_paths(out, formats)
     existing = [str(p) for p in targets.values() if p.exists()]
@@ -63,11 +74,11 @@ def annotate(source_spec: str, methods: list[str], out_dir: str | Path, formats:
     from engine.detect.tracker import FaceTracker
 
     per_image = source.kind == "images"
-    tracker = FaceTracker(redetect_every=1 if per_image else 10)
+    tracker = FaceTracker(detector=detector, redetect_every=1 if per_image else 10, max_faces=max_faces)
     processor = FrameProcessor(methods, tracker=tracker)
     meta = {"methods": list(processor.methods), "weights_sha256": weights_hash(processor.methods),
             "providers": {n: m.provider for n, m in processor.methods.items()}, "source": str(source_spec),
-            "fps": source.fps, "version": VERSION, "coordinates": "image pixels; z toward the camera, relative"}
+            "fps": source.fps, "max_faces": max_faces, "version": VERSION, "coordinates": "image pixels; z toward the camera, relative"}
     tris = load_face_model().triangles
     writers = []
     summary = AnnotateSummary(outputs=tuple(str(p) for p in targets.values()))
@@ -94,15 +105,24 @@ def annotate(source_spec: str, methods: list[str], out_dir: str | Path, formats:
             summary.frames += 1
             summary.frames_with_face += bool(res.faces)
             summary.faces += len(res.faces)
+            summary.frames_over_limit += res.faces_over_limit > 0
             if on_frame:
                 on_frame(res)
             if progress:
                 progress(summary.frames, source.length)
     finally:
-        # on success, cancel or error alike: what was processed becomes valid files
+        # on success, cancel or error alike: what was processed becomes valid files; the JSON says whether it is
+        # the whole source or a part (cancelled, or stopped by an error)
+        complete = not summary.cancelled and sys.exc_info()[0] is None
         for w in writers:
+            if isinstance(w, JsonWriter):
+                w.complete = complete
             w.close()
-        processor.close()
+        for name, m in processor.methods.items():
+            if name in methods:  # loaded here from its name
+                m.close()
+        if detector is None:
+            tracker.detector.close()
         source.close()
         summary.skipped = source.skipped
         summary.seconds = time.perf_counter() - t0
