@@ -71,30 +71,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     except KeyError as e:
         print(f"error: {e.args[0]}", file=sys.stderr)
         return 2
-    if args.benchmark:
-        from engine.training.benchmark import benchmark, format_table
-
-        paths = ("old",) if args.legacy else ("old", "new", "new_worker")
-        res = benchmark(args.name, steps=args.steps, threads=args.threads, limit=args.limit,
-                        batch_size=args.batch_size, seed=args.seed, paths=paths, device=args.device,
-                        log=(lambda s: print(s, file=sys.stderr)) if args.json else print)
-        print(json.dumps(res) if args.json else format_table(res))
-        return 0
-    from pathlib import Path
-
-    speed = dict(legacy=args.legacy, overlap=args.overlap, device=args.device, rewarm=args.rewarm,
-                 pack=Path(args.pack) if args.pack else None)
     if args.ablation is None:
-        out_dir = Path(args.out) if args.out else None
         train(recipe, epochs=args.epochs, resume=args.resume, seed=args.seed, threads=args.threads,
-              limit=args.limit, batch_size=args.batch_size, out_dir=out_dir, export=out_dir is None, **speed)
+              limit=args.limit, batch_size=args.batch_size)
         return 0
     from engine.training.harness import RUNS_DIR, write_ablation
 
     # an ablation trains beside the shipped run and never replaces weights/; its history is a result
     out = train(recipe, epochs=args.epochs, resume=args.resume, seed=args.seed, threads=args.threads,
                 limit=args.limit, batch_size=args.batch_size, out_dir=RUNS_DIR / f"{args.name}-{args.ablation}",
-                export=False, **speed)
+                export=False)
     print(f"wrote {write_ablation(recipe, args.ablation, out['history'], args.seed)}")
     return 0
 
@@ -139,7 +125,7 @@ def cmd_annotate(args: argparse.Namespace) -> int:
     bar = TerminalProgress("annotating")
     try:
         s = annotate(args.input, args.method.split(","), args.out, args.formats.split(","), force=args.force,
-                     progress=bar, max_faces=args.max_faces)
+                     progress=bar)
     except KeyboardInterrupt:
         bar.done()
         print("cancelled: the files hold every frame processed so far", file=sys.stderr)
@@ -147,9 +133,6 @@ def cmd_annotate(args: argparse.Namespace) -> int:
     bar.done()
     print(f"{s.frames} frames ({s.frames_with_face} with a face, {s.faces} faces), {s.skipped} unreadable images "
           f"skipped, {s.seconds:.1f} s -> {args.out}")
-    if s.frames_over_limit:
-        print(f"note: {s.frames_over_limit} frames had more faces than --max-faces {args.max_faces}; the extra "
-              f"faces are not annotated", file=sys.stderr)
     return 0
 
 
@@ -252,22 +235,6 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--batch-size", type=int)
     s.add_argument("--ablation", help="train a named variant (e.g. prnet no-mask) beside the shipped run; "
                                       "its per-epoch history goes to docs/results/")
-    s.add_argument("--benchmark", action="store_true",
-                   help="time the data path, the compute and both together (images/s), old vs new path; no training")
-    s.add_argument("--steps", type=int, default=20, help="timed batches per benchmark measurement (default 20)")
-    s.add_argument("--json", action="store_true", help="with --benchmark: one JSON object on stdout")
-    s.add_argument("--legacy", action="store_true",
-                   help="today's data path (per-sample targets in the loop, NCHW, no prefetch); with --benchmark: "
-                        "time only that path")
-    s.add_argument("--overlap", choices=["none", "thread", "worker"],
-                   help="how batches are prepared during compute (default thread)")
-    s.add_argument("--device", help="torch device (default: cuda when present, else cpu)")
-    s.add_argument("--rewarm", action="store_true",
-                   help="with --resume: go back up to the base learning rate on purpose (default: a run that had "
-                        "entered its final anneal keeps annealing)")
-    s.add_argument("--pack", help="train from a packed training set (scripts/pack_training_set.py) instead of "
-                                  "../shared/data")
-    s.add_argument("--out", help="write checkpoints to this folder and ship nothing to weights/ (experiments)")
     s.set_defaults(func=cmd_train)
     s = sub.add_parser("card", help="measure a trained method and write its model card")
     s.add_argument("name")
@@ -279,8 +246,6 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True)
     s.add_argument("--formats", default="csv,json")
     s.add_argument("--force", action="store_true", help="overwrite existing outputs")
-    s.add_argument("--max-faces", type=int, default=4, metavar="N",
-                   help="track at most N faces per frame (default 4; 1-64); more detected faces are reported")
     s.set_defaults(func=cmd_annotate)
     s = sub.add_parser("annotate-batch", help="annotate many videos / image folders, resumable, on every core "
                                               "or a Ray cluster")
