@@ -125,7 +125,7 @@ def cmd_annotate(args: argparse.Namespace) -> int:
     bar = TerminalProgress("annotating")
     try:
         s = annotate(args.input, args.method.split(","), args.out, args.formats.split(","), force=args.force,
-                     progress=bar)
+                     progress=bar, max_faces=args.max_faces)
     except KeyboardInterrupt:
         bar.done()
         print("cancelled: the files hold every frame processed so far", file=sys.stderr)
@@ -133,6 +133,9 @@ def cmd_annotate(args: argparse.Namespace) -> int:
     bar.done()
     print(f"{s.frames} frames ({s.frames_with_face} with a face, {s.faces} faces), {s.skipped} unreadable images "
           f"skipped, {s.seconds:.1f} s -> {args.out}")
+    if s.frames_over_limit:
+        print(f"note: {s.frames_over_limit} frames had more faces than --max-faces {args.max_faces}; the extra "
+              f"faces are not annotated", file=sys.stderr)
     return 0
 
 
@@ -246,6 +249,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True)
     s.add_argument("--formats", default="csv,json")
     s.add_argument("--force", action="store_true", help="overwrite existing outputs")
+    s.add_argument("--max-faces", type=int, default=4, metavar="N",
+                   help="track at most N faces per frame (default 4; 1-64); more detected faces are reported")
     s.set_defaults(func=cmd_annotate)
     s = sub.add_parser("annotate-batch", help="annotate many videos / image folders, resumable, on every core "
                                               "or a Ray cluster")

@@ -39,11 +39,12 @@ class FrameResult:
     method_ms: dict[str, float] = field(default_factory=dict)  # method -> ms for all its faces in this frame
     name: str = ""
     frontal: np.ndarray | None = None  # frontalized first face (primary method), when asked for
+    faces_over_limit: int = 0          # faces detected beyond the tracker's max_faces (at its last re-detection)
 
 
 class FrameProcessor:
     def __init__(self, methods: list[str] | list[Method], tracker=None, smoothing: bool = False,
-                 frontalize: bool = False) -> None:
+                 frontalize: bool = False, max_faces: int | None = None) -> None:
         self.methods: dict[str, Method] = {}
         for m in methods:
             inst = create(m) if isinstance(m, str) else m
@@ -52,6 +53,8 @@ class FrameProcessor:
             from engine.detect.tracker import FaceTracker
 
             tracker = FaceTracker()
+        if max_faces is not None:
+            tracker.set_max_faces(max_faces)
         self.tracker = tracker
         self.smoothing = smoothing
         self._filters: dict[tuple[int, str], OneEuroFilter] = {}
@@ -92,7 +95,8 @@ class FrameProcessor:
             frontal = self._frontal(frame.image, faces[0].results[self.primary])
             stage["frontalize"] = (time.perf_counter() - tf) * 1e3
         stage["total"] = (time.perf_counter() - t0) * 1e3
-        return FrameResult(frame.index, frame.timestamp, frame.image, faces, stage, method_ms, frame.name, frontal)
+        return FrameResult(frame.index, frame.timestamp, frame.image, faces, stage, method_ms, frame.name, frontal,
+                           faces_over_limit=getattr(self.tracker, "over_limit", 0))
 
     def _frontal(self, image: np.ndarray, result: AlignmentResult) -> np.ndarray:
         from engine.facemodel import load_face_model
@@ -144,8 +148,10 @@ class LivePipeline:
 
     def __init__(self, source: Source, methods: list[str], on_result: Callable, on_error: Callable | None = None,
                  on_finished: Callable | None = None, smoothing: bool = False, max_frames: int | None = None,
-                 realtime: bool = True, frontalize: bool = False, drop_frames: bool = True) -> None:
+                 realtime: bool = True, frontalize: bool = False, drop_frames: bool = True,
+                 max_faces: int | None = None) -> None:
         self.source = source
+        self.max_faces = max_faces  # None: the tracker's default
         self.method_names = methods
         self.on_result = on_result
         self.on_error = on_error or (lambda msg: None)
@@ -198,6 +204,14 @@ class LivePipeline:
         if self.processor:
             self.processor.smoothing = on
 
+    def set_max_faces(self, max_faces: int) -> None:
+        """Change how many faces are tracked, live (the next frame uses it)."""
+        from engine.detect.tracker import check_max_faces
+
+        self.max_faces = check_max_faces(max_faces)
+        if self.processor:
+            self.processor.tracker.set_max_faces(self.max_faces)
+
     def _capture(self) -> None:
         t_start = time.perf_counter()
         last_index = -1
@@ -234,7 +248,8 @@ class LivePipeline:
 
     def _work(self) -> None:
         try:
-            self.processor = FrameProcessor(self.method_names, smoothing=self.smoothing, frontalize=self.frontalize)
+            self.processor = FrameProcessor(self.method_names, smoothing=self.smoothing, frontalize=self.frontalize,
+                                            max_faces=self.max_faces)
         except Exception as e:
             self.on_error(f"cannot start the methods: {e}")
             self._stop.set()

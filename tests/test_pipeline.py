@@ -95,7 +95,10 @@ def test_one_euro_smooths_noise_but_follows_motion():
 
 
 def test_several_faces_keep_stable_ids(dev_dir):
-    """Two faces side by side (a dev image tiled twice), moving a little each frame: two tracks, stable ids."""
+    """Two copies of a dev image side by side, moving a little each frame: stable ids, each on its own side.
+
+    The image holds a small second face in the background, which the detector finds since it also runs full
+    range and tiles: two or four faces, never a changing set."""
     import cv2
 
     from engine.pipeline import FrameProcessor
@@ -112,7 +115,7 @@ def test_several_faces_keep_stable_ids(dev_dir):
         r = proc.process(Frame(k, k / 25, canvas))
         ids_per_frame.append(sorted((f.face_id, int(f.box[0] > 400)) for f in r.faces))
     proc.close()
-    assert all(len(ids) == 2 for ids in ids_per_frame)
+    assert len(ids_per_frame[0]) in (2, 4) and {side for _, side in ids_per_frame[0]} == {0, 1}
     assert all(ids == ids_per_frame[0] for ids in ids_per_frame)  # same id stays on the same side
 
 

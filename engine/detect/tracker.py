@@ -3,7 +3,8 @@
 A face turning past the detector's range (profiles) stays tracked: its next crop comes from its own landmarks
 (the training crops' policy), not from the detector. Detections that overlap no track start new ones with fresh
 ids; a track whose landmarks leave the frame or collapse, or that no detection has confirmed for a while and
-whose method failed, is dropped.
+whose method failed, is dropped. At most ``max_faces`` faces are tracked (a setting); every ``tile_every``-th
+detection also scans the detector's tiles for small faces.
 """
 from __future__ import annotations
 
@@ -32,9 +33,24 @@ class Track:
     history: list = field(default_factory=list)
 
 
+DEFAULT_MAX_FACES = 4
+MAX_FACES_LIMIT = 64   # the settings' upper bound: every face costs one alignment per method per frame
+
+
+def check_max_faces(max_faces: int) -> int:
+    """``max_faces`` as an int in 1..MAX_FACES_LIMIT, or a ValueError saying what is allowed."""
+    if isinstance(max_faces, bool) or int(max_faces) != max_faces or not 1 <= int(max_faces) <= MAX_FACES_LIMIT:
+        raise ValueError(f"max faces must be a whole number from 1 to {MAX_FACES_LIMIT}, got {max_faces!r}")
+    return int(max_faces)
+
+
 class FaceTracker:
-    def __init__(self, detector=None, redetect_every: int = 10, max_faces: int = 4,
-                 max_unconfirmed: int = 6, min_size: float = 24.0) -> None:
+    """Tracks at most ``max_faces`` faces (a setting: the app's "max faces", annotate's ``--max-faces``); faces
+    detected beyond the limit are counted in ``over_limit`` (at the last re-detection) so a caller can say so."""
+
+    def __init__(self, detector=None, redetect_every: int = 10, max_faces: int = DEFAULT_MAX_FACES,
+                 max_unconfirmed: int = 6, min_size: float = 24.0, tile_every: int = 3) -> None:
+        max_faces = check_max_faces(max_faces)
         if detector is None:
             from engine.detect.face_detector import FaceDetector
 
@@ -48,10 +64,22 @@ class FaceTracker:
         self._next_id = 0
         self._frame = 0
         self.detections_run = 0
+        self.over_limit = 0
+        # the detector's tiled scan (small faces) costs ~60x its whole-image pass: every tile_every-th detection,
+        # the first after a reset included (so a still image is always scanned whole)
+        self.tile_every = max(1, int(tile_every))
+        self._since_reset = 0
 
     def reset(self) -> None:
         self.tracks = []
         self._frame = 0
+        self.over_limit = 0
+        self._since_reset = 0
+
+    def set_max_faces(self, max_faces: int) -> None:
+        """Change the limit live; a lower limit drops the newest tracks."""
+        self.max_faces = check_max_faces(max_faces)
+        self.tracks = self.tracks[:self.max_faces]
 
     def boxes_for(self, image: np.ndarray) -> list[Track]:
         """The tracks to align in this frame (re-detecting when due or when nothing is tracked)."""
@@ -59,7 +87,10 @@ class FaceTracker:
         self._frame += 1
         if due:
             self.detections_run += 1
-            dets = [roi_box_from_detection(d) for d in self.detector.detect(image)]
+            tiled = self._since_reset % self.tile_every == 0
+            self._since_reset += 1
+            boxes = self.detector.detect(image, tiles=tiled) if tiled is False else self.detector.detect(image)
+            dets = [roi_box_from_detection(d) for d in boxes]
             used = set()
             for t in self.tracks:
                 scores = [iou(t.box, d) for d in dets]
@@ -71,10 +102,15 @@ class FaceTracker:
                         t.box = dets[j]
                 else:
                     t.unconfirmed += 1
+            self.over_limit = 0
             for j, d in enumerate(dets):
-                if j not in used and len(self.tracks) < self.max_faces:
+                if j in used:
+                    continue
+                if len(self.tracks) < self.max_faces:
                     self.tracks.append(Track(self._next_id, d))
                     self._next_id += 1
+                else:
+                    self.over_limit += 1
         h, w = image.shape[:2]
         self.tracks = [t for t in self.tracks if t.unconfirmed <= self.max_unconfirmed
                        and t.box[2] > 0 and t.box[3] > 0 and t.box[0] < w and t.box[1] < h]

@@ -26,6 +26,7 @@ class AnnotateSummary:
     skipped: int = 0
     cancelled: bool = False
     seconds: float = 0.0
+    frames_over_limit: int = 0   # frames where more faces were detected than max_faces allowed to track
     outputs: tuple[str, ...] = ()
 
 
@@ -50,7 +51,7 @@ def annotate(source_spec: str, methods: list[str] | list[Method], out_dir: str |
              progress: Callable[[int, int | None], None] | None = None,
              cancelled: Callable[[], bool] | None = None,
              on_frame: Callable[[FrameResult], None] | None = None,
-             detector=None) -> AnnotateSummary:
+             detector=None, max_faces: int | None = None) -> AnnotateSummary:
     """Annotate one video or image folder into ``out_dir``. ``methods`` are names, or loaded methods (and
     ``detector`` a loaded FaceDetector) that a caller reuses across inputs (annotate-batch's workers): what this
     call did not load, it does not close."""
@@ -59,6 +60,9 @@ def annotate(source_spec: str, methods: list[str] | list[Method], out_dir: str |
         raise ValueError(f"unknown format(s) {', '.join(bad)}; choose from {', '.join(FORMATS)}")
     if not methods:
         raise ValueError("no method given")
+    from engine.detect.tracker import DEFAULT_MAX_FACES, check_max_faces
+
+    max_faces = check_max_faces(DEFAULT_MAX_FACES if max_faces is None else max_faces)  # before anything opens
     out = Path(out_dir)
     targets = output_paths(out, formats)
     existing = [str(p) for p in targets.values() if p.exists()]
@@ -69,11 +73,11 @@ def annotate(source_spec: str, methods: list[str] | list[Method], out_dir: str |
     from engine.detect.tracker import FaceTracker
 
     per_image = source.kind == "images"
-    tracker = FaceTracker(detector=detector, redetect_every=1 if per_image else 10)
+    tracker = FaceTracker(detector=detector, redetect_every=1 if per_image else 10, max_faces=max_faces)
     processor = FrameProcessor(methods, tracker=tracker)
     meta = {"methods": list(processor.methods), "weights_sha256": weights_hash(processor.methods),
             "providers": {n: m.provider for n, m in processor.methods.items()}, "source": str(source_spec),
-            "fps": source.fps, "version": VERSION, "coordinates": "image pixels; z toward the camera, relative"}
+            "fps": source.fps, "max_faces": max_faces, "version": VERSION, "coordinates": "image pixels; z toward the camera, relative"}
     tris = load_face_model().triangles
     writers = []
     summary = AnnotateSummary(outputs=tuple(str(p) for p in targets.values()))
@@ -100,6 +104,7 @@ def annotate(source_spec: str, methods: list[str] | list[Method], out_dir: str |
             summary.frames += 1
             summary.frames_with_face += bool(res.faces)
             summary.faces += len(res.faces)
+            summary.frames_over_limit += res.faces_over_limit > 0
             if on_frame:
                 on_frame(res)
             if progress:
