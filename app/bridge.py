@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from app.qt import QtCore
+from engine.detect.tracker import DEFAULT_MAX_FACES
 from engine.pipeline import LivePipeline
 from engine.sources import Source, SourceError, open_source
 
@@ -18,6 +19,7 @@ class EngineBridge(QtCore.QObject):
         self.pipeline: LivePipeline | None = None
         self.source: Source | None = None
         self.smoothing = False
+        self.max_faces = DEFAULT_MAX_FACES
 
     @staticmethod
     def available_methods() -> list[tuple[str, str, bool]]:
@@ -42,7 +44,8 @@ class EngineBridge(QtCore.QObject):
             self.error.emit(str(e))
             return False
         self.pipeline = LivePipeline(self.source, methods, self.result.emit, self.error.emit, self.finished.emit,
-                                     smoothing=self.smoothing, max_frames=max_frames, frontalize=True)
+                                     smoothing=self.smoothing, max_frames=max_frames, frontalize=True,
+                                     max_faces=self.max_faces)
         self.pipeline.start()
         self.started.emit(self.source.description)
         return True
@@ -59,6 +62,12 @@ class EngineBridge(QtCore.QObject):
         self.smoothing = on
         if self.pipeline:
             self.pipeline.set_smoothing(on)
+
+    def set_max_faces(self, n: int) -> None:
+        """How many faces the tracker follows; applies to the running pipeline from its next frame."""
+        self.max_faces = int(n)
+        if self.pipeline:
+            self.pipeline.set_max_faces(self.max_faces)
 
     def length(self) -> int | None:
         return getattr(self.source, "length", None) if self.source is not None else None

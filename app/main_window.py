@@ -9,6 +9,7 @@ import numpy as np
 from app.bridge import EngineBridge
 from app.qt import QtCore, QtGui, QtWidgets
 from app.views import FpsPanel, ImageView, MeshView
+from engine.detect.tracker import DEFAULT_MAX_FACES, MAX_FACES_LIMIT
 from engine.facemodel import load_face_model
 from engine.render import draw_result, label
 
@@ -105,6 +106,15 @@ class MainWindow(QtWidgets.QMainWindow):
         self.act_texture = tb.addAction("Texture", self._texture_changed)
         self.act_texture.setCheckable(True)
         self.act_texture.setChecked(True)
+        self.max_faces = QtWidgets.QSpinBox()
+        self.max_faces.setRange(1, MAX_FACES_LIMIT)
+        self.max_faces.setValue(DEFAULT_MAX_FACES)
+        self.max_faces.setPrefix("max faces ")
+        self.max_faces.setToolTip("how many faces are tracked and aligned per frame (each costs one alignment "
+                                  "per method); the status bar says when more are detected")
+        self.max_faces.setFocusPolicy(QtCore.Qt.ClickFocus)  # never the window's initial focus: keys stay shortcuts
+        self.max_faces.valueChanged.connect(self.bridge.set_max_faces)
+        tb.addWidget(self.max_faces)
         tb.addSeparator()
         tb.addAction("Export…", lambda: self.export("annotate"))
         tb.addAction("Export compare…", lambda: self.export("compare"))
@@ -178,6 +188,11 @@ class MainWindow(QtWidgets.QMainWindow):
         for key, act in (("smoothing", self.act_smooth), ("wireframe", self.act_wire)):
             act.setChecked(str(self.settings.value(key, "false")).lower() == "true")
         self.bridge.set_smoothing(self.act_smooth.isChecked())
+        try:
+            self.max_faces.setValue(int(self.settings.value("max_faces", DEFAULT_MAX_FACES)))
+        except (TypeError, ValueError):  # a hand-edited settings file
+            self.max_faces.setValue(DEFAULT_MAX_FACES)
+        self.bridge.set_max_faces(self.max_faces.value())
         if compare:
             for n, a in self.compare_actions.items():
                 a.blockSignals(True)
@@ -190,6 +205,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.settings.setValue("method", self.method_box.currentData())
         self.settings.setValue("smoothing", self.act_smooth.isChecked())
         self.settings.setValue("wireframe", self.act_wire.isChecked())
+        self.settings.setValue("max_faces", self.max_faces.value())
         if self.source_spec is not None and not self.source_spec.isdigit():
             self.settings.setValue("last_source", self.source_spec)
         self.bridge.stop()
@@ -314,7 +330,10 @@ class MainWindow(QtWidgets.QMainWindow):
             self.seek_slider.setValue(res.index)
             self.seek_slider.blockSignals(False)
         stages = "  ".join(f"{k} {v:.1f}" for k, v in res.timings.items() if k != "total")
-        self.status(f"frame {res.index}  faces {len(res.faces)}  |  ms: {stages}  |  pipeline {fps.get('pipeline', 0):.1f} FPS")
+        over = (f" (limit {self.max_faces.value()}: {res.faces_over_limit} more detected)"
+                if getattr(res, "faces_over_limit", 0) else "")
+        self.status(f"frame {res.index}  faces {len(res.faces)}{over}  |  ms: {stages}  |  "
+                    f"pipeline {fps.get('pipeline', 0):.1f} FPS")
         if self.exit_after and self.frames_shown >= self.exit_after:
             self.finish_and_exit()
 
