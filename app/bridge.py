@@ -1,6 +1,17 @@
 """The app's one door into the engine: starts/stops the live pipeline and re-emits its callbacks as Qt signals
-(queued into the GUI thread, so the GUI never blocks on the engine)."""
+(queued into the GUI thread, so the GUI never blocks on the engine).
+
+Two rules keep the window responsive and honest:
+- every pipeline gets a generation number, and anything an older pipeline still had queued (a result, an error,
+  "finished") is dropped, so a restarted view never shows the previous method's frames or messages;
+- video and camera results are coalesced: the GUI thread only ever has the newest result waiting, never a backlog
+  that a key press would queue behind. A browsed folder delivers every image's result.
+"""
 from __future__ import annotations
+
+import threading
+from collections import deque
+from typing import Callable
 
 from app.qt import QtCore
 from engine.detect.tracker import DEFAULT_MAX_FACES
@@ -9,10 +20,13 @@ from engine.sources import Source, SourceError, open_source
 
 
 class EngineBridge(QtCore.QObject):
-    result = QtCore.Signal(object, object)   # FrameResult, {method: fps, "pipeline": fps}
+    result = QtCore.Signal(object, object)   # FrameResult, {method: faces/s alone, "pipeline": fps}
     error = QtCore.Signal(str)
     finished = QtCore.Signal()
     started = QtCore.Signal(str)            # source description
+    _posted = QtCore.Signal(int)
+    _failed = QtCore.Signal(int, str)
+    _ended = QtCore.Signal(int)
 
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
@@ -20,6 +34,18 @@ class EngineBridge(QtCore.QObject):
         self.source: Source | None = None
         self.smoothing = False
         self.max_faces = DEFAULT_MAX_FACES
+        self.generation = 0
+        # runs in the worker thread on each result before it is queued (the window's drawing and scaling)
+        self.prepare: Callable | None = None
+        self.latency: dict[str, float] = {}
+        self._lock = threading.Lock()
+        self._pending: deque = deque(maxlen=1)
+        self._post_queued = False
+        self._posted.connect(self._deliver, QtCore.Qt.QueuedConnection)
+        self._failed.connect(lambda g, msg: self.error.emit(msg) if g == self.generation else None,
+                             QtCore.Qt.QueuedConnection)
+        self._ended.connect(lambda g: self.finished.emit() if g == self.generation else None,
+                            QtCore.Qt.QueuedConnection)
 
     @staticmethod
     def available_methods() -> list[tuple[str, str, bool]]:
@@ -39,16 +65,53 @@ class EngineBridge(QtCore.QObject):
               resolution: tuple[int, int] | None = None) -> bool:
         self.stop()
         try:
-            self.source = open_source(spec, loop=loop, resolution=resolution)
+            self.source = open_source(spec, loop=loop, resolution=resolution, browse=True)
         except SourceError as e:
             self.error.emit(str(e))
             return False
-        self.pipeline = LivePipeline(self.source, methods, self.result.emit, self.error.emit, self.finished.emit,
-                                     smoothing=self.smoothing, max_frames=max_frames, frontalize=True,
-                                     max_faces=self.max_faces)
+        gen = self.generation
+        browse = self.source.kind == "images"
+        with self._lock:
+            self._pending = deque() if browse else deque(maxlen=1)
+            self._post_queued = False
+        self.pipeline = LivePipeline(self.source, methods, lambda r, f: self._on_result(gen, r, f),
+                                     lambda msg: self._failed.emit(gen, msg), lambda: self._ended.emit(gen),
+                                     smoothing=self.smoothing, max_frames=max_frames, frontalize=True, max_faces=self.max_faces,
+                                     drop_frames=not browse)
+        if browse:  # a folder opens on its first image and waits for next/previous/play
+            self.pipeline.paused.set()
+            self.pipeline.step()
         self.pipeline.start()
         self.started.emit(self.source.description)
         return True
+
+    def _on_result(self, gen: int, res, fps: dict) -> None:  # worker thread
+        pipe = self.pipeline
+        if gen != self.generation or pipe is None:
+            return
+        if self.prepare is not None:
+            try:
+                self.prepare(res, fps)
+            except Exception as e:  # a drawing bug must not stop the pipeline; show it
+                self._failed.emit(gen, f"drawing failed: {e}")
+        latency = pipe.method_latency_ms()
+        with self._lock:
+            self._pending.append((gen, res, fps, latency))
+            if self._post_queued:
+                return
+            self._post_queued = True
+        self._posted.emit(gen)
+
+    def _deliver(self, _gen: int) -> None:  # GUI thread
+        while True:
+            with self._lock:
+                if not self._pending:
+                    self._post_queued = False
+                    return
+                gen, res, fps, latency = self._pending.popleft()
+            if gen == self.generation:
+                self.latency = latency
+                self.result.emit(res, fps)
 
     def method_providers(self) -> dict[str, str]:
         proc = self.pipeline.processor if self.pipeline else None
@@ -57,6 +120,10 @@ class EngineBridge(QtCore.QObject):
     def set_paused(self, paused: bool) -> None:
         if self.pipeline:
             (self.pipeline.paused.set if paused else self.pipeline.paused.clear)()
+
+    @property
+    def paused(self) -> bool:
+        return bool(self.pipeline and self.pipeline.paused.is_set())
 
     def set_smoothing(self, on: bool) -> None:
         self.smoothing = on
@@ -73,16 +140,22 @@ class EngineBridge(QtCore.QObject):
         return getattr(self.source, "length", None) if self.source is not None else None
 
     def seek(self, index: int) -> None:
+        """Go to frame/image ``index``; while paused it is still processed and shown."""
         if self.source is not None and hasattr(self.source, "seek"):
             self.source.seek(index)
+            if self.pipeline and self.pipeline.paused.is_set():
+                self.pipeline.step()
 
     def stop(self) -> None:
+        self.generation += 1
         if self.pipeline:
             self.pipeline.stop()
             self.pipeline = None
         if self.source:
             self.source.close()
             self.source = None
+        with self._lock:
+            self._pending.clear()
 
     @property
     def running(self) -> bool:

@@ -6,6 +6,7 @@ import threading
 from app.qt import QtCore, QtWidgets
 
 FORMATS = ("csv", "json", "pts", "obj", "video")
+OVERWRITE = "overwrite existing files"
 
 
 class ExportWorker(QtCore.QThread):
@@ -36,7 +37,11 @@ class ExportWorker(QtCore.QThread):
                 s = annotate(self.source, self.methods, self.out, self.formats, force=self.force, progress=prog,
                              cancelled=self.cancel.is_set)
                 state = "cancelled after" if s.cancelled else "exported"
-                self.done.emit(f"{state} {s.frames} frames ({s.faces} faces) -> {self.out}")
+                partial = " (partial: the files hold only these frames)" if s.cancelled else ""
+                self.done.emit(f"{state} {s.frames} frames ({s.faces} faces) -> {self.out}{partial}")
+        except FileExistsError as e:  # the engine's message names the CLI's --force; here it is a checkbox
+            files = str(e).split(" already exist")[0]
+            self.failed.emit(f"{files} already exist: tick \"{OVERWRITE}\" in the export dialog to replace them")
         except Exception as e:  # shown as a message, never as a traceback
             self.failed.emit(str(e) or type(e).__name__)
 
@@ -66,12 +71,28 @@ class ExportDialog(QtWidgets.QDialog):
                 self.checks[f] = c
                 box.addWidget(c)
             lay.addRow("formats", box)
-        self.force = QtWidgets.QCheckBox("overwrite existing files")
+        self.force = QtWidgets.QCheckBox(OVERWRITE)
         lay.addRow("", self.force)
+        self.problem = QtWidgets.QLabel()
+        self.problem.setStyleSheet("color:#d32f2f;")
+        self.problem.hide()
+        lay.addRow("", self.problem)
         buttons = QtWidgets.QDialogButtonBox(QtWidgets.QDialogButtonBox.Ok | QtWidgets.QDialogButtonBox.Cancel)
-        buttons.accepted.connect(self.accept)
+        buttons.accepted.connect(self._accept)
         buttons.rejected.connect(self.reject)
         lay.addRow(buttons)
+
+    def _accept(self) -> None:
+        """OK with nothing to export to says so in the dialog instead of closing it silently."""
+        if not self.folder.text().strip():
+            self.problem.setText("choose an output folder first")
+            self.problem.show()
+            return
+        if self.kind != "compare" and not self.formats():
+            self.problem.setText("tick at least one format")
+            self.problem.show()
+            return
+        self.accept()
 
     def _browse(self) -> None:
         d = QtWidgets.QFileDialog.getExistingDirectory(self, "Output folder")
@@ -105,6 +126,9 @@ def run_export(parent, kind: str, source: str, methods: list[str], out: str, for
     dlg.canceled.connect(worker.cancel.set)
     worker.done.connect(lambda msg: (dlg.close(), on_message(msg, False)))
     worker.failed.connect(lambda msg: (dlg.close(), on_message(msg, True)))
+    dlg.setValue(0)
+    dlg.show()  # painted now, not after minimumDuration or the first progress tick
+    QtWidgets.QApplication.processEvents(QtCore.QEventLoop.ExcludeUserInputEvents)
     worker.start()
     worker.dialog = dlg
     return worker

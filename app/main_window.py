@@ -8,10 +8,33 @@ import numpy as np
 
 from app.bridge import EngineBridge
 from app.qt import QtCore, QtGui, QtWidgets
-from app.views import FpsPanel, ImageView, MeshView
+from app.views import FpsPanel, ImageView, MeshView, to_qimage
 from engine.detect.tracker import DEFAULT_MAX_FACES, MAX_FACES_LIMIT
 from engine.facemodel import load_face_model
+from engine.pipeline import FpsMeter
 from engine.render import draw_result, label
+
+# single-key shortcuts that must work whenever the main window is active, whatever widget has the focus
+WINDOW_KEYS = (QtCore.Qt.Key_Space, QtCore.Qt.Key_C, QtCore.Qt.Key_S, QtCore.Qt.Key_W, QtCore.Qt.Key_Left,
+               QtCore.Qt.Key_Right)
+
+
+def most_accurate_method(present: list[str]) -> str | None:
+    """The method with the lowest measured balanced NME (docs/results/NAME_protocol.json, written by
+    `main.py eval --json`) among ``present``; None when none has a measured result."""
+    import json
+
+    from engine.paths import PROJECT_ROOT
+
+    scores = {}
+    for name in present:
+        path = PROJECT_ROOT / "docs" / "results" / f"{name}_protocol.json"
+        try:
+            scores[name] = float(json.loads(path.read_text())["nme"]["balanced"])
+        except (OSError, KeyError, TypeError, ValueError):
+            continue
+    return min(scores, key=scores.get) if scores else None
+
 
 FILE_FILTER = "Videos and images (*.mp4 *.avi *.mov *.mkv *.webm *.jpg *.jpeg *.png *.bmp *.tif *.tiff);;All files (*)"
 
@@ -24,6 +47,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.setWindowIcon(QtGui.QIcon(str(_icon_path())))
         self.settings = QtCore.QSettings("FaceAlign", "FaceAlign Studio")
         self.bridge = EngineBridge(self)
+        self.bridge.prepare = self._prepare_display  # drawing and scaling run in the worker thread
         self.bridge.result.connect(self.on_result)
         self.bridge.error.connect(self.show_error)
         self.bridge.finished.connect(self.on_finished)
@@ -31,6 +55,9 @@ class MainWindow(QtWidgets.QMainWindow):
         self.triangles = load_face_model().triangles
         self.exit_after = exit_after
         self.screenshot = screenshot
+        self.exit_code = 0
+        self.shown_fps = FpsMeter()
+        self.compare_order: list[str] = list(compare or [])
         self.frames_shown = 0
         self.tracked_frames = 0
         self.source_spec: str | None = None
@@ -38,6 +65,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.methods = self.bridge.available_methods()
         self._build_ui()
         self._restore_settings(method, compare)
+        QtWidgets.QApplication.instance().installEventFilter(self)
         QtCore.QTimer.singleShot(0, lambda: self.open_source(source) if source is not None else self._open_default())
 
     # ---- UI -------------------------------------------------------------------------------------------------
@@ -50,10 +78,12 @@ class MainWindow(QtWidgets.QMainWindow):
         self.act_folder = tb.addAction("Open folder…", self.choose_folder)
         self.act_folder.setShortcut("Ctrl+Shift+O")
         self.camera_index = QtWidgets.QSpinBox()
+        self.camera_index.setFocusPolicy(QtCore.Qt.ClickFocus)  # the window, not the spin box, starts focused
         self.camera_index.setRange(0, 9)
         self.camera_index.setPrefix("camera ")
         tb.addWidget(self.camera_index)
         self.camera_res = QtWidgets.QComboBox()
+        self.camera_res.setFocusPolicy(QtCore.Qt.ClickFocus)
         for text in ("default", "640x480", "1280x720", "1920x1080"):
             self.camera_res.addItem(text)
         tb.addWidget(self.camera_res)
@@ -62,15 +92,26 @@ class MainWindow(QtWidgets.QMainWindow):
         self.act_pause = tb.addAction("Pause", self.toggle_pause)
         self.act_pause.setShortcut("Space")
         self.act_pause.setCheckable(True)
+        self.act_prev = tb.addAction("◀", lambda: self.step_by(-1))
+        self.act_prev.setToolTip("previous image / frame (Left)")
+        self.act_prev.setShortcut(QtCore.Qt.Key_Left)
+        self.act_next = tb.addAction("▶", lambda: self.step_by(1))
+        self.act_next.setToolTip("next image / frame (Right)")
+        self.act_next.setShortcut(QtCore.Qt.Key_Right)
         self.seek_slider = QtWidgets.QSlider(QtCore.Qt.Horizontal)
         self.seek_slider.setMinimumWidth(140)
         self.seek_slider.setEnabled(False)
-        self.seek_slider.setToolTip("seek (video files)")
+        self.seek_slider.setToolTip("seek (video files, image folders)")
+        self.seek_slider.setFocusPolicy(QtCore.Qt.ClickFocus)
         self.seek_slider.sliderReleased.connect(lambda: self.bridge.seek(self.seek_slider.value()))
+        # a click or a key on the slider (not a drag) moves it too
+        self.seek_slider.valueChanged.connect(
+            lambda v: None if self.seek_slider.isSliderDown() else self.bridge.seek(v))
         tb.addWidget(self.seek_slider)
         tb.addSeparator()
         tb.addWidget(QtWidgets.QLabel(" method "))
         self.method_box = QtWidgets.QComboBox()
+        self.method_box.setFocusPolicy(QtCore.Qt.ClickFocus)
         for name, desc, present in self.methods:
             self.method_box.addItem(name if present else f"{name} (no weights)", name)
             idx = self.method_box.count() - 1
@@ -115,9 +156,14 @@ class MainWindow(QtWidgets.QMainWindow):
         self.max_faces.setFocusPolicy(QtCore.Qt.ClickFocus)  # never the window's initial focus: keys stay shortcuts
         self.max_faces.valueChanged.connect(self.bridge.set_max_faces)
         tb.addWidget(self.max_faces)
-        tb.addSeparator()
-        tb.addAction("Export…", lambda: self.export("annotate"))
-        tb.addAction("Export compare…", lambda: self.export("compare"))
+        # exports on their own toolbar row: on the first they fell into the overflow menu at the default width
+        self.addToolBarBreak()
+        tb2 = self.addToolBar("export")
+        tb2.setObjectName("export-toolbar")
+        tb2.setMovable(False)
+        self.act_export = tb2.addAction("Export…", lambda: self.export("annotate"))
+        self.act_export_compare = tb2.addAction("Export compare…", lambda: self.export("compare"))
+        self.toolbars = (tb, tb2)
         quit_act = QtGui.QAction("Quit", self)
         quit_act.setShortcut(QtGui.QKeySequence.Quit)
         quit_act.triggered.connect(self.close)
@@ -135,13 +181,25 @@ class MainWindow(QtWidgets.QMainWindow):
         self.banner.setStyleSheet("background:#7a1f1f; color:white; padding:6px;")
         self.banner.setWordWrap(True)
         self.banner.hide()
-        self.open_button = QtWidgets.QPushButton("Open a video or image folder…")
-        self.open_button.clicked.connect(self.choose_file)
+        self.notice = QtWidgets.QLabel()  # export results: stays until the next open, frames do not overwrite it
+        self.notice.setStyleSheet("background:#1f5a2a; color:white; padding:6px;")
+        self.notice.setWordWrap(True)
+        self.notice.hide()
+        self.open_button = QtWidgets.QWidget()
+        ob = QtWidgets.QHBoxLayout(self.open_button)
+        ob.setContentsMargins(0, 0, 0, 0)
+        self.open_file_button = QtWidgets.QPushButton("Open a video or image…")
+        self.open_file_button.clicked.connect(self.choose_file)
+        self.open_folder_button = QtWidgets.QPushButton("Open an image folder…")
+        self.open_folder_button.clicked.connect(self.choose_folder)
+        ob.addWidget(self.open_file_button)
+        ob.addWidget(self.open_folder_button)
         self.open_button.hide()
         centre = QtWidgets.QWidget()
         lay = QtWidgets.QVBoxLayout(centre)
         lay.setContentsMargins(0, 0, 0, 0)
         lay.addWidget(self.banner)
+        lay.addWidget(self.notice)
         lay.addWidget(self.open_button)
         lay.addWidget(self.stack, 1)
         self.setCentralWidget(centre)
@@ -151,9 +209,11 @@ class MainWindow(QtWidgets.QMainWindow):
         side = QtWidgets.QWidget()
         sl = QtWidgets.QVBoxLayout(side)
         sl.setContentsMargins(0, 0, 0, 0)
-        sl.addWidget(QtWidgets.QLabel("3D mesh (drag to turn)"))
+        self.mesh_label = QtWidgets.QLabel("3D mesh (drag to turn)")
+        self.frontal_label = QtWidgets.QLabel("frontalized")
+        sl.addWidget(self.mesh_label)
         sl.addWidget(self.mesh_view, 3)
-        sl.addWidget(QtWidgets.QLabel("frontalized"))
+        sl.addWidget(self.frontal_label)
         sl.addWidget(self.frontal, 2)
         dock = QtWidgets.QDockWidget("Face", self)
         dock.setObjectName("face-dock")
@@ -180,8 +240,8 @@ class MainWindow(QtWidgets.QMainWindow):
             self.restoreGeometry(geo)
         name = method or self.settings.value("method", "")
         present = [n for n, _, p in self.methods if p]
-        if name not in present:
-            name = "mediapipe" if "mediapipe" in present else (present[0] if present else "")
+        if name not in present:  # first run: the most accurate method by its measured result
+            name = most_accurate_method(present) or (present[0] if present else "")
         self.method_box.blockSignals(True)
         self.method_box.setCurrentIndex(max(0, self.method_box.findData(name)))
         self.method_box.blockSignals(False)
@@ -215,6 +275,8 @@ class MainWindow(QtWidgets.QMainWindow):
     def selected_methods(self) -> list[str]:
         if self.act_compare.isChecked():
             chosen = [n for n, a in self.compare_actions.items() if a.isChecked() and a.isEnabled()]
+            # the order given (--compare b,a) first, then the others ticked in the menu
+            chosen = [n for n in self.compare_order if n in chosen] + [n for n in chosen if n not in self.compare_order]
             return chosen or [self.method_box.currentData()]
         return [self.method_box.currentData()]
 
@@ -231,10 +293,18 @@ class MainWindow(QtWidgets.QMainWindow):
             self.show_error("no method has weights: train one or install the weights")
             return False
         self.banner.hide()
+        self.notice.hide()
         self._setup_views(methods)
         self.fps_panel.reset()
+        self.shown_fps = FpsMeter()
         self.frames_shown = 0
         self.tracked_frames = 0
+        # nothing from the previous source stays on screen (a failed open must not leave its frame under the banner)
+        self.video.clear_image("opening…")
+        self.mesh_view.clear()
+        self.frontal.clear_image("frontalized face")
+        self.mesh_label.setText(f"3D mesh: {methods[0]} (drag to turn)")
+        self.frontal_label.setText(f"frontalized: {methods[0]}")
         if quiet:
             # probe without a visible error (the camera may simply be absent)
             from engine.sources import SourceError, open_source
@@ -249,9 +319,41 @@ class MainWindow(QtWidgets.QMainWindow):
         if ok:
             self.open_button.hide()
             n = self.bridge.length()
-            self.seek_slider.setEnabled(bool(n) and self.bridge.source.kind == "video")
+            kind = self.bridge.source.kind
+            seekable = bool(n) and n > 1 and kind in ("video", "images")
+            self.seek_slider.blockSignals(True)
+            self.seek_slider.setEnabled(seekable)
             self.seek_slider.setRange(0, max(0, (n or 1) - 1))
+            self.seek_slider.setValue(0)
+            self.seek_slider.blockSignals(False)
+            self.act_prev.setEnabled(seekable)
+            self.act_next.setEnabled(seekable)
+            # a folder opens paused on its first image; Space plays through every image, ◀ ▶ and the slider browse
+            self.act_pause.setChecked(self.bridge.paused)
+        else:
+            self.video.clear_image("could not open the source")
+            self.status(f"could not open {spec}")
         return ok
+
+    def step_by(self, delta: int) -> None:
+        """Previous/next image of a folder (or frame of a video): shown and processed even while paused."""
+        if not self.seek_slider.isEnabled():
+            return
+        target = min(max(0, self.seek_slider.value() + delta), self.seek_slider.maximum())
+        self.seek_slider.blockSignals(True)
+        self.seek_slider.setValue(target)
+        self.seek_slider.blockSignals(False)
+        self.bridge.seek(target)
+
+    def eventFilter(self, obj, ev) -> bool:  # noqa: N802 (Qt naming)
+        """Space, C, S and W belong to the window: a focused spin box, combo box or button would otherwise take
+        them (ShortcutOverride) and the shortcut would never fire. Dialogs keep their keys."""
+        if (ev.type() == QtCore.QEvent.ShortcutOverride and ev.key() in WINDOW_KEYS
+                and not (ev.modifiers() & ~QtCore.Qt.KeypadModifier)
+                and isinstance(obj, QtWidgets.QWidget) and obj.window() is self):
+            ev.ignore()  # not overridden: the shortcut map gets the key
+            return True
+        return super().eventFilter(obj, ev)
 
     def restart(self) -> None:
         if self.source_spec is not None:
@@ -283,7 +385,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.grid_views = {}
         if compare:
             cols = 2 if len(methods) > 1 else 1
-            for i, m in enumerate(methods):
+            for i, m in enumerate(methods):  # in the order given: first is the primary (mesh, frontal panes)
                 v = ImageView(m)
                 self.grid.addWidget(v, i // cols, i % cols)
                 self.grid_views[m] = v
@@ -292,48 +394,70 @@ class MainWindow(QtWidgets.QMainWindow):
             self.stack.setCurrentWidget(self.video)
 
     # ---- results ----------------------------------------------------------------------------------------------
-    def on_result(self, res, fps: dict) -> None:
+    def _prepare_display(self, res, fps: dict) -> None:
+        """Worker thread: draw the overlays and scale each view's image to its size, so the GUI thread only
+        swaps pixmaps (compare mode drew and scaled four 1280x720 frames per result in the GUI thread)."""
         wire = self.act_wire.isChecked()
-        n_faces = max(1, len(res.faces))
-        ms = {m: v / n_faces for m, v in res.method_ms.items()}
-        if self.grid_views:
-            for m, view in self.grid_views.items():
+        views = dict(self.grid_views)
+        shown = self.shown_fps.fps
+        if views:
+            for m, view in views.items():
                 img = res.image.copy()
                 for face in res.faces:
                     if m in face.results:
                         draw_result(img, face.results[m], face.box, face.face_id, wireframe=wire,
                                     triangles=self.triangles)
-                label(img, f"{m}  {fps.get(m, 0):.1f} FPS  {ms.get(m, 0):.1f} ms/face")
-                view.set_image(img)
+                lat = 1000.0 / fps[m] if fps.get(m) else 0.0
+                label(img, f"{m}  {lat:.1f} ms/face  |  shown {shown:.1f} FPS")
+                res.display[m] = to_qimage(img, view.view_size)
         else:
             img = res.image.copy()
             for face in res.faces:
                 for r in face.results.values():
                     draw_result(img, r, face.box, face.face_id, wireframe=wire, triangles=self.triangles)
             m = next(iter(res.method_ms), "")
-            label(img, f"{m}  {fps.get(m, 0):.1f} FPS")
-            self.video.set_image(img)
-        if res.faces:
+            lat = 1000.0 / fps[m] if fps.get(m) else 0.0
+            label(img, f"{m}  {lat:.1f} ms/face  |  shown {shown:.1f} FPS")
+            res.display["video"] = to_qimage(img, self.video.view_size)
+        if res.frontal is not None:
+            res.display["frontal"] = to_qimage(res.frontal, self.frontal.view_size)
+
+    def on_result(self, res, fps: dict) -> None:
+        now = time.perf_counter()
+        self.shown_fps.tick(now)
+        if self.grid_views:
+            for m, view in self.grid_views.items():
+                if m in res.display:
+                    view.set_qimage(res.display[m])
+        elif "video" in res.display:
+            self.video.set_qimage(res.display["video"])
+        primary = next(iter(res.method_ms), None)
+        first = res.faces[0] if res.faces else None
+        r = first.results.get(primary) if first is not None and primary else None
+        if r is not None:
             self.tracked_frames += 1
-            first = res.faces[0]
-            r = next(iter(first.results.values()))
             if r.dense is not None and r.dense_faces is not None:  # the densest surface a method offers
                 self.mesh_view.set_mesh(r.dense, res.image, r.dense_faces)
             else:
                 self.mesh_view.set_mesh(r.mesh, res.image)
-        if res.frontal is not None:
-            self.frontal.set_image(res.frontal)
-        self.fps_panel.add(time.perf_counter(), fps, ms, self.bridge.method_providers())
+        else:  # no face (for the primary method): no stale face in the side panes
+            self.mesh_view.clear()
+            self.frontal.clear_image("no face in this frame")
+        if "frontal" in res.display and r is not None:
+            self.frontal.set_qimage(res.display["frontal"])
+        latency = {m: (1000.0 / v if v else 0.0) for m, v in fps.items() if m != "pipeline"}
+        self.fps_panel.add(now, latency, self.shown_fps.fps, fps.get("pipeline", 0.0), self.bridge.method_providers())
         self.frames_shown += 1
         if self.seek_slider.isEnabled() and not self.seek_slider.isSliderDown():
             self.seek_slider.blockSignals(True)
             self.seek_slider.setValue(res.index)
             self.seek_slider.blockSignals(False)
         stages = "  ".join(f"{k} {v:.1f}" for k, v in res.timings.items() if k != "total")
+        name = f"  {res.name}" if res.name else ""
         over = (f" (limit {self.max_faces.value()}: {res.faces_over_limit} more detected)"
                 if getattr(res, "faces_over_limit", 0) else "")
-        self.status(f"frame {res.index}  faces {len(res.faces)}{over}  |  ms: {stages}  |  "
-                    f"pipeline {fps.get('pipeline', 0):.1f} FPS")
+        self.status(f"frame {res.index}{name}  faces {len(res.faces)}{over}  |  this frame, ms: {stages}  |  "
+                    f"shown {self.shown_fps.fps:.1f} FPS, processed {fps.get('pipeline', 0):.1f} FPS")
         if self.exit_after and self.frames_shown >= self.exit_after:
             self.finish_and_exit()
 
@@ -365,27 +489,51 @@ class MainWindow(QtWidgets.QMainWindow):
         methods = self.selected_methods()
         if out is None:
             dlg = ExportDialog(kind, methods, self)
-            if dlg.exec() != QtWidgets.QDialog.Accepted or not dlg.folder.text():
+            self.export_dialog = dlg  # reachable by tests driving the window
+            accepted = dlg.exec() == QtWidgets.QDialog.Accepted
+            self.activateWindow()
+            if not accepted:
+                self.show_notice("export cancelled: nothing written")
                 return None
             out, formats, force = dlg.folder.text(), dlg.formats(), dlg.force.isChecked()
+        # a compare report times every method: the live view must not compete with it for the CPU
+        resume = kind == "compare" and not self.act_pause.isChecked()
+        if resume:
+            self.act_pause.setChecked(True)
+            self.toggle_pause()
 
         def message(msg: str, error: bool) -> None:
-            (self.show_error if error else self.status)(msg)
+            if resume:
+                self.act_pause.setChecked(False)
+                self.toggle_pause()
+            (self.show_error if error else self.show_notice)(msg)
 
         self._export_worker = run_export(self, kind, self.source_spec, methods, out, formats or ["csv", "json"],
                                          force, message)
         return self._export_worker
 
+    def show_notice(self, msg: str) -> None:
+        """A result the user must see (an export finished or was cancelled): kept above the view until the next
+        open, where the status bar would be overwritten by the next frame."""
+        self.notice.setText(msg)
+        self.notice.show()
+        self.status(msg)
+
     def status(self, text: str) -> None:
         self.status_label.setText(text)
 
     def show_error(self, msg: str) -> None:
-        """Errors are messages, never tracebacks: a banner above the video and the status bar."""
+        """Errors are messages, never tracebacks: a banner above the video and the status bar. A scripted run
+        (--exit-after) that meets one exits non-zero instead of waiting for frames that will never come."""
         self.banner.setText(msg)
         self.banner.show()
         self.status(msg)
         if self.source_spec is None or not self.video.has_image:
             self.open_button.show()
+        if self.exit_after:
+            self.exit_code = 1
+            if not self.bridge.running:
+                self.finish_and_exit()
 
 
 def _icon_path():
@@ -409,7 +557,9 @@ def run(source: str | None = None, method: str | None = None, compare: list[str]
 
     sys.excepthook = excepthook
     win.show()
-    code = app.exec()
+    code = app.exec() or win.exit_code
+    if win.exit_code:
+        print(f"error: {win.banner.text() or win.status_label.text()}", file=sys.stderr)
     win.settings.sync()
     sys.stdout.flush()
     sys.stderr.flush()

@@ -8,11 +8,24 @@ from app.qt import QtCore, QtGui, QtWidgets
 PALETTE = ["#4caf50", "#2196f3", "#ff9800", "#e91e63", "#9c27b0", "#00bcd4"]
 
 
-def to_pixmap(bgr: np.ndarray) -> QtGui.QPixmap:
+def to_qimage(bgr: np.ndarray, size: tuple[int, int] | None = None) -> QtGui.QImage:
+    """BGR -> QImage owning its pixels, scaled to fit ``size`` (w, h) keeping the aspect ratio. Safe in any
+    thread (QImage, unlike QPixmap), so the window builds its images in the pipeline's worker thread."""
+    if size is not None and size[0] > 1 and size[1] > 1:
+        h, w = bgr.shape[:2]
+        s = min(size[0] / w, size[1] / h)
+        if abs(s - 1) > 1e-3:
+            import cv2
+
+            bgr = cv2.resize(bgr, (max(1, round(w * s)), max(1, round(h * s))),
+                             interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
     rgb = np.ascontiguousarray(bgr[..., ::-1])
     h, w = rgb.shape[:2]
-    img = QtGui.QImage(rgb.data, w, h, 3 * w, QtGui.QImage.Format_RGB888)
-    return QtGui.QPixmap.fromImage(img.copy())
+    return QtGui.QImage(rgb.data, w, h, 3 * w, QtGui.QImage.Format_RGB888).copy()
+
+
+def to_pixmap(bgr: np.ndarray) -> QtGui.QPixmap:
+    return QtGui.QPixmap.fromImage(to_qimage(bgr))
 
 
 class ImageView(QtWidgets.QLabel):
@@ -27,13 +40,31 @@ class ImageView(QtWidgets.QLabel):
         self.setText(placeholder)
         self._pix: QtGui.QPixmap | None = None
         self.has_image = False
+        self.images_set = 0
+        self.view_size = (self.width(), self.height())  # read by the worker thread, which scales to it
 
     def set_image(self, bgr: np.ndarray) -> None:
-        self._pix = to_pixmap(bgr)
+        self.set_qimage(to_qimage(bgr))
+
+    def set_qimage(self, img: QtGui.QImage) -> None:
+        """Show an image; one already scaled to this view is shown as it is (no scaling in the GUI thread)."""
+        self._pix = QtGui.QPixmap.fromImage(img)
         self.has_image = True
-        self._rescale()
+        self.images_set += 1
+        if self._pix.width() == self.width() or self._pix.height() == self.height():
+            self.setPixmap(self._pix)
+        else:
+            self._rescale()
+
+    def clear_image(self, text: str) -> None:
+        """Drop the image (a stale face must not stay on screen) and show ``text`` instead."""
+        self._pix = None
+        self.has_image = False
+        self.clear()
+        self.setText(text)
 
     def resizeEvent(self, e) -> None:  # noqa: N802 (Qt naming)
+        self.view_size = (self.width(), self.height())
         self._rescale()
         super().resizeEvent(e)
 
@@ -84,12 +115,24 @@ class MeshView(QtWidgets.QWidget):
             self.mesh.set_data(vertices=verts, faces=faces, vertex_colors=colors)
         else:
             self.mesh.set_data(vertices=verts, faces=faces, color=(0.85, 0.75, 0.68, 1.0))
+        self.mesh.visible = True
         self.canvas.update()
         self.frames_drawn += 1
 
+    def clear(self) -> None:
+        """No face in this frame: show nothing rather than the previous face."""
+        self.mesh.visible = False
+        self.canvas.update()
+
 
 class FpsPanel(QtWidgets.QWidget):
-    """pyqtgraph plot of FPS per method over time, and a table of ms/face, FPS and provider."""
+    """Speed, each number labelled with what it measures: per method its latency (mean ms per face) and its
+    throughput alone (faces/s = 1000 / that mean), both over the same last 30 frames with a face; and the frame
+    rates of the pipeline (frames processed) and of this window (frames shown), which every method shares.
+    The plot draws the latency over time."""
+
+    LATENCY = "latency, ms/face (mean of last 30 frames)"
+    THROUGHPUT = "throughput alone, faces/s (same 30 frames)"
 
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
@@ -97,52 +140,78 @@ class FpsPanel(QtWidgets.QWidget):
 
         pg.setConfigOptions(antialias=True)
         self.plot = pg.PlotWidget(background="#1b1b1b")
-        self.plot.setLabel("left", "FPS")
+        self.plot.setLabel("left", "ms per face")
         self.plot.setLabel("bottom", "time", units="s")
-        self.plot.addLegend(offset=(5, 5))
+        self.legend = self.plot.addLegend(offset=(5, 5))
         self.plot.setMinimumHeight(140)
+        self.rates = QtWidgets.QLabel()
+        self.rates.setToolTip("shown: frames this window displayed per second (what you see); processed: frames "
+                              "the pipeline finished per second (all methods together), both over the last 30")
         self.table = QtWidgets.QTableWidget(0, 4)
-        self.table.setHorizontalHeaderLabels(["method", "ms/face", "FPS", "provider"])
+        self.table.setHorizontalHeaderLabels(["method", self.LATENCY, self.THROUGHPUT, "provider"])
         self.table.horizontalHeader().setStretchLastSection(True)
+        self.table.horizontalHeader().setSectionResizeMode(QtWidgets.QHeaderView.ResizeToContents)
         self.table.verticalHeader().setVisible(False)
         self.table.setEditTriggers(QtWidgets.QAbstractItemView.NoEditTriggers)
         self.table.setMaximumHeight(200)
+        right = QtWidgets.QWidget()
+        rl = QtWidgets.QVBoxLayout(right)
+        rl.setContentsMargins(0, 0, 0, 0)
+        rl.addWidget(self.rates)
+        rl.addWidget(self.table)
         lay = QtWidgets.QHBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
         lay.addWidget(self.plot, 3)
-        lay.addWidget(self.table, 2)
+        lay.addWidget(right, 2)
         self.curves: dict = {}
         self.providers: dict[str, str] = {}
         self.data: dict[str, tuple[list, list]] = {}
         self.t0: float | None = None
+        self.last_redraw = 0.0
 
     def reset(self) -> None:
         self.plot.clear()
+        self.legend.clear()  # PlotItem.clear leaves the legend's entries: a stale method list otherwise
         self.curves.clear()
         self.data.clear()
         self.table.setRowCount(0)
+        self.rates.setText("")
         self.t0 = None
+        self.last_redraw = 0.0
 
-    def add(self, t: float, fps: dict[str, float], ms: dict[str, float], providers: dict[str, str]) -> None:
+    def legend_names(self) -> list[str]:
+        return [lab.text for _, lab in self.legend.items]
+
+    def add(self, t: float, latency_ms: dict[str, float], shown_fps: float, processed_fps: float,
+            providers: dict[str, str]) -> None:
+        """Record one frame's numbers; the plot and table redraw at most 5 times a second (they are read by a
+        person, and redrawing on every frame costs the GUI thread in compare mode)."""
         if self.t0 is None:
             self.t0 = t
-        for name, value in fps.items():
+        for name, value in latency_ms.items():
+            if value <= 0:
+                continue
             if name not in self.curves:
                 color = PALETTE[len(self.curves) % len(PALETTE)]
-                pen = {"color": "#888", "width": 1, "style": QtCore.Qt.DashLine} if name == "pipeline" else \
-                    {"color": color, "width": 2}
-                self.curves[name] = self.plot.plot(pen=pen, name=name)
+                self.curves[name] = self.plot.plot(pen={"color": color, "width": 2}, name=name)
                 self.data[name] = ([], [])
             xs, ys = self.data[name]
             xs.append(t - self.t0)
             ys.append(value)
             del xs[:-300], ys[:-300]
-            self.curves[name].setData(xs, ys)
         self.providers.update({k: v for k, v in providers.items() if v})
-        names = [n for n in fps if n != "pipeline"]
+        if t - self.last_redraw < 0.2:
+            return
+        self.last_redraw = t
+        for name, (xs, ys) in self.data.items():
+            self.curves[name].setData(xs, ys)
+        self.rates.setText(f"shown {shown_fps:.1f} FPS (this window)  ·  processed {processed_fps:.1f} FPS "
+                           f"(pipeline, all methods)")
+        names = [n for n, v in latency_ms.items() if v > 0]
         self.table.setRowCount(len(names))
         for row, n in enumerate(names):
-            for col, text in enumerate([n, f"{ms.get(n, 0):.1f}", f"{fps[n]:.1f}", self.providers.get(n, "")]):
+            ms = latency_ms[n]
+            for col, text in enumerate([n, f"{ms:.1f}", f"{1000.0 / ms:.0f}", self.providers.get(n, "")]):
                 self.table.setItem(row, col, QtWidgets.QTableWidgetItem(text))
 
     def has_data(self) -> bool:

@@ -40,6 +40,8 @@ class FrameResult:
     name: str = ""
     frontal: np.ndarray | None = None  # frontalized first face (primary method), when asked for
     faces_over_limit: int = 0          # faces detected beyond the tracker's max_faces (at its last re-detection)
+    # filled by a front end in the worker thread (the GUI draws and scales its views there, off its own thread)
+    display: dict = field(default_factory=dict)
 
 
 class FrameProcessor:
@@ -164,6 +166,7 @@ class LivePipeline:
         # decoded exactly as fast as it is processed, no CPU spent decoding frames that are then dropped)
         self.drop_frames = drop_frames
         self.paused = threading.Event()
+        self._step = threading.Event()  # let one frame through while paused (a folder's next image, a seek)
         self._latest: Frame | None = None
         self._cond = threading.Condition()
         self._stop = threading.Event()
@@ -171,8 +174,9 @@ class LivePipeline:
         self.frames_captured = 0
         self.frames_processed = 0
         self.frames_dropped = 0
-        # per method: its own throughput, 1000 / (mean ms it spent per frame over the last 30 frames); the
-        # pipeline's delivered frame rate is separate (in compare mode every method shares it)
+        # per method: ms per face over the last 30 frames with a face; its latency (the mean) and throughput
+        # alone (1000 / the mean) come from this one window so they always agree. The pipeline's delivered frame
+        # rate is separate (in compare mode every method shares it)
         self._method_ms: dict[str, deque] = {m: deque(maxlen=30) for m in methods}
         self.pipeline_fps = FpsMeter()
         self.processor: FrameProcessor | None = None
@@ -186,6 +190,9 @@ class LivePipeline:
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()
+        wake = getattr(self.source, "wake", None)
+        if wake:  # a browsed folder waits at its last image
+            wake()
         with self._cond:
             self._cond.notify_all()
         for t in self._threads:
@@ -197,7 +204,16 @@ class LivePipeline:
         return any(t.is_alive() for t in self._threads)
 
     def method_fps(self) -> dict[str, float]:
+        """Faces per second each method would align on its own: 1000 / its mean ms per face (30-frame window)."""
         return {n: (1000.0 / float(np.mean(d)) if d else 0.0) for n, d in self._method_ms.items()}
+
+    def method_latency_ms(self) -> dict[str, float]:
+        """Mean ms per face of each method over the same 30-frame window as ``method_fps``."""
+        return {n: (float(np.mean(d)) if d else 0.0) for n, d in self._method_ms.items()}
+
+    def step(self) -> None:
+        """While paused, let the next frame (or a seek's target) through."""
+        self._step.set()
 
     def set_smoothing(self, on: bool) -> None:
         self.smoothing = on
@@ -220,11 +236,16 @@ class LivePipeline:
                 if frame.index != last_index + 1:  # a seek or a loop: restart the clock at this frame
                     t_start = time.perf_counter() - frame.timestamp
                 last_index = frame.index
-                while self.paused.is_set() and not self._stop.is_set():
+                while self.paused.is_set() and not self._stop.is_set() and not self._step.is_set():
+                    if getattr(self.source, "seek_pending", False):
+                        break
                     self._stop.wait(0.05)
                     t_start = time.perf_counter() - frame.timestamp
                 if self._stop.is_set():
                     break
+                if getattr(self.source, "seek_pending", False):
+                    continue  # this frame was read before the seek: the generator now goes to the target
+                self._step.clear()
                 if self.realtime and self.source.kind == "video" and self.source.fps > 0:
                     wait = frame.timestamp - (time.perf_counter() - t_start)
                     if wait > 0:
@@ -266,11 +287,13 @@ class LivePipeline:
                         if self._capture_done or self._stop.is_set():
                             break
                         continue
+                if self.source.kind == "images":  # unrelated pictures: detect afresh, never track across them
+                    self.processor.tracker.reset()
                 res = self.processor.process(frame)
                 self.pipeline_fps.tick()
                 for name, ms in res.method_ms.items():
                     if res.faces:
-                        self._method_ms.setdefault(name, deque(maxlen=30)).append(ms)
+                        self._method_ms.setdefault(name, deque(maxlen=30)).append(ms / len(res.faces))
                 self.frames_processed += 1
                 self.on_result(res, self.method_fps() | {"pipeline": self.pipeline_fps.fps})
         except Exception as e:

@@ -6,6 +6,7 @@ a folder are skipped and counted rather than fatal.
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -73,9 +74,12 @@ class Source:
 
 
 class ImageFolderSource(Source):
+    """Images in name order. ``browse=True`` (the GUI) holds at the last image instead of ending, until a
+    ``seek`` moves the cursor or ``wake`` ends the stream: a folder is browsed, not played once and closed."""
+
     kind = "images"
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, browse: bool = False) -> None:
         p = Path(path)
         files = [p] if p.is_file() else sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_EXTENSIONS)
         if not files:
@@ -84,15 +88,45 @@ class ImageFolderSource(Source):
         self.length = len(files)
         self.path = p
         self.fps = 0.0
+        self.browse = browse
+        self._seek: int | None = None
+        self._woken = threading.Event()
+
+    def seek(self, index: int) -> None:
+        self._seek = min(max(0, int(index)), self.length - 1)
+        self._woken.set()
+
+    @property
+    def seek_pending(self) -> bool:
+        return self._seek is not None
+
+    def wake(self) -> None:
+        """Ends a browse that waits at the last image (the pipeline is stopping)."""
+        self._woken.set()
 
     def frames(self) -> Iterator[Frame]:
-        for i, f in enumerate(self.files):
+        i = 0
+        while True:
+            if self._seek is not None:
+                i, self._seek = self._seek, None
+            if i >= len(self.files):
+                if not self.browse:
+                    return
+                self._woken.clear()
+                if self._seek is None:  # a seek may have arrived between the check above and the clear
+                    self._woken.wait()
+                if self._seek is None:
+                    return
+                continue
+            f = self.files[i]
             try:
                 img = read_image(f)
             except SourceError:
                 self.skipped += 1
+                i += 1
                 continue
             yield Frame(i, float(i), img, f.name)
+            i += 1
 
     @property
     def description(self) -> str:
@@ -116,13 +150,35 @@ class VideoSource(Source):
         self.first = first
         self.path = p
         self.fps = float(self.cap.get(cv2.CAP_PROP_FPS) or 0.0) or 25.0
-        n = int(self.cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
-        self.length = n if n > 0 else None  # headers may lie: frames() reads until the decoder stops
+        header = int(self.cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+        # headers lie (the test clip's says 158 frames, it holds 55): the length is what the decoder can read
+        self.length = self._decodable_length(header) if header > 0 else None
         self.loop = loop
         self._seek: int | None = None
 
+    def _decodable_length(self, header: int) -> int:
+        """The number of frames the decoder delivers, found by bisecting on "can frame i be read" (a few seeks,
+        not a full decode); leaves the capture just after the first frame."""
+        def readable(i: int) -> bool:
+            self.cap.set(cv2.CAP_PROP_POS_FRAMES, i)
+            return bool(self.cap.grab())
+
+        lo, hi = 0, header  # frame lo is readable (the first was read); frame hi is past the end
+        if readable(header - 1):
+            lo = header - 1
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            lo, hi = (mid, hi) if readable(mid) else (lo, mid)
+        self.cap.set(cv2.CAP_PROP_POS_FRAMES, 1)
+        return lo + 1
+
     def seek(self, index: int) -> None:
-        self._seek = max(0, int(index))
+        last = (self.length or index + 1) - 1
+        self._seek = min(max(0, int(index)), last)
+
+    @property
+    def seek_pending(self) -> bool:
+        return self._seek is not None
 
     def frames(self) -> Iterator[Frame]:
         i = 0
@@ -139,6 +195,8 @@ class VideoSource(Source):
             ok, frame = self.cap.read()
             i += 1
             if not ok or frame is None:
+                if self.length is None or i < self.length:  # the decoder ended early: that is the length
+                    self.length = i
                 if not self.loop:
                     return
                 self.cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
@@ -189,17 +247,19 @@ class CameraSource(Source):
         return f"camera {self.index}"
 
 
-def open_source(spec: str | int, loop: bool = False, resolution: tuple[int, int] | None = None) -> Source:
-    """A camera index ("0", optionally at ``resolution``), a video file, an image file or a folder of images."""
+def open_source(spec: str | int, loop: bool = False, resolution: tuple[int, int] | None = None,
+                browse: bool = False) -> Source:
+    """A camera index ("0", optionally at ``resolution``), a video file, an image file or a folder of images
+    (``browse``: see ``ImageFolderSource``)."""
     if isinstance(spec, int) or (isinstance(spec, str) and spec.isdigit()):
         w, h = resolution or (None, None)
         return CameraSource(int(spec), w, h)
     p = Path(os.path.expanduser(str(spec)))
     if p.is_dir():
-        return ImageFolderSource(p)
+        return ImageFolderSource(p, browse=browse)
     if not p.exists():
         raise SourceError(f"{spec}: no such file or folder")
     if p.suffix.lower() in IMAGE_EXTENSIONS:
         read_image(p)  # fail now, with the reason, rather than yield nothing
-        return ImageFolderSource(p)
+        return ImageFolderSource(p, browse=browse)
     return VideoSource(p, loop=loop)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -110,8 +111,12 @@ def annotate(source_spec: str, methods: list[str] | list[Method], out_dir: str |
             if progress:
                 progress(summary.frames, source.length)
     finally:
-        # on success, cancel or error alike: what was processed becomes valid files
+        # on success, cancel or error alike: what was processed becomes valid files; the JSON says whether it is
+        # the whole source or a part (cancelled, or stopped by an error)
+        complete = not summary.cancelled and sys.exc_info()[0] is None
         for w in writers:
+            if isinstance(w, JsonWriter):
+                w.complete = complete
             w.close()
         for name, m in processor.methods.items():
             if name in methods:  # loaded here from its name

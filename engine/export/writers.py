@@ -67,6 +67,7 @@ class JsonWriter:
     def __init__(self, path: Path, metadata: dict) -> None:
         self.path = path
         self.doc = {"metadata": metadata, "frames": []}
+        self.complete = True  # False: cancelled or failed part-way; the file says it is partial
 
     def add(self, frame: FrameResult) -> None:
         faces = []
@@ -86,6 +87,7 @@ class JsonWriter:
 
     def close(self) -> None:
         self.doc["metadata"]["frames_written"] = len(self.doc["frames"])
+        self.doc["metadata"]["partial"] = not self.complete
         atomic_write_text(self.path, json.dumps(self.doc))
 
 
