@@ -155,6 +155,7 @@ def test_tiny_overfit_and_onnx_parity(name, train_dir, tmp_path):
     ts = load_training_set(limit=8)
     batch = default_collate([recipe.make_dataset(ts, 0)[i] for i in range(8)])
     model = recipe.build(ts)
+    batch = recipe.batch_targets(batch)  # targets built per batch (prnet's dense maps)
     opt = torch.optim.Adam(model.parameters(), lr=2e-3)
     losses = []
     for _ in range(20):

@@ -26,5 +26,14 @@ def export_onnx(recipe, model: torch.nn.Module, path: Path, check: bool = True) 
             err = np.abs(g - w.numpy()).max() / (np.abs(w.numpy()).max() + 1e-6)
             if err > 1e-3:
                 raise RuntimeError(f"ONNX export of {recipe.name} differs from torch (relative {err:.2e})")
+    metadata = recipe.onnx_metadata() if hasattr(recipe, "onnx_metadata") else {}
+    if metadata:  # what the weights declare about themselves (e.g. PRNet's UV layout), read back by the decoder
+        import onnx
+
+        proto = onnx.load(str(tmp))
+        for key, value in metadata.items():
+            entry = proto.metadata_props.add()
+            entry.key, entry.value = key, value
+        onnx.save(proto, str(tmp))
     tmp.replace(path)
     return path

@@ -1,7 +1,13 @@
 """`prnet`: UV position-map regression (Feng et al., ECCV 2018) in the face model's UV layout.
 
-The network outputs a 64x64 map of x, y, z (crop pixels / 120); the 468 mesh vertices and 68 landmarks are read
-from it at their UVs, and the whole map is offered as the densest surface (``AlignmentResult.dense``).
+The network outputs an S x S map of x, y, z (crop pixels / 120); the 468 mesh vertices and 68 landmarks are read
+from it at their UVs, and the whole map is offered as the densest surface (``AlignmentResult.dense``, triangulated
+over the UV grid in ``dense_faces``).
+
+The map's layout is a property of the weights: an ONNX file whose metadata says ``uv_layout = bfm-noneck`` holds
+the full BFM face in its own UV (engine/methods/prnet/dense.py; the points come from the graph's ``points`` output,
+the dense surface is every valid texel of the declared mask); a file without it holds the first 64x64 face-model
+layout (engine/geometry/uvmap.py), read here by bilinear sampling.
 """
 from __future__ import annotations
 
@@ -26,15 +32,35 @@ def layout():
 class PRNetMethod(OnnxMethod):
     def __init__(self, **kw) -> None:
         super().__init__(**kw)
-        self.layout = layout()
-        self.dense_faces = self.layout.grid_faces()
+        meta = self.model.session.get_modelmeta().custom_metadata_map
+        self.uv_layout = meta.get("uv_layout", "facemodel-536")
+        if self.uv_layout == "bfm-noneck":
+            from engine.methods.prnet.dense import valid_mask_from_metadata
+            from engine.geometry.uv_dense import grid_faces
+
+            if "points" not in self.model.output_names:
+                raise ValueError(f"{self.model.path}: a dense-layout PRNet must have a 'points' output; re-export it")
+            self.valid = valid_mask_from_metadata(meta)
+            self.layout = None
+            self.dense_faces = grid_faces(self.valid)
+        elif self.uv_layout == "facemodel-536":
+            self.layout = layout()
+            self.valid = self.layout.face_mask
+            self.dense_faces = self.layout.grid_faces()
+        else:
+            raise ValueError(f"{self.model.path}: unknown PRNet UV layout {self.uv_layout!r}")
 
     def decode(self, outputs: dict[str, np.ndarray]) -> DecodeResult:
         pmap = outputs["position_map"][0].transpose(1, 2, 0).astype(np.float64) * 120.0
-        points = self.layout.sample(pmap)
-        dense = pmap[self.layout.face_mask]
-        return DecodeResult(points, pose_from_points(self.fm, points), dense=dense)
+        if pmap.shape[:2] != self.valid.shape:
+            raise ValueError(f"PRNet map is {pmap.shape[:2]}, its layout {self.uv_layout} is {self.valid.shape}")
+        if self.layout is None:
+            points = outputs["points"][0].astype(np.float64) * 120.0
+        else:
+            points = self.layout.sample(pmap)
+        return DecodeResult(points, pose_from_points(self.fm, points), dense=pmap[self.valid])
 
 
+# the recipe trains the dense layout; the shipped weights may still be the first layout (both decode, see above)
 METHOD = MethodInfo("prnet", "PRNet: UV position-map regression (64x64 map)", PRNetMethod, weights="prnet.onnx",
-                    recipe="engine.methods.prnet.train", outputs=("position_map",))
+                    recipe="engine.methods.prnet.train_dense", outputs=("position_map",))

@@ -67,24 +67,31 @@ ENCODER = [(16, 1), (32, 2), (32, 1), (64, 2), (64, 1), (128, 2), (128, 1), (128
 # 17 transposed convolutions: 8 -> 16 -> 32 -> 64
 DECODER = [(128, 1), (64, 2), (64, 1), (32, 2), (32, 1), (32, 1), (16, 2), (16, 1), (8, 1), (8, 1), (8, 1),
            (8, 1), (8, 1), (3, 1), (3, 1), (3, 1), (3, 1)]
+# the 128x128 map (the paper's rule: map resolution = input resolution): one more stride-2 stage, still 17 layers
+DECODER_128 = [(128, 1), (64, 2), (64, 1), (32, 2), (32, 1), (32, 1), (16, 2), (16, 1), (16, 1), (8, 2), (8, 1),
+               (8, 1), (8, 1), (3, 1), (3, 1), (3, 1), (3, 1)]
+DECODERS = {64: DECODER, 128: DECODER_128}
 
 
 class PRNet(nn.Module):
-    """120x120 crop in [-1, 1] -> (B, 3, 64, 64) position map in crop pixels / 120 (x, y, centred z)."""
+    """120x120 crop in [-1, 1] -> (B, 3, S, S) position map in crop pixels / 120 (x, y, centred z); S = 64 or 128."""
 
-    def __init__(self, width: int = 16, mean_map: torch.Tensor | None = None) -> None:
+    def __init__(self, width: int = 16, mean_map: torch.Tensor | None = None, map_size: int = MAP_SIZE) -> None:
         super().__init__()
+        if map_size not in DECODERS:
+            raise ValueError(f"map size {map_size} not supported (one of {sorted(DECODERS)})")
+        self.map_size = map_size
         # stride-2 stem: the 128x128 stage costs most and the 64x64 map does not need it
         self.stem = nn.Sequential(SameConv(3, width, 2), nn.BatchNorm2d(width), nn.ReLU(inplace=True))
         # the network predicts the offset from the training set's mean map (faster, steadier start)
-        self.register_buffer("mean_map", mean_map if mean_map is not None else torch.zeros(1, 3, MAP_SIZE, MAP_SIZE))
+        self.register_buffer("mean_map", mean_map if mean_map is not None else torch.zeros(1, 3, map_size, map_size))
         blocks, c = [], width
         for cout, s in ENCODER:
             blocks.append(ResBlock(c, cout, s))
             c = cout
         self.encoder = nn.Sequential(*blocks)
         ups = []
-        for cout, s in DECODER:
+        for cout, s in DECODERS[map_size]:
             # the 3-channel layers stay linear: a ReLU there would cut the map's negative offsets from the mean
             ups.append(UpConv(c, cout, s, act=cout > 3))
             c = cout
@@ -135,3 +142,26 @@ def fused_for_export(net: PRNet) -> PRNet:
     fused = copy.deepcopy(net).eval()
     fused.decoder = nn.Sequential(*[FusedUpConv(u) for u in net.decoder])
     return fused
+
+
+class MapWithReadout(nn.Module):
+    """The exported graph of a dense-layout PRNet: the position map and the points read from it in the graph
+    (each a fixed weighted sum of a few texels: the layout's ``readout_index`` / ``readout_weight``), so the ONNX
+    file carries its own readout and decoders need no layout data for the points."""
+
+    def __init__(self, net: nn.Module, readout_index: torch.Tensor, readout_weight: torch.Tensor) -> None:
+        super().__init__()
+        self.net = net
+        self.register_buffer("readout_index", readout_index.long())
+        self.register_buffer("readout_weight", readout_weight.float())
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        pmap = self.net(x)
+        return pmap, read_points(pmap, self.readout_index, self.readout_weight)
+
+
+def read_points(pmap: torch.Tensor, index: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """(B, 3, S, S) maps, (P, K) flat texel indices and weights -> (B, P, 3) read-out points (map units)."""
+    flat = pmap.flatten(2)                                   # (B, 3, S*S)
+    vals = flat[:, :, index.reshape(-1)].reshape(pmap.shape[0], 3, *index.shape)
+    return (vals * weight).sum(-1).transpose(1, 2)
