@@ -213,3 +213,18 @@ def test_shipped_first_layout_still_decodes():
     res = m.align(crop)
     assert res.landmarks.shape == (68, 3) and res.dense is not None and res.dense_faces is not None
     assert res.dense_faces.max() < len(res.dense)
+
+
+def test_obj_export_writes_prnets_dense_mesh(tmp_path):
+    from engine.export.writers import PerFrameFiles
+    from engine.facemodel import load_face_model
+    from engine.methods.base import create, registry
+    from engine.pipeline import FaceResult, FrameResult
+
+    if not registry()["prnet"].available:
+        pytest.skip("weights/prnet.onnx missing")
+    res = create("prnet").align(np.full((120, 120, 3), 128, np.uint8))
+    files = PerFrameFiles(tmp_path, "obj", load_face_model().triangles)
+    files.add(FrameResult(0, 0.0, np.zeros((120, 120, 3), np.uint8), [FaceResult(0, np.zeros(4), {"prnet": res})]))
+    text = (tmp_path / "obj" / "prnet" / "000000_0.obj").read_text()
+    assert text.count("v ") == len(res.dense) and text.count("f ") == len(res.dense_faces)

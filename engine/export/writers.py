@@ -132,7 +132,12 @@ class PerFrameFiles:
                 d = self.root / method
                 d.mkdir(parents=True, exist_ok=True)
                 name = f"{frame.index:06d}_{face.face_id}.{self.kind}"
-                text = pts_text(r.landmarks) if self.kind == "pts" else obj_text(r.mesh, self.triangles)
+                if self.kind == "pts":
+                    text = pts_text(r.landmarks)
+                elif r.dense is not None and r.dense_faces is not None:  # the densest surface (prnet's map)
+                    text = obj_text(r.dense, r.dense_faces)
+                else:
+                    text = obj_text(r.mesh, self.triangles)
                 atomic_write_text(d / name, text)
 
     def close(self) -> None:
