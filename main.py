@@ -71,16 +71,30 @@ def cmd_train(args: argparse.Namespace) -> int:
     except KeyError as e:
         print(f"error: {e.args[0]}", file=sys.stderr)
         return 2
+    if args.benchmark:
+        from engine.training.benchmark import benchmark, format_table
+
+        paths = ("old",) if args.legacy else ("old", "new", "new_worker")
+        res = benchmark(args.name, steps=args.steps, threads=args.threads, limit=args.limit,
+                        batch_size=args.batch_size, seed=args.seed, paths=paths, device=args.device,
+                        log=(lambda s: print(s, file=sys.stderr)) if args.json else print)
+        print(json.dumps(res) if args.json else format_table(res))
+        return 0
+    from pathlib import Path
+
+    speed = dict(legacy=args.legacy, overlap=args.overlap, device=args.device, rewarm=args.rewarm,
+                 pack=Path(args.pack) if args.pack else None)
     if args.ablation is None:
+        out_dir = Path(args.out) if args.out else None
         train(recipe, epochs=args.epochs, resume=args.resume, seed=args.seed, threads=args.threads,
-              limit=args.limit, batch_size=args.batch_size)
+              limit=args.limit, batch_size=args.batch_size, out_dir=out_dir, export=out_dir is None, **speed)
         return 0
     from engine.training.harness import RUNS_DIR, write_ablation
 
     # an ablation trains beside the shipped run and never replaces weights/; its history is a result
     out = train(recipe, epochs=args.epochs, resume=args.resume, seed=args.seed, threads=args.threads,
                 limit=args.limit, batch_size=args.batch_size, out_dir=RUNS_DIR / f"{args.name}-{args.ablation}",
-                export=False)
+                export=False, **speed)
     print(f"wrote {write_ablation(recipe, args.ablation, out['history'], args.seed)}")
     return 0
 
@@ -186,6 +200,31 @@ def cmd_bench(args: argparse.Namespace) -> int:
         for n, r in res["methods"].items():
             print(f"{n:<11} {r['ms_per_face_1t']:>11.2f} {r['ms_per_face_2t']:>11.2f} {r['pipeline_fps']:>13.1f}  "
                   f"{r['provider']}")
+        ks = list(next(iter(res["methods"].values()))["ms_per_face_by_faces"]) if res["methods"] else []
+        print("\nms per face, one thread, every face of a frame in one batch (network + tail):")
+        print(f"{'method':<11} " + " ".join(f"{k + ' face' + ('s' if k != '1' else ''):>22}" for k in ks))
+        for n, r in res["methods"].items():
+            cells = [f"{r['ms_per_face_by_faces'][k]:.3f} ({r['network_ms_by_faces'][k]:.3f} + "
+                     f"{r['tail_ms_by_faces'][k]:.3f})" for k in ks]
+            print(f"{n:<11} " + " ".join(f"{c:>22}" for c in cells))
+    return 0
+
+
+def cmd_stability(args: argparse.Namespace) -> int:
+    from engine.evaluation.stability import stability
+    from engine.methods.base import available_methods
+    from engine.paths import data_path
+
+    names = args.methods.split(",") if args.methods else available_methods()
+    res = stability(names, data_path("aflw2000_dev"), n_images=args.images, n_frames=args.frames)
+    if args.json:
+        print(json.dumps(res))
+    else:
+        print(f"{'method':<11} {'still raw':>9} {'still 1€':>9} {'moving raw':>10} {'moving 1€':>10} {'1€ lag':>12}"
+              f"  tracked   (jitter: % of face size per frame)")
+        for n, r in res["methods"].items():
+            print(f"{n:<11} {r['still_raw']:>9.2f} {r['still_smoothed']:>9.2f} {r['moving_raw']:>10.2f} "
+                  f"{r['moving_smoothed']:>10.2f} {r['lag_ms']:>9.0f} ms  {r['frames_tracked']}/{r['frames']}")
     return 0
 
 
@@ -238,6 +277,22 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--batch-size", type=int)
     s.add_argument("--ablation", help="train a named variant (e.g. prnet no-mask) beside the shipped run; "
                                       "its per-epoch history goes to docs/results/")
+    s.add_argument("--benchmark", action="store_true",
+                   help="time the data path, the compute and both together (images/s), old vs new path; no training")
+    s.add_argument("--steps", type=int, default=20, help="timed batches per benchmark measurement (default 20)")
+    s.add_argument("--json", action="store_true", help="with --benchmark: one JSON object on stdout")
+    s.add_argument("--legacy", action="store_true",
+                   help="today's data path (per-sample targets in the loop, NCHW, no prefetch); with --benchmark: "
+                        "time only that path")
+    s.add_argument("--overlap", choices=["none", "thread", "worker"],
+                   help="how batches are prepared during compute (default thread)")
+    s.add_argument("--device", help="torch device (default: cuda when present, else cpu)")
+    s.add_argument("--rewarm", action="store_true",
+                   help="with --resume: go back up to the base learning rate on purpose (default: a run that had "
+                        "entered its final anneal keeps annealing)")
+    s.add_argument("--pack", help="train from a packed training set (scripts/pack_training_set.py) instead of "
+                                  "../shared/data")
+    s.add_argument("--out", help="write checkpoints to this folder and ship nothing to weights/ (experiments)")
     s.set_defaults(func=cmd_train)
     s = sub.add_parser("card", help="measure a trained method and write its model card")
     s.add_argument("name")
@@ -271,11 +326,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True)
     s.add_argument("--force", action="store_true")
     s.set_defaults(func=cmd_compare)
-    s = sub.add_parser("bench", help="ms/face at 1 and 2 threads and pipeline FPS per method")
+    s = sub.add_parser("bench", help="ms/face at 1 and 2 threads, at 1/4/16 faces per frame, and pipeline FPS")
     s.add_argument("--methods")
     s.add_argument("--repeats", type=int, default=100)
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_bench)
+    s = sub.add_parser("stability", help="landmark jitter on aflw2000_dev clips with known motion, raw and "
+                                         "One-Euro, and One-Euro's lag")
+    s.add_argument("--methods", help="NAME[,NAME...] (default: every method with weights)")
+    s.add_argument("--images", type=int, default=8, help="aflw2000_dev images, two clips each (default 8)")
+    s.add_argument("--frames", type=int, default=40, help="frames per clip (default 40)")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_stability)
     for name, fn, n, hlp in [("build-face-model", cmd_build_face_model, 1500, "build weights/face_model.npz"),
                              ("fit-mediapipe-map", cmd_fit_mediapipe_map, 3000, "learn Face Mesh -> 68 points"),
                              ("calibrate-crop", cmd_calibrate_crop, 1500, "calibrate detector box -> crop box")]:

@@ -5,8 +5,8 @@ A method provides a ``Recipe`` (in engine/methods/<name>/train.py); ``python mai
 """
 from __future__ import annotations
 
+import copy
 import json
-import math
 import os
 import random
 import sys
@@ -26,7 +26,10 @@ from engine.geometry.projection import crop_to_image
 from engine.paths import PROJECT_ROOT, data_path, weights_path
 from engine.training.augment import AugmentConfig
 from engine.training.dataset import AlignmentDataset, image_to_tensor
-from engine.training.targets import CACHE_DIR, TrainingSet, load_training_set
+from engine.training.batches import OVERLAPS, batches, make_loader, pick_device, prepare_model
+from engine.training.cache import cached_uint8, files_fingerprint
+from engine.training.schedule import LEGACY_KIND, default_warmup, describe, legacy_lr, plan
+from engine.training.targets import CACHE_DIR, TrainingSet, decode_blobs, load_training_set, pack_root
 
 RUNS_DIR = PROJECT_ROOT / "runs"
 
@@ -85,6 +88,13 @@ class Recipe:
         """The module exported to ONNX: float NCHW [-1, 1] in, ``output_names`` out."""
         return model
 
+    def move_to(self, device: torch.device) -> None:
+        """Optional hook: put the tensors the recipe keeps (loss weights, face-model layers, ...) on the training
+        device. The default moves every tensor and module attribute; override for anything nested deeper."""
+        for key, value in list(vars(self).items()):
+            if isinstance(value, (torch.Tensor, nn.Module)):
+                setattr(self, key, value.to(device))
+
 
 def seed_everything(seed: int) -> None:
     random.seed(seed)
@@ -118,78 +128,143 @@ def count_flops(model: nn.Module, size: int = 120) -> int:
 
 
 class Validator:
-    """Protocol-mode NME on aflw2000_dev with the torch model (the shipped numbers come from `main.py eval`)."""
+    """Protocol-mode NME on aflw2000_dev with the torch model (the shipped numbers come from `main.py eval`).
 
-    def __init__(self, limit: int | None = None) -> None:
-        root = data_path("aflw2000_dev")
-        self.ds = load_set(root)
-        n = len(self.ds) if limit is None else min(limit, len(self.ds))
-        cache = CACHE_DIR / f"aflw2000_dev_crops_{n}.npy"
-        if cache.exists():
-            self.crops = np.load(cache)
+    The crops come from a validated uint8 cache (engine/training/cache.py), or from a pack's dev/ folder
+    (``$FACEALIGN_PACK``) on a machine without ../shared/data."""
+
+    def __init__(self, limit: int | None = None, pack: Path | None = None) -> None:
+        pack = pack or pack_root()
+        if pack is not None and (pack / "dev" / "labels.npz").exists():
+            dev = pack / "dev"
+            lab = np.load(dev / "labels.npz")
+            n = len(lab["yaw"]) if limit is None else min(limit, len(lab["yaw"]))
+            self.roi_box, self.pts68, self.yaw = lab["roi_box"][:n], lab["pts68"][:n], lab["yaw"][:n]
+            files = [dev / "images.bin", dev / "offsets.npy", dev / "labels.npz"]
+            fp = files_fingerprint(files, {"n": n, "source": "pack-dev"})
+
+            def fill(out: np.ndarray) -> None:
+                decode_blobs(np.fromfile(dev / "images.bin", np.uint8), np.load(dev / "offsets.npy"), out)
+            path = CACHE_DIR / f"aflw2000_dev_pack_{n}.u8"
         else:
-            self.crops = load_protocol_crops(self.ds)[:n]
-            CACHE_DIR.mkdir(parents=True, exist_ok=True)
-            np.save(cache, self.crops)
+            root = data_path("aflw2000_dev")
+            self.ds = load_set(root)
+            n = len(self.ds) if limit is None else min(limit, len(self.ds))
+            self.roi_box, self.pts68, self.yaw = self.ds.roi_box[:n], self.ds.pts68[:n, :, :2], self.ds.yaw[:n]
+            files = [root / "labels.npz"] + [self.ds.image_path(i) for i in range(n)]
+            fp = files_fingerprint(files, {"n": n, "size": 120, "source": "aflw2000_dev protocol crops"})
+            ds = self.ds
+
+            def fill(out: np.ndarray) -> None:
+                sub = copy.copy(ds)
+                sub.names = ds.names[:n]
+                out[:] = load_protocol_crops(sub)
+            path = CACHE_DIR / f"aflw2000_dev_crops_{n}.u8"
+        self.crops = cached_uint8(path, fp, (n, 120, 120, 3), fill)
         self.n = n
+
+    @staticmethod
+    def available(pack: Path | None = None) -> bool:
+        pack = pack or pack_root()
+        return (data_path("aflw2000_dev") / "labels.npz").exists() or (
+            pack is not None and (pack / "dev" / "labels.npz").exists())
 
     @torch.no_grad()
     def __call__(self, recipe: Recipe, model: nn.Module) -> dict[str, float]:
         model.eval()
+        device = next(model.parameters()).device
         preds = []
         for s in range(0, self.n, 100):
-            x = torch.stack([image_to_tensor(c) for c in self.crops[s:s + 100]])
+            x = torch.stack([image_to_tensor(c) for c in self.crops[s:s + 100]]).to(device)
             preds.append(recipe.landmarks(model, x).cpu().numpy())
         model.train()
         lm = np.concatenate(preds)
-        img_pts = np.stack([crop_to_image(lm[i], self.ds.roi_box[i]) for i in range(self.n)])
-        nme = nme_per_image(img_pts, self.ds.pts68[:self.n, :, :2])
-        return bucket_summary(nme, self.ds.yaw[:self.n])[0]
+        img_pts = np.stack([crop_to_image(lm[i], self.roi_box[i]) for i in range(self.n)])
+        nme = nme_per_image(img_pts, self.pts68[:, :, :2])
+        return bucket_summary(nme, self.yaw)[0]
 
 
-def _lr_at(step: int, total: int, base: float, warmup: int) -> float:
-    if step < warmup:
-        return base * (step + 1) / warmup
-    p = (step - warmup) / max(1, total - warmup)
-    return base * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * p)))
+_lr_at = legacy_lr  # the pre-issue-11 schedule (kept for old callers)
+
+
+def _resume_point(ckpt: dict, steps_per_epoch: int, base_lr: float) -> tuple[float, list[dict]]:
+    """(last learning rate, schedule segments so far) of a checkpoint, including pre-issue-11 ones, which record
+    no schedule: their rate is the optimizer's, or, for shipped weights (no optimizer), where the legacy cosine
+    over their epochs ended."""
+    done = len(ckpt["history"])
+    sched = ckpt.get("schedule") or {}
+    segments = [dict(seg) for seg in sched.get("segments", [])]
+    if not segments and done:
+        segments = [{"epochs": [1, done], "kind": LEGACY_KIND, "legacy": True}]
+    if segments:
+        segments[-1]["epochs"] = [segments[-1]["epochs"][0], done]  # it may have been interrupted before its end
+    last = ckpt.get("last_lr")
+    if last is None and ckpt.get("optimizer"):
+        last = ckpt["optimizer"]["param_groups"][0]["lr"]
+    if last is None:
+        total = done * steps_per_epoch
+        last = legacy_lr(total - 1, total, base_lr, default_warmup(total))
+    return float(last), segments
 
 
 def train(recipe: Recipe, epochs: int | None = None, resume: bool = False, seed: int = 0,
           threads: int | None = None, limit: int | None = None, val_limit: int | None = None,
           batch_size: int | None = None, out_dir: Path | None = None, export: bool = True,
-          log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Train ``recipe``; returns the history. Checkpoints go to runs/NAME/, shipped files to weights/."""
+          log: Callable[[str], None] = print, *, legacy: bool = False, overlap: str | None = None,
+          channels_last: bool | None = None, device: str | None = None, rewarm: bool = False,
+          pack: Path | None = None) -> dict[str, Any]:
+    """Train ``recipe``; returns the history. Checkpoints go to runs/NAME/, shipped files to weights/.
+
+    ``legacy`` runs the pre-issue-11 data path (per-sample targets in the loop, no overlap, NCHW); otherwise
+    batches are prepared by a prefetch thread (``overlap``: none / thread / worker) with the recipe's batched
+    targets, and convolutions run channels_last (``channels_last`` overrides). ``device``: default CUDA when
+    present. ``rewarm``: when resuming a run that had entered its anneal, go back up to the base rate on purpose
+    (otherwise the anneal continues; see engine/training/schedule.py). ``pack``: train from a packed training set
+    (scripts/pack_training_set.py) instead of ../shared/data.
+    """
     epochs = epochs or recipe.epochs
     bs = batch_size or recipe.batch_size
     # engine/__init__ sets OMP_NUM_THREADS=1 for inference; training wants every core unless told otherwise
     torch.set_num_threads(threads or os.cpu_count() or 1)
     seed_everything(seed)
+    dev = pick_device(device)
+    recipe.legacy_data_path = legacy
+    overlap = "none" if legacy else (overlap or "thread")
+    if overlap not in OVERLAPS:
+        raise ValueError(f"overlap must be one of {', '.join(OVERLAPS)}, not {overlap!r}")
+    use_cl = (not legacy) if channels_last is None else channels_last
+    if dev.type == "cuda":
+        torch.backends.cudnn.benchmark = True
     run_dir = out_dir or RUNS_DIR / recipe.name
     run_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path = run_dir / "last.pt"
 
     t_load = time.time()
-    train_set = load_training_set(limit=limit)
-    log(f"[{recipe.name}] {len(train_set)} training crops loaded in {time.time() - t_load:.0f}s")
-    validator = Validator(val_limit) if (data_path("aflw2000_dev") / "labels.npz").exists() else None
+    train_set = load_training_set(limit=limit, pack=pack, log=log)
+    log(f"[{recipe.name}] {len(train_set)} training crops loaded in {time.time() - t_load:.0f}s; device {dev}, "
+        f"{'legacy data path' if legacy else f'overlap {overlap}'}, {'channels_last' if use_cl else 'NCHW'}")
+    validator = Validator(val_limit, pack=pack) if Validator.available(pack) else None
     model = recipe.build(train_set)
-    opt = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
     ds = recipe.make_dataset(train_set, seed)
     g = torch.Generator()
     g.manual_seed(seed)
-    loader = DataLoader(ds, batch_size=bs, shuffle=True, drop_last=len(ds) > bs, generator=g, num_workers=0)
+    loader = make_loader(ds, bs, g, overlap, recipe.batch_targets if dev.type == "cpu" else None,
+                         pin_memory=dev.type == "cuda")
     steps_per_epoch = len(loader)
-    total = steps_per_epoch * epochs
     history: list[dict[str, Any]] = []
     start_epoch = 0
+    last_lr: float | None = None
+    segments: list[dict] = []
+    opt_state = None
     shipped = weights_path(f"{recipe.name}.pt")
     if resume and ckpt_path.exists():
         ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
         model.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["optimizer"])
+        opt_state = ck["optimizer"]
         history = ck["history"]
         start_epoch = ck["epoch"] + 1
         g.set_state(ck["generator"])
+        last_lr, segments = _resume_point(ck, steps_per_epoch, recipe.lr)
         log(f"[{recipe.name}] resumed from epoch {start_epoch}")
     elif resume and out_dir is None and shipped.exists():
         # a fresh clone has no runs/: continue from the shipped weights (the optimizer restarts)
@@ -197,21 +272,42 @@ def train(recipe: Recipe, epochs: int | None = None, resume: bool = False, seed:
         model.load_state_dict(ck["model"])
         history = ck["history"]
         start_epoch = len(history)
+        last_lr, segments = _resume_point(ck, steps_per_epoch, recipe.lr)
         log(f"[{recipe.name}] resumed from the shipped weights after epoch {start_epoch} (fresh optimizer)")
     elif resume:
         log(f"[{recipe.name}] nothing to resume in {run_dir} or {shipped}; starting fresh")
+    model = prepare_model(model, dev, use_cl)
+    recipe.move_to(dev)
+    opt = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
+    if opt_state is not None:
+        opt.load_state_dict(opt_state)
+
+    prev = segments[-1] if segments and not segments[-1].get("legacy") else None
+    sched = plan(recipe.lr, steps_per_epoch, epochs, resume_step=start_epoch * steps_per_epoch, last_lr=last_lr,
+                 warmup_steps=prev["warmup_steps"] if prev else None, rewarm=rewarm)
+    if start_epoch < epochs:
+        seg = {"epochs": [start_epoch + 1, epochs], **sched.record(steps_per_epoch)}
+        if prev is not None and sched.resume_lr is None and prev["base_lr"] == recipe.lr:
+            seg["epochs"][0] = prev["epochs"][0]  # the same smooth schedule, its anneal moved: one segment
+            segments = segments[:-1]
+        segments.append(seg)
+        if start_epoch:
+            log(f"[{recipe.name}] schedule: {describe(segments[-1:])}"
+                + ("" if rewarm or sched.resume_lr is None else
+                   f" (pass --rewarm to go back to lr {recipe.lr:g} on purpose)"))
 
     model.train()
+    lr = last_lr if last_lr is not None else recipe.lr
     for epoch in range(start_epoch, epochs):
         if hasattr(ds, "set_epoch"):
             ds.set_epoch(epoch)
         t0 = time.time()
         sums: dict[str, float] = {}
-        for it, batch in enumerate(loader):
+        for it, batch in enumerate(batches(loader, recipe.batch_targets, dev, overlap, use_cl)):
             step = epoch * steps_per_epoch + it
+            lr = sched.lr(step)
             for grp in opt.param_groups:
-                grp["lr"] = _lr_at(step, total, recipe.lr, warmup=min(300, total // 10 + 1))
-            batch = recipe.batch_targets(batch)
+                grp["lr"] = lr
             loss, parts = recipe.loss(model, batch)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -226,7 +322,7 @@ def train(recipe: Recipe, epochs: int | None = None, resume: bool = False, seed:
                 log(f"[{recipe.name}] epoch {epoch + 1}/{epochs} step {it + 1}/{steps_per_epoch} {msg} "
                     f"({(it + 1) * bs / el:.0f} img/s, epoch ETA {eta:.0f}s)")
         rec: dict[str, Any] = {"epoch": epoch + 1, "seconds": time.time() - t0,
-                               **{k: v / steps_per_epoch for k, v in sums.items()}}
+                               **{k: v / steps_per_epoch for k, v in sums.items()}, "lr": lr}
         if validator is not None:
             rec["val_nme"] = validator(recipe, model)
             v = rec["val_nme"]
@@ -235,24 +331,31 @@ def train(recipe: Recipe, epochs: int | None = None, resume: bool = False, seed:
         history.append(rec)
         tmp = ckpt_path.with_suffix(".tmp")
         torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch,
-                    "history": history, "generator": g.get_state(), "seed": seed}, tmp)
+                    "history": history, "generator": g.get_state(), "seed": seed,
+                    "schedule": {"segments": segments}, "last_lr": lr}, tmp)
         tmp.replace(ckpt_path)
         (run_dir / "history.json").write_text(json.dumps(history, indent=1))
 
     if export:
-        ship(recipe, model, history, seed=seed, epochs=epochs, log=log)
-    return {"history": history, "model": model}
+        ship(recipe, model, history, seed=seed, epochs=epochs, log=log, schedule=segments, last_lr=lr)
+    return {"history": history, "model": model, "schedule": segments}
 
 
 def ship(recipe: Recipe, model: nn.Module, history: list[dict], seed: int, epochs: int,
-         log: Callable[[str], None] = print) -> None:
-    """Final torch checkpoint + ONNX in weights/, then the training facts the model card reads."""
+         log: Callable[[str], None] = print, schedule: list[dict] | None = None,
+         last_lr: float | None = None) -> None:
+    """Final torch checkpoint + ONNX in weights/, then the training facts the model card reads (with the
+    learning-rate schedule each range of epochs had)."""
     from engine.training.export import export_onnx
 
+    # shipped files are plain CPU, NCHW tensors whatever the run used
+    trained_on = str(next(model.parameters()).device)
+    model = model.to("cpu", memory_format=torch.contiguous_format)
+    recipe.move_to(torch.device("cpu"))
     pt = weights_path(f"{recipe.name}.pt")
     tmp = pt.with_suffix(".tmp")
     torch.save({"model": model.state_dict(), "history": history, "seed": seed, "epochs": epochs,
-                "optimizer": None}, tmp)
+                "optimizer": None, "schedule": {"segments": schedule or []}, "last_lr": last_lr}, tmp)
     tmp.replace(pt)
     onnx_path = export_onnx(recipe, model, weights_path(f"{recipe.name}.onnx"))
     facts = {
@@ -263,6 +366,7 @@ def ship(recipe: Recipe, model: nn.Module, history: list[dict], seed: int, epoch
         "augment": recipe.augment.__dict__, "command": " ".join(["python"] + sys.argv) if sys.argv else "",
         "train_seconds": float(sum(h["seconds"] for h in history)), "threads": torch.get_num_threads(),
         "history": history, "host": os.uname().nodename,
+        "schedule": describe(schedule) if schedule else None, "device": trained_on,
     }
     weights_path(f"{recipe.name}.train.json").write_text(json.dumps(facts, indent=1, default=str))
     log(f"[{recipe.name}] shipped {pt.name} and {onnx_path.name}")

@@ -16,6 +16,14 @@ def trainable() -> dict[str, str]:
 
 
 def get_recipe(name: str, ablation: str | None = None) -> Recipe:
+    """The recipe of method ``name``; a dotted recipe module (e.g. ``engine.methods.prnet.train``) also works, for
+    benchmarking or training a recipe that is not (or no longer) its method's declared one."""
+    if "." in name:
+        module = importlib.import_module(name)
+        if not hasattr(module, "RECIPE"):
+            raise KeyError(f"{name} defines no RECIPE")
+        recipe = module.RECIPE()
+        return recipe if ablation is None else dataclasses.replace(recipe, **recipe.ablations[ablation])
     recipes = trainable()
     if name not in recipes:
         raise KeyError(f"no training recipe for {name!r}; trainable: {', '.join(sorted(recipes))}")

@@ -140,7 +140,7 @@ class PRNetRecipe(Recipe):
     def landmarks(self, model, images):
         lay = layout()
         pm = model(images).permute(0, 2, 3, 1) * 120.0
-        uv = torch.from_numpy(lay.texel_uv[N_MESH:]).float()
+        uv = torch.from_numpy(lay.texel_uv[N_MESH:]).float().to(pm.device)
         return bilinear(pm, uv)[..., :2]
 
 
