@@ -200,6 +200,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
         for n, r in res["methods"].items():
             print(f"{n:<11} {r['ms_per_face_1t']:>11.2f} {r['ms_per_face_2t']:>11.2f} {r['pipeline_fps']:>13.1f}  "
                   f"{r['provider']}")
+        ks = list(next(iter(res["methods"].values()))["ms_per_face_by_faces"]) if res["methods"] else []
+        print("\nms per face, one thread, every face of a frame in one batch (network + tail):")
+        print(f"{'method':<11} " + " ".join(f"{k + ' face' + ('s' if k != '1' else ''):>22}" for k in ks))
+        for n, r in res["methods"].items():
+            cells = [f"{r['ms_per_face_by_faces'][k]:.3f} ({r['network_ms_by_faces'][k]:.3f} + "
+                     f"{r['tail_ms_by_faces'][k]:.3f})" for k in ks]
+            print(f"{n:<11} " + " ".join(f"{c:>22}" for c in cells))
     return 0
 
 
@@ -301,7 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True)
     s.add_argument("--force", action="store_true")
     s.set_defaults(func=cmd_compare)
-    s = sub.add_parser("bench", help="ms/face at 1 and 2 threads and pipeline FPS per method")
+    s = sub.add_parser("bench", help="ms/face at 1 and 2 threads, at 1/4/16 faces per frame, and pipeline FPS")
     s.add_argument("--methods")
     s.add_argument("--repeats", type=int, default=100)
     s.add_argument("--json", action="store_true")

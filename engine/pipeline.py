@@ -16,7 +16,7 @@ from typing import Callable
 import numpy as np
 
 from engine.detect.crop_policy import crop_image
-from engine.methods.base import Method, NoFaceError, create
+from engine.methods.base import Method, create
 from engine.result import AlignmentResult
 from engine.smoothing import OneEuroFilter
 from engine.sources import Frame, Source
@@ -70,17 +70,18 @@ class FrameProcessor:
         t_det = time.perf_counter()
         faces, method_ms = [], {n: 0.0 for n in self.methods}
         stage = {"detect": (t_det - t0) * 1e3, "align": 0.0, "visibility": 0.0}
-        for tr in tracks:
-            crop = crop_image(frame.image, tr.box)
+        crops = [crop_image(frame.image, tr.box) for tr in tracks]
+        # each method aligns every face of the frame in one batch (one network call, one vectorised tail)
+        batch: dict[str, list[AlignmentResult | None]] = {}
+        for name, m in self.methods.items():
+            ta = time.perf_counter()
+            batch[name] = m.align_batch(crops) if crops else []
+            method_ms[name] += (time.perf_counter() - ta) * 1e3
+        for k, tr in enumerate(tracks):
             out: dict[str, AlignmentResult] = {}
-            for name, m in self.methods.items():
-                ta = time.perf_counter()
-                try:
-                    r = m.align(crop)
-                except NoFaceError:
-                    r = None
-                method_ms[name] += (time.perf_counter() - ta) * 1e3
-                if r is None:
+            for name in self.methods:
+                r = batch[name][k]
+                if r is None:  # the method found no face in this crop
                     continue
                 stage["align"] += r.timings.get("network", 0.0) + r.timings.get("decode", 0.0)
                 stage["visibility"] += r.timings.get("visibility", 0.0)

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from engine.facemodel import N_LMK, N_MESH, FaceModel
-from engine.geometry.mesh import (boundary_loops, face_normals, occluded_by_mesh, point_visibility,
-                                  stitch_polylines, vertex_normals, vertex_rings)
+from engine.geometry.mesh import (boundary_loops, occluded_by_mesh, occluded_by_mesh_batch,
+                                  point_visibility, stitch_polylines, vertex_normals, vertex_rings)
 
 N_JAW = 17
 # The jaw point's own patch never hides it: one ring is the strip (the wall from the oval to the jaw), two more
@@ -109,15 +109,7 @@ def landmark_visibility(fm: FaceModel, points: np.ndarray) -> np.ndarray:
     The 51 inner landmarks lie on the mesh: their anchor vertex's normal and a z-test against the mesh. The 17
     jaw points: ``jaw_visibility``.
     """
-    mesh, lmk = points[:N_MESH], points[N_MESH:]
-    # only the 68 anchors' normals are needed: one (68, T) product instead of all 468 vertex normals
-    normals = _anchor_incidence(fm) @ face_normals(mesh, fm.triangles)
-    normals /= np.maximum(np.linalg.norm(normals, axis=1, keepdims=True), 1e-12)
-    inner = slice(N_JAW, N_LMK)
-    visible = np.empty(N_LMK, bool)
-    visible[inner] = point_visibility(lmk[inner], normals[inner], mesh, fm.triangles)
-    visible[:N_JAW] = jaw_visibility(fm, points)
-    return visible
+    return landmark_visibility_batch(fm, np.asarray(points)[None])[0]
 
 
 def mesh_visibility(fm: FaceModel, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -126,3 +118,62 @@ def mesh_visibility(fm: FaceModel, points: np.ndarray) -> tuple[np.ndarray, np.n
     normals = vertex_normals(mesh, fm.triangles)
     vis_mesh = point_visibility(mesh, normals, mesh, fm.triangles)
     return vis_mesh, landmark_visibility(fm, points)
+
+
+@dataclass(frozen=True)
+class _BatchTables:
+    """What ``landmark_visibility_batch`` precomputes once per face model."""
+    tris: np.ndarray          # (T + S, 3) the jaw surface's triangles (the mesh's first)
+    ignore: np.ndarray        # (68, T + S) bool: pairs that may not occlude (inner: the strip; jaw: own patch)
+    normal_tris: np.ndarray   # (K,) the mesh triangles touching an inner landmark's anchor
+    incidence: np.ndarray     # (51, K) 0/1: which of them each inner anchor's normal sums
+    mean_centred: np.ndarray  # (536, 3) the mean shape, pixel frame, centred (the jaw's rotation)
+
+
+_BATCH_TABLES: dict[int, _BatchTables] = {}
+
+
+def _batch_tables(fm: FaceModel) -> _BatchTables:
+    key = id(fm.triangles)
+    if key not in _BATCH_TABLES:
+        surface = jaw_surface(fm)
+        n_mesh_tris = len(fm.triangles)
+        ignore = np.zeros((N_LMK, len(surface.triangles)), bool)
+        ignore[:N_JAW] = surface.own_patch
+        ignore[N_JAW:, n_mesh_tris:] = True  # the inner landmarks are tested against the mesh alone
+        inc = _anchor_incidence(fm)[N_JAW:]
+        used = np.nonzero(inc.any(0))[0]
+        src = _pixel_frame(fm.mean)
+        _BATCH_TABLES[key] = _BatchTables(surface.triangles, ignore, used, np.ascontiguousarray(inc[:, used]),
+                                          src - src.mean(0))
+    return _BATCH_TABLES[key]
+
+
+def landmark_visibility_batch(fm: FaceModel, points: np.ndarray) -> np.ndarray:
+    """(B, 68) ``landmark_visibility`` of (B, 536, 3) pixel-frame points, every face of a frame at once.
+
+    The same tests in float64: inner landmarks by their anchor normal (summed over the triangles that touch the
+    anchor only) and a z-test against the mesh; jaw points by the model's jaw normals turned by each face's
+    rotation and a z-test against the jaw surface outside their own patch; one batched z-test for all 68.
+    """
+    t = _batch_tables(fm)
+    p = np.asarray(points, np.float64)
+    mesh = p[:, :N_MESH]
+    # inner anchors' normals: only the z component and the length decide "facing"
+    corners = mesh[:, fm.triangles[t.normal_tris]]                          # (B, K, 3, 3)
+    e1, e2 = corners[:, :, 1] - corners[:, :, 0], corners[:, :, 2] - corners[:, :, 0]
+    # face_normals' -cross(e1, e2), written out (np.cross costs more in axis bookkeeping than in arithmetic)
+    fn = np.stack([e1[..., 2] * e2[..., 1] - e1[..., 1] * e2[..., 2], e1[..., 0] * e2[..., 2] - e1[..., 2] * e2[..., 0],
+                   e1[..., 1] * e2[..., 0] - e1[..., 0] * e2[..., 1]], -1)
+    normals = t.incidence @ fn                                              # (B, 51, 3)
+    length = np.maximum(np.linalg.norm(normals, axis=2), 1e-12)
+    facing = np.empty(p.shape[:1] + (N_LMK,), bool)
+    facing[:, N_JAW:] = normals[:, :, 2] / length > GRAZING
+    # jaw: the rotation of the best similarity from the mean, as rotation_from_mean, batched
+    dst = p - p.mean(1, keepdims=True)
+    u, _, vt = np.linalg.svd(dst.transpose(0, 2, 1) @ t.mean_centred)
+    d = np.sign(np.linalg.det(u @ vt))
+    rot = u @ (np.stack([np.ones_like(d), np.ones_like(d), d], 1)[:, :, None] * vt)
+    facing[:, :N_JAW] = rot[:, 2] @ jaw_surface(fm).jaw_normals.T > GRAZING   # z of the turned jaw normals
+    eps = EPS_FRACTION * (np.ptp(mesh[:, :, 0], axis=1) + 1e-9)
+    return facing & ~occluded_by_mesh_batch(p[:, N_MESH:], p, t.tris, eps, t.ignore)

@@ -1,5 +1,6 @@
-"""`main.py bench`: per-method ms/face on fixed crops at 1 and 2 threads, and end-to-end FPS through the threaded
-pipeline on the test video (a generated clip when shared data is absent)."""
+"""`main.py bench`: per-method ms/face on fixed crops at 1 and 2 threads, ms/face with 1, 4 and 16 faces per frame
+(one batched call), and end-to-end FPS through the threaded pipeline on the test video (a generated clip when
+shared data is absent)."""
 from __future__ import annotations
 
 import tempfile
@@ -61,6 +62,30 @@ def ms_per_face(name: str, threads: int = 1, repeats: int = 100, warmup: int = 1
             "provider": provider}
 
 
+FACES_PER_FRAME = (1, 4, 16)
+
+
+def ms_per_face_batched(name: str, faces: int, threads: int = 1, repeats: int = 100, warmup: int = 3,
+                        crops: list[np.ndarray] | None = None) -> dict[str, float]:
+    """Median ms per face when a frame holds ``faces`` faces, all aligned by one ``align_batch`` call, and the
+    median per-face split of that call into network and tail (decode + visibility + result)."""
+    crops = crops or fixed_crops()
+    frame = [crops[k % len(crops)] for k in range(faces)]
+    m = create(name, threads=threads) if name != "mediapipe" else create(name)
+    for _ in range(warmup):
+        m.align_batch(frame)
+    times, network = [], []
+    for _ in range(max(10, repeats * 4 // (faces + 3))):  # ~the same face count at every batch size
+        t0 = time.perf_counter()
+        res = m.align_batch(frame)
+        times.append((time.perf_counter() - t0) * 1e3 / faces)
+        network.append(next((r.timings["network"] for r in res if r is not None), np.nan))
+    m.close()
+    per_face = float(np.median(times))
+    return {"ms_per_face": per_face, "network": float(np.nanmedian(network)),
+            "tail": per_face - float(np.nanmedian(network))}
+
+
 def generated_clip(path: Path, frames: int = 40) -> Path:
     faces = synthetic_faces(4)
     w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 25, (640, 360))
@@ -117,8 +142,13 @@ def bench(methods: list[str], repeats: int = 100) -> dict:
     for name in methods:
         one = ms_per_face(name, 1, repeats, crops=crops)
         two = ms_per_face(name, 2, repeats, crops=crops)
+        batched = {k: ms_per_face_batched(name, k, 1, repeats, crops=crops) for k in FACES_PER_FRAME}
         pipe = pipeline_fps(name)
         out[name] = {"ms_per_face_1t": round(one["median"], 3), "ms_per_face_2t": round(two["median"], 3),
+                     # one thread, every face of a frame in one align_batch call: per face, and its split
+                     "ms_per_face_by_faces": {str(k): round(v["ms_per_face"], 3) for k, v in batched.items()},
+                     "network_ms_by_faces": {str(k): round(v["network"], 3) for k, v in batched.items()},
+                     "tail_ms_by_faces": {str(k): round(v["tail"], 3) for k, v in batched.items()},
                      "ms_per_face_1t_min_max": [round(one["min"], 3), round(one["max"], 3)],
                      "ms_per_face_2t_min_max": [round(two["min"], 3), round(two["max"], 3)],
                      "pipeline_fps": round(pipe["fps"], 2), "pipeline_frames": pipe["frames"],

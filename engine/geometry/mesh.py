@@ -225,3 +225,70 @@ def rasterize_painter(verts: np.ndarray, tris: np.ndarray, width: int, height: i
     lam = np.clip(np.nan_to_num(lam, nan=1.0 / 3.0), 0.0, 1.0)
     bary[ys, xs] = lam / np.maximum(lam.sum(1, keepdims=True), 1e-12)
     return tri_id, bary
+
+
+def occluded_by_mesh_batch(points: np.ndarray, verts: np.ndarray, tris: np.ndarray, eps: np.ndarray,
+                           ignore: np.ndarray | None = None) -> np.ndarray:
+    """``occluded_by_mesh`` for a batch of faces at once: points (B, P, 3), verts (B, V, 3), one triangle list,
+    eps (B,), ignore (P, T) shared by every face. Returns (B, P) bool, the same decisions as the per-face test.
+
+    Candidate (point, triangle) pairs come from each triangle's x-extent (1-pixel bins of the points' x), so
+    only a few pairs per triangle reach the box, depth and barycentric tests: the same comparisons as
+    ``occluded_by_mesh``, in float64, hence the same decisions.
+    """
+    p = np.asarray(points, dtype=np.float64)
+    v = np.asarray(verts, dtype=np.float64)
+    n_faces, n_points = p.shape[:2]
+    n_tris = len(tris)
+    out = np.zeros((n_faces, n_points), bool)
+    if n_points == 0 or n_faces == 0:
+        return out
+    corners = v[:, tris]                                                   # (B, T, 3 corners, 3)
+    cx, cy, cz = corners[..., 0], corners[..., 1], corners[..., 2]         # (B, T, 3) each
+    # boxes by np.minimum of the three corners (a min over a size-3 axis is many times slower in numpy)
+    xmin = np.minimum(np.minimum(cx[..., 0], cx[..., 1]), cx[..., 2])
+    xmax = np.maximum(np.maximum(cx[..., 0], cx[..., 1]), cx[..., 2])
+    ymin = np.minimum(np.minimum(cy[..., 0], cy[..., 1]), cy[..., 2]).ravel()
+    ymax = np.maximum(np.maximum(cy[..., 0], cy[..., 1]), cy[..., 2]).ravel()
+    zmax = np.maximum(np.maximum(cz[..., 0], cz[..., 1]), cz[..., 2]).ravel()
+    # candidate pairs from 1-pixel x bins: the points sorted by (face, bin), a cumulative count per bin gives each
+    # triangle the run of points whose bin overlaps its x-extent (a superset of the exact test below)
+    x0 = np.floor(min(p[:, :, 0].min(), xmin.min()))
+    n_bins = int(np.floor(max(p[:, :, 0].max(), xmax.max())) - x0) + 2
+    face_base = (np.arange(n_faces) * n_bins)[:, None]
+    point_bin = (np.floor(p[:, :, 0] - x0).astype(np.int64) + face_base).ravel()
+    order = np.argsort(point_bin, kind="stable")                          # flat (face * P + point), by bin
+    first = np.concatenate([[0], np.cumsum(np.bincount(point_bin, minlength=n_faces * n_bins))])
+    lo = first[(np.floor(xmin - x0).astype(np.int64) + face_base).ravel()]
+    hi = first[(np.floor(xmax - x0).astype(np.int64) + face_base).ravel() + 1]
+    count = hi - lo
+    n = int(count.sum())
+    if n == 0:
+        return out
+    pair = np.repeat(np.arange(count.size), count)                         # flat face * T + triangle of each pair
+    start = np.cumsum(count) - count
+    face = pair // n_tris
+    flat_point = order[lo[pair] + np.arange(n) - start[pair]]              # flat face * P + point of each pair
+    point = flat_point - face * n_points
+    py = p[:, :, 1].ravel()[flat_point]
+    lim = (p[:, :, 2] + eps[:, None]).ravel()[flat_point]                  # the point's z + eps
+    px = p[:, :, 0].ravel()[flat_point]
+    cand = (px >= xmin.ravel()[pair]) & (px <= xmax.ravel()[pair]) & (py >= ymin[pair]) & (py <= ymax[pair]) & \
+        (zmax[pair] > lim)
+    if ignore is not None:
+        cand &= ~ignore.ravel()[point * n_tris + (pair - face * n_tris)]
+    pair, flat_point, px, py, lim = pair[cand], flat_point[cand], px[cand], py[cand], lim[cand]
+    if len(pair) == 0:
+        return out
+    c3 = corners.reshape(-1, 3, 3)[pair]                                   # (M, 3, 3)
+    a, b, c = c3[:, 0], c3[:, 1], c3[:, 2]
+    # the barycentrics exactly as _barycentrics computes them (NaN for triangles of no 2D area: never inside)
+    den = (b[:, 0] - a[:, 0]) * (c[:, 1] - a[:, 1]) - (c[:, 0] - a[:, 0]) * (b[:, 1] - a[:, 1])
+    den = np.where(np.abs(den) < 1e-9, np.nan, den)
+    l1 = ((px - a[:, 0]) * (c[:, 1] - a[:, 1]) - (c[:, 0] - a[:, 0]) * (py - a[:, 1])) / den
+    l2 = ((b[:, 0] - a[:, 0]) * (py - a[:, 1]) - (px - a[:, 0]) * (b[:, 1] - a[:, 1])) / den
+    l0 = 1 - l1 - l2
+    z = l0 * a[:, 2] + l1 * b[:, 2] + l2 * c[:, 2]
+    hit = (l0 >= 0) & (l1 >= 0) & (l2 >= 0) & (z > lim)
+    out.ravel()[flat_point[hit]] = True
+    return out

@@ -21,32 +21,47 @@ def tps_kernel_sq(d2: np.ndarray) -> np.ndarray:
 
 
 def tps_apply(points: np.ndarray, controls: np.ndarray, params: np.ndarray) -> np.ndarray:
-    """Warp (N, 3) points with a TPS on (K, 3) control points; params (3, K + 4)."""
-    k = len(controls)
+    """Warp (N, 3) points with a TPS on (K, 3) control points; params (3, K + 4). Leading batch axes (B, ...)
+    on all three warp B shapes at once."""
+    k = controls.shape[-2]
+    ct = np.swapaxes(controls, -1, -2)
     # squared distances by |p|^2 + |c|^2 - 2 p.c: one matrix product instead of an (N, K, 3) array
-    d2 = (points * points).sum(1)[:, None] + (controls * controls).sum(1)[None, :] - 2.0 * points @ controls.T
+    d2 = (points * points).sum(-1)[..., :, None] + (controls * controls).sum(-1)[..., None, :] - 2.0 * points @ ct
     u = tps_kernel_sq(d2)                                                               # (N, K)
-    return u @ params[:, :k].T + points @ params[:, k + 1:].T + params[:, k]
+    return (u @ np.swapaxes(params[..., :k], -1, -2) + points @ np.swapaxes(params[..., k + 1:], -1, -2)
+            + params[..., None, :, k])
 
 
 def tps_fit(controls: np.ndarray, targets: np.ndarray, reg: float = 0.0) -> np.ndarray:
     """The interpolating TPS taking ``controls`` (K, 3) exactly to ``targets`` (K, 3) (reg = 0).
 
     Solves [[U + reg I, P], [P^T, 0]] [w; a] = [y; 0] per axis, which also enforces sum w = 0 and sum w c = 0.
+    A leading batch axis (B, K, 3) fits B splines in one batched solve.
     """
-    k = len(controls)
-    d = controls[:, None] - controls[None]
-    u = tps_kernel_sq((d * d).sum(2)) + reg * np.eye(k)
-    p = np.concatenate([np.ones((k, 1)), controls], axis=1)
-    a = np.zeros((k + 4, k + 4))
-    a[:k, :k], a[:k, k:], a[k:, :k] = u, p, p.T
-    b = np.zeros((k + 4, 3))
-    b[:k] = targets
+    if controls.ndim == 3:
+        try:
+            return np.swapaxes(np.linalg.solve(*_tps_system(controls, targets, reg)), -1, -2)
+        except np.linalg.LinAlgError:  # one singular system: each face on its own (least squares where needed)
+            return np.stack([tps_fit(c, t, reg) for c, t in zip(controls, targets)])
+    a, b = _tps_system(controls, targets, reg)
     try:
         sol = np.linalg.solve(a, b)
     except np.linalg.LinAlgError:  # coincident control points: the least-squares solution
         sol = np.linalg.lstsq(a, b, rcond=None)[0]
     return sol.T  # (3, K + 4)
+
+
+def _tps_system(controls: np.ndarray, targets: np.ndarray, reg: float) -> tuple[np.ndarray, np.ndarray]:
+    """The interpolation system [[U + reg I, P], [P^T, 0]] and its right-hand side, leading batch axes kept."""
+    k = controls.shape[-2]
+    d = controls[..., :, None, :] - controls[..., None, :, :]
+    u = tps_kernel_sq((d * d).sum(-1)) + reg * np.eye(k)
+    p = np.concatenate([np.ones(controls.shape[:-1] + (1,)), controls], axis=-1)
+    a = np.zeros(controls.shape[:-2] + (k + 4, k + 4))
+    a[..., :k, :k], a[..., :k, k:], a[..., k:, :k] = u, p, np.swapaxes(p, -1, -2)
+    b = np.zeros(controls.shape[:-2] + (k + 4, 3))
+    b[..., :k, :] = targets
+    return a, b
 
 
 def identity_params(k: int) -> np.ndarray:

@@ -40,7 +40,7 @@ class MethodInfo:
     factory: type[Method]
     weights: str                       # file name under weights/ the method cannot run without
     recipe: str | None = None          # module holding ``RECIPE`` (torch; training and export only)
-    outputs: tuple[str, ...] = ()      # ONNX output names: what the export writes and the decode reads
+    outputs: tuple[str, ...] = ()      # ONNX outputs the decode reads (the export writes at least these)
     obtain: str = ""                   # how to make the weights when there is no recipe (a command)
 
     def __post_init__(self) -> None:
@@ -92,6 +92,17 @@ class Method(ABC):
     def align(self, crop_bgr: np.ndarray) -> AlignmentResult:
         """Align the face in a 120x120 BGR crop framed by the shared crop policy. Raises ``NoFaceError`` when the
         method finds no face in it."""
+
+    def align_batch(self, crops: list[np.ndarray]) -> list[AlignmentResult | None]:
+        """Align every face of a frame (None where the method finds no face). One at a time here; the ONNX
+        methods run the whole batch through one network call and one vectorised tail."""
+        results: list[AlignmentResult | None] = []
+        for crop in crops:
+            try:
+                results.append(self.align(crop))
+            except NoFaceError:
+                results.append(None)
+        return results
 
     def close(self) -> None:
         pass
@@ -170,6 +181,18 @@ def pose_from_points(fm: FaceModel, points: np.ndarray) -> np.ndarray:
     """
     # back to a right-handed, y-up frame
     return matrix_to_euler(_rotation_from_mean(fm, np.asarray(points, np.float64) * np.array([1.0, -1.0, 1.0])))
+
+
+def pose_from_points_batch(fm: FaceModel, points: np.ndarray) -> np.ndarray:
+    """(B, 3) ``pose_from_points`` of (B, N, 3) points: one batched SVD."""
+    pts = np.asarray(points, np.float64) * np.array([1.0, -1.0, 1.0])
+    n = min(pts.shape[1], fm.n_points)
+    src = fm.mean[:n].astype(np.float64)
+    dst = pts[:, :n]
+    u, _, vt = np.linalg.svd(np.swapaxes(dst - dst.mean(1, keepdims=True), 1, 2) @ (src - src.mean(0)))
+    d = np.sign(np.linalg.det(u @ vt))
+    rot = u @ (np.stack([np.ones_like(d), np.ones_like(d), d], 1)[:, :, None] * vt)
+    return np.array([matrix_to_euler(r) for r in rot]).reshape(-1, 3)
 
 
 def finish_from_points(fm: FaceModel, points: np.ndarray, pose: np.ndarray, t0: float, timings: dict,

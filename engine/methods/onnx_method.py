@@ -5,11 +5,12 @@ import time
 
 import numpy as np
 
-from engine.facemodel import load_face_model
-from engine.methods.base import DecodeResult, Method, finish_from_points, frontal_shape  # noqa: F401
+from engine.facemodel import N_MESH, load_face_model
+from engine.methods.base import DecodeResult, Method, frontal_shape
 from engine.paths import weights_path
 from engine.result import AlignmentResult
 from engine.runtime import OnnxModel, crop_to_input
+from engine.visibility import landmark_visibility_batch
 
 
 class OnnxMethod(Method):
@@ -29,16 +30,38 @@ class OnnxMethod(Method):
         """Network outputs (batch of one) -> the face's points, pose and optional dense surface / shape."""
         raise NotImplementedError
 
+    def decode_batch(self, outputs: dict[str, np.ndarray]) -> list[DecodeResult]:
+        """Network outputs for B faces -> B decode results. Face by face through ``decode`` unless a method
+        vectorises it over the batch (same maths)."""
+        n = len(next(iter(outputs.values())))
+        return [self.decode({k: v[i:i + 1] for k, v in outputs.items()}) for i in range(n)]
+
     def align(self, crop_bgr: np.ndarray) -> AlignmentResult:
+        return self.align_batch([crop_bgr])[0]
+
+    def align_batch(self, crops: list[np.ndarray]) -> list[AlignmentResult]:
+        """Every face of a frame in one ONNX call, one batched decode and one batched visibility test. Each
+        result's timings are its share (1/B) of the batch's stages."""
+        if len(crops) == 0:
+            return []
         t0 = time.perf_counter()
-        timings: dict[str, float] = {}
-        out = self.model(crop_to_input(crop_bgr))
+        out = self.model(crop_to_input(np.stack(crops)))
         t1 = time.perf_counter()
-        timings["network"] = (t1 - t0) * 1e3
-        dec = self.decode(out)
-        timings["decode"] = (time.perf_counter() - t1) * 1e3
-        res = finish_from_points(self.fm, dec.points, dec.pose, t0, timings, self.name, dense=dec.dense)
-        res.dense_faces = self.dense_faces if dec.dense is not None else None
-        if dec.shape is not None:
-            res.shape_frontal = frontal_shape(self.fm, dec.shape)
-        return res
+        decoded = self.decode_batch(out)
+        t2 = time.perf_counter()
+        points = np.stack([d.points for d in decoded])
+        visible = landmark_visibility_batch(self.fm, points)
+        t3 = time.perf_counter()
+        results = []
+        for dec, pts, vis in zip(decoded, points, visible):
+            results.append(AlignmentResult(
+                landmarks=pts[N_MESH:].copy(), visible=vis, mesh=pts[:N_MESH].copy(), pose=np.asarray(dec.pose, np.float64),
+                dense=dec.dense, dense_faces=self.dense_faces if dec.dense is not None else None, method=self.name,
+                shape_frontal=None if dec.shape is None else frontal_shape(self.fm, dec.shape)))
+        t4 = time.perf_counter()
+        n = len(crops)
+        timings = {"network": (t1 - t0) * 1e3 / n, "decode": ((t2 - t1) + (t4 - t3)) * 1e3 / n,
+                   "visibility": (t3 - t2) * 1e3 / n, "total": (t4 - t0) * 1e3 / n}
+        for r in results:
+            r.timings = dict(timings)
+        return results

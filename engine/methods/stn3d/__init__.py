@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine.methods.base import DecodeResult, MethodInfo, pose_from_points
+from engine.methods.base import DecodeResult, MethodInfo, pose_from_points, pose_from_points_batch
 from engine.methods.onnx_method import OnnxMethod
 
 
@@ -29,6 +29,20 @@ class STN3DMethod(OnnxMethod):
             points = project(camera, shape)
         # the warped generic face, before the camera, is the subject's own frontal shape (the frontal view uses it)
         return DecodeResult(points, pose_from_points(self.fm, points), shape=shape)
+
+    def decode_batch(self, outputs: dict[str, np.ndarray]) -> list[DecodeResult]:
+        """``decode`` for every face at once (batched rays, TPS solve and warp)."""
+        from engine.methods.stn3d.geometry import project, rewarp_to_landmarks
+
+        camera = outputs["camera"].astype(np.float64)
+        shape = outputs["shape"].astype(np.float64)
+        if not self.refine:
+            points = outputs["points"].astype(np.float64)
+        else:
+            shape = rewarp_to_landmarks(camera, shape, outputs["refined"].astype(np.float64))
+            points = project(camera, shape)
+        poses = pose_from_points_batch(self.fm, points)
+        return [DecodeResult(p, pose, shape=s) for p, pose, s in zip(points, poses, shape)]
 
 
 METHOD = MethodInfo("3dstn", "3DSTN: camera + 3D TPS warp + landmark refinement", STN3DMethod, weights="3dstn.onnx",

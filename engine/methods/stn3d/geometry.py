@@ -29,30 +29,33 @@ def control_indices(fm: FaceModel, k: int = N_CONTROLS) -> np.ndarray:
 
 def project(camera: np.ndarray, pts: np.ndarray) -> np.ndarray:
     """(3, 4) projective camera (P[2, 3] = 1) applied to (N, 3) points -> (N, 3): x, y in crop pixels and a
-    depth z = s (n . X) along the camera's viewing axis n = r1 x r2 (same pixel scale)."""
-    h = np.concatenate([pts, np.ones((len(pts), 1))], 1) @ camera.T
-    xy = h[:, :2] / h[:, 2:3]
-    r1, r2 = camera[0, :3], -camera[1, :3]  # row 1 carries the image's y flip
-    s = (np.linalg.norm(r1) + np.linalg.norm(r2)) / 2
-    n = np.cross(r1 / np.linalg.norm(r1), r2 / np.linalg.norm(r2))
-    n /= np.linalg.norm(n)
-    return np.concatenate([xy, (pts @ n * s)[:, None]], 1)
+    depth z = s (n . X) along the camera's viewing axis n = r1 x r2 (same pixel scale). A leading batch axis on
+    both projects B faces at once."""
+    h = np.concatenate([pts, np.ones(pts.shape[:-1] + (1,))], -1) @ np.swapaxes(camera, -1, -2)
+    xy = h[..., :2] / h[..., 2:3]
+    r1, r2 = camera[..., 0, :3], -camera[..., 1, :3]  # row 1 carries the image's y flip
+    n1, n2 = np.linalg.norm(r1, axis=-1)[..., None], np.linalg.norm(r2, axis=-1)[..., None]
+    s = (n1 + n2) / 2
+    n = np.cross(r1 / n1, r2 / n2)
+    n /= np.linalg.norm(n, axis=-1)[..., None]
+    return np.concatenate([xy, ((pts @ n[..., :, None])[..., 0] * s)[..., None]], -1)
 
 
 def closest_on_rays(camera: np.ndarray, xy: np.ndarray, anchors: np.ndarray) -> np.ndarray:
     """For each 2D point, the point of its back-projected ray closest to the matching 3D anchor."""
-    rows = np.stack([camera[0][None] - xy[:, :1] * camera[2][None],
-                     camera[1][None] - xy[:, 1:2] * camera[2][None]], axis=1)      # (N, 2, 4): rows . [X, 1] = 0
-    m, b = rows[:, :, :3], -rows[:, :, 3]
-    resid = np.einsum("nij,nj->ni", m, anchors) - b
-    lam = np.linalg.solve(m @ m.transpose(0, 2, 1), resid[..., None])[..., 0]
-    return anchors - np.einsum("nij,ni->nj", m, lam)
+    cam = camera[..., None, :, :]                                                   # broadcast over the N points
+    rows = np.stack([cam[..., 0, :] - xy[..., :1] * cam[..., 2, :],
+                     cam[..., 1, :] - xy[..., 1:2] * cam[..., 2, :]], axis=-2)    # (N, 2, 4): rows . [X, 1] = 0
+    m, b = rows[..., :3], -rows[..., 3]
+    resid = np.einsum("...nij,...nj->...ni", m, anchors) - b
+    lam = np.linalg.solve(m @ np.swapaxes(m, -1, -2), resid[..., None])[..., 0]
+    return anchors - np.einsum("...nij,...ni->...nj", m, lam)
 
 
 def rewarp_to_landmarks(camera: np.ndarray, shape: np.ndarray, refined_xy: np.ndarray) -> np.ndarray:
     """The 3D model regressed from refined 2D landmarks: TPS-warp ``shape`` (536, 3, normalised frame) so that
-    its 68 landmarks move to the closest points on their refined landmarks' rays."""
-    lm = shape[N_MESH:]
+    its 68 landmarks move to the closest points on their refined landmarks' rays. Batched with a leading axis."""
+    lm = shape[..., N_MESH:, :]
     targets = closest_on_rays(camera, refined_xy, lm)
     params = tps_fit(lm, targets, reg=1e-6)
     return tps_apply(shape, lm, params)

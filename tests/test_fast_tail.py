@@ -1,0 +1,168 @@
+"""The fast shared tail against the implementation it replaced (kept here as the reference), and batched
+alignment against one face at a time."""
+import numpy as np
+import pytest
+
+from engine.facemodel import N_EXP, N_LMK, N_MESH, N_SHAPE, load_face_model
+from engine.geometry.mesh import face_normals, occluded_by_mesh, occluded_by_mesh_batch, point_visibility
+from engine.geometry.rotation import euler_to_matrix
+from engine.paths import weights_path
+from engine.visibility import N_JAW, _anchor_incidence, jaw_visibility, landmark_visibility, landmark_visibility_batch
+
+
+def reference_landmark_visibility(fm, points: np.ndarray) -> np.ndarray:
+    """``landmark_visibility`` as it was before the batched version (commit e7a5868): per face, the anchor normals
+    from all triangles' normals and two separate z-tests (inner landmarks against the mesh, jaw against the jaw
+    surface)."""
+    mesh, lmk = points[:N_MESH], points[N_MESH:]
+    normals = _anchor_incidence(fm) @ face_normals(mesh, fm.triangles)
+    normals /= np.maximum(np.linalg.norm(normals, axis=1, keepdims=True), 1e-12)
+    inner = slice(N_JAW, N_LMK)
+    visible = np.empty(N_LMK, bool)
+    visible[inner] = point_visibility(lmk[inner], normals[inner], mesh, fm.triangles)
+    visible[:N_JAW] = jaw_visibility(fm, points)
+    return visible
+
+
+def posed_faces(n: int, seed: int = 0) -> np.ndarray:
+    """(n, 536, 3) pixel-frame face-model shapes (random coefficients) at yaws across +-95 degrees, with pitch
+    and roll: every kind of self-occlusion the z-test decides."""
+    fm = load_face_model()
+    std = np.load(weights_path("param_stats.npz"))["std"]      # the training labels' coefficient spread
+    rng = np.random.default_rng(seed)
+    out = []
+    for k in range(n):
+        shape = fm.shape(rng.normal(0, 1, N_SHAPE) * std[12:12 + N_SHAPE], rng.normal(0, 1, N_EXP) * std[12 + N_SHAPE:])
+        yaw = -95 + 190 * k / max(n - 1, 1)
+        r = euler_to_matrix(yaw, rng.uniform(-25, 25), rng.uniform(-20, 20))
+        pts = (shape.astype(np.float64) - shape.mean(0)) @ r.T * rng.uniform(4e-4, 8e-4)
+        out.append(pts * np.array([1.0, -1.0, 1.0]) + np.array([60.0, 60.0, 0.0]))
+    return np.array(out)
+
+
+@pytest.fixture(scope="module")
+def faces() -> np.ndarray:
+    return posed_faces(40)
+
+
+def test_the_posed_faces_exercise_the_z_test(faces):
+    fm = load_face_model()
+    width = np.ptp(faces[:, :N_MESH, 0], axis=1)
+    assert 40 < width.min() and width.max() < 130  # crop-sized faces
+    hidden = np.array([~reference_landmark_visibility(fm, f) for f in faces])
+    assert 0.1 < hidden.mean() < 0.6 and hidden[:, N_JAW:].any() and hidden[:, :N_JAW].any()
+
+
+def test_batched_visibility_equals_the_reference(faces):
+    fm = load_face_model()
+    want = np.array([reference_landmark_visibility(fm, f) for f in faces])
+    assert np.array_equal(landmark_visibility_batch(fm, faces), want)
+    assert np.array_equal(np.array([landmark_visibility(fm, f) for f in faces]), want)
+
+
+def test_batched_occlusion_equals_the_per_face_test():
+    rng = np.random.default_rng(1)
+    fm = load_face_model()
+    faces = posed_faces(6, seed=2)
+    pts = faces[:, N_MESH:] + rng.normal(0, 2.0, (6, N_LMK, 3))   # points off the surface, both sides
+    eps = 0.02 * np.ptp(faces[:, :N_MESH, 0], axis=1)
+    ignore = rng.random((N_LMK, len(fm.triangles))) < 0.05
+    got = occluded_by_mesh_batch(pts, faces, fm.triangles, eps, ignore)
+    want = np.array([occluded_by_mesh(pts[b], faces[b], fm.triangles, eps[b], ignore=ignore) for b in range(6)])
+    assert want.any() and (~want).any()
+    assert np.array_equal(got, want)
+    assert not occluded_by_mesh_batch(pts[:, :0], faces, fm.triangles, eps).size
+
+
+# --- 3DSTN's re-warp as it was before batching (commit 90f8712), the reference for the batched decode ---
+
+def _ref_project(camera, pts):
+    h = np.concatenate([pts, np.ones((len(pts), 1))], 1) @ camera.T
+    xy = h[:, :2] / h[:, 2:3]
+    r1, r2 = camera[0, :3], -camera[1, :3]
+    s = (np.linalg.norm(r1) + np.linalg.norm(r2)) / 2
+    n = np.cross(r1 / np.linalg.norm(r1), r2 / np.linalg.norm(r2))
+    n /= np.linalg.norm(n)
+    return np.concatenate([xy, (pts @ n * s)[:, None]], 1)
+
+
+def _ref_rewarp(camera, shape, refined_xy):
+    from engine.geometry.tps import tps_kernel_sq
+
+    lm = shape[N_MESH:]
+    rows = np.stack([camera[0][None] - refined_xy[:, :1] * camera[2][None],
+                     camera[1][None] - refined_xy[:, 1:2] * camera[2][None]], axis=1)
+    m, b = rows[:, :, :3], -rows[:, :, 3]
+    resid = np.einsum("nij,nj->ni", m, lm) - b
+    lam = np.linalg.solve(m @ m.transpose(0, 2, 1), resid[..., None])[..., 0]
+    targets = lm - np.einsum("nij,ni->nj", m, lam)
+    k = len(lm)
+    d = lm[:, None] - lm[None]
+    a = np.zeros((k + 4, k + 4))
+    p = np.concatenate([np.ones((k, 1)), lm], axis=1)
+    a[:k, :k], a[:k, k:], a[k:, :k] = tps_kernel_sq((d * d).sum(2)) + 1e-6 * np.eye(k), p, p.T
+    rhs = np.zeros((k + 4, 3))
+    rhs[:k] = targets
+    params = np.linalg.solve(a, rhs).T
+    d2 = (shape * shape).sum(1)[:, None] + (lm * lm).sum(1)[None, :] - 2.0 * shape @ lm.T
+    return tps_kernel_sq(d2) @ params[:, :k].T + shape @ params[:, k + 1:].T + params[:, k]
+
+
+def _network_outputs(method, n: int = 8) -> dict:
+    """The shipped network's outputs on n crops (real dev crops when the shared data is there, drawn faces
+    otherwise: the decode's maths does not depend on which)."""
+    from engine.evaluation.bench import fixed_crops
+    from engine.runtime import crop_to_input
+
+    return method.model(crop_to_input(np.stack(fixed_crops(n))))
+
+
+def _create_or_skip(name: str):
+    from engine.methods.base import create, registry
+
+    if not registry()[name].available:
+        pytest.skip(f"weights/{registry()[name].weights} missing")
+    return create(name, threads=1)
+
+
+def test_batched_3dstn_decode_equals_the_per_face_reference():
+    from engine.methods.base import pose_from_points
+
+    m = _create_or_skip("3dstn")
+    out = _network_outputs(m)
+    decoded = m.decode_batch(out)
+    for i, dec in enumerate(decoded):
+        cam, shape = out["camera"][i].astype(np.float64), out["shape"][i].astype(np.float64)
+        want_shape = _ref_rewarp(cam, shape, out["refined"][i].astype(np.float64))
+        want = _ref_project(cam, want_shape)
+        assert np.allclose(dec.shape, want_shape, atol=1e-9) and np.allclose(dec.points, want, atol=1e-7)
+        assert np.allclose(dec.pose, pose_from_points(m.fm, want), atol=1e-7)
+
+
+@pytest.mark.parametrize("name", ["baseline", "3dstn", "prnet"])
+def test_align_batch_equals_one_face_at_a_time(name):
+    from engine.evaluation.bench import fixed_crops
+
+    m = _create_or_skip(name)
+    crops = fixed_crops(6)
+    single = [m.align(c) for c in crops]
+    batch = m.align_batch(crops)
+    assert len(batch) == len(crops) and m.align_batch([]) == []
+    for a, b in zip(single, batch):
+        # ONNX Runtime's float32 convolutions may round differently at another batch size (3dstn: ~1e-5 px)
+        assert np.allclose(a.landmarks, b.landmarks, atol=1e-4) and np.allclose(a.mesh, b.mesh, atol=1e-4)
+        assert np.allclose(a.pose, b.pose, atol=1e-4)
+        assert np.array_equal(a.visible, b.visible)
+        assert (a.dense is None) == (b.dense is None) and (a.shape_frontal is None) == (b.shape_frontal is None)
+        assert set(b.timings) >= {"network", "decode", "visibility", "total"}
+
+
+@pytest.mark.parametrize("name", ["baseline", "prnet"])
+def test_batched_decode_equals_the_per_face_decode(name):
+    m = _create_or_skip(name)
+    out = _network_outputs(m)
+    for i, dec in enumerate(m.decode_batch(out)):
+        want = m.decode({k: v[i:i + 1] for k, v in out.items()})
+        # baseline: the float32 coefficient product summed in another order (~1e-5 px)
+        assert np.allclose(dec.points, want.points, atol=1e-4) and np.allclose(dec.pose, want.pose, atol=1e-4)
+        assert (dec.dense is None) == (want.dense is None)
