@@ -210,6 +210,24 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_stability(args: argparse.Namespace) -> int:
+    from engine.evaluation.stability import stability
+    from engine.methods.base import available_methods
+    from engine.paths import data_path
+
+    names = args.methods.split(",") if args.methods else available_methods()
+    res = stability(names, data_path("aflw2000_dev"), n_images=args.images, n_frames=args.frames)
+    if args.json:
+        print(json.dumps(res))
+    else:
+        print(f"{'method':<11} {'still raw':>9} {'still 1€':>9} {'moving raw':>10} {'moving 1€':>10} {'1€ lag':>12}"
+              f"  tracked   (jitter: % of face size per frame)")
+        for n, r in res["methods"].items():
+            print(f"{n:<11} {r['still_raw']:>9.2f} {r['still_smoothed']:>9.2f} {r['moving_raw']:>10.2f} "
+                  f"{r['moving_smoothed']:>10.2f} {r['lag_ms']:>9.0f} ms  {r['frames_tracked']}/{r['frames']}")
+    return 0
+
+
 def cmd_build_face_model(args: argparse.Namespace) -> int:
     from engine.facemodel_build import build_and_save
 
@@ -313,6 +331,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--repeats", type=int, default=100)
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_bench)
+    s = sub.add_parser("stability", help="landmark jitter on aflw2000_dev clips with known motion, raw and "
+                                         "One-Euro, and One-Euro's lag")
+    s.add_argument("--methods", help="NAME[,NAME...] (default: every method with weights)")
+    s.add_argument("--images", type=int, default=8, help="aflw2000_dev images, two clips each (default 8)")
+    s.add_argument("--frames", type=int, default=40, help="frames per clip (default 40)")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_stability)
     for name, fn, n, hlp in [("build-face-model", cmd_build_face_model, 1500, "build weights/face_model.npz"),
                              ("fit-mediapipe-map", cmd_fit_mediapipe_map, 3000, "learn Face Mesh -> 68 points"),
                              ("calibrate-crop", cmd_calibrate_crop, 1500, "calibrate detector box -> crop box")]:

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Render the README's accuracy and speed tables from measured JSON files in docs/results/:
-NAME_protocol.json and NAME_e2e.json (`main.py eval --json`), bench.json (`main.py bench --json`)."""
+NAME_protocol.json and NAME_e2e.json (`main.py eval --json`), bench.json (`main.py bench --json`),
+stability.json (`main.py stability --json`)."""
 import json
 import sys
 from pathlib import Path
@@ -24,3 +25,12 @@ if bench.exists():
     for n, r in json.loads(bench.read_text())["methods"].items():
         print(f"| {n} | {r['ms_per_face_1t']:.2f} | {r['ms_per_face_2t']:.2f} | {r['pipeline_fps']:.1f} | "
               f"{r['pipeline_frames_with_face']}/{r['pipeline_frames']} | {r['provider']} |")
+stab = root / "stability.json"
+if stab.exists():
+    print()
+    print("| method | still, raw | still, One-Euro | moving, raw | moving, One-Euro | One-Euro lag | frames tracked |")
+    print("|---|---|---|---|---|---|---|")
+    for n, r in sorted(json.loads(stab.read_text())["methods"].items()):
+        print(f"| {n} | {r['still_raw']:.2f} | {r['still_smoothed']:.2f} | {r['moving_raw']:.2f} | "
+              f"{r['moving_smoothed']:.2f} | {r['lag_frames']:.1f} frames ({r['lag_ms']:.0f} ms) | "
+              f"{r['frames_tracked']}/{r['frames']} |")
