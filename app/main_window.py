@@ -155,7 +155,6 @@ class MainWindow(QtWidgets.QMainWindow):
                                   "per method); the status bar says when more are detected")
         self.max_faces.setFocusPolicy(QtCore.Qt.ClickFocus)  # never the window's initial focus: keys stay shortcuts
         self.max_faces.valueChanged.connect(self.bridge.set_max_faces)
-        tb.addWidget(self.max_faces)
         # exports on their own toolbar row: on the first they fell into the overflow menu at the default width
         self.addToolBarBreak()
         tb2 = self.addToolBar("export")
@@ -163,6 +162,8 @@ class MainWindow(QtWidgets.QMainWindow):
         tb2.setMovable(False)
         self.act_export = tb2.addAction("Export…", lambda: self.export("annotate"))
         self.act_export_compare = tb2.addAction("Export compare…", lambda: self.export("compare"))
+        tb2.addSeparator()
+        tb2.addWidget(self.max_faces)  # on the second row: the first one overflows at the default width
         self.toolbars = (tb, tb2)
         quit_act = QtGui.QAction("Quit", self)
         quit_act.setShortcut(QtGui.QKeySequence.Quit)
