@@ -11,9 +11,10 @@ def export_onnx(recipe, model: torch.nn.Module, path: Path, check: bool = True) 
     mod = recipe.export_module(model).eval()
     x = torch.randn(1, 3, 120, 120).clamp(-1, 1)
     tmp = path.with_suffix(".tmp.onnx")
+    # a recipe may need a newer opset than 17 (pifa's z-buffer: ScatterElements with reduction "max", opset 18)
     torch.onnx.export(mod, (x,), str(tmp), input_names=["image"], output_names=list(recipe.output_names),
                       dynamic_axes={"image": {0: "batch"}, **{n: {0: "batch"} for n in recipe.output_names}},
-                      opset_version=17, dynamo=False)
+                      opset_version=getattr(recipe, "opset", 17), dynamo=False)
     if check:
         import onnxruntime as ort
 

@@ -84,6 +84,11 @@ class Recipe:
         """(B, 68, 2) crop-pixel landmarks for validation."""
         raise NotImplementedError
 
+    def stage_landmarks(self, model: nn.Module, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Optional: named intermediate (B, 68, 2) predictions of a cascade (PIFA's blocks), validated each epoch
+        beside the final landmarks and kept in the history as ``val_nme_stages``. Default: none."""
+        return {}
+
     def export_module(self, model: nn.Module) -> nn.Module:
         """The module exported to ONNX: float NCHW [-1, 1] in, ``output_names`` out."""
         return model
@@ -178,10 +183,28 @@ class Validator:
             x = torch.stack([image_to_tensor(c) for c in self.crops[s:s + 100]]).to(device)
             preds.append(recipe.landmarks(model, x).cpu().numpy())
         model.train()
-        lm = np.concatenate(preds)
+        return self._score(np.concatenate(preds))
+
+    def _score(self, lm: np.ndarray) -> dict[str, float]:
         img_pts = np.stack([crop_to_image(lm[i], self.roi_box[i]) for i in range(self.n)])
         nme = nme_per_image(img_pts, self.pts68[:, :, :2])
         return bucket_summary(nme, self.yaw)[0]
+
+    @torch.no_grad()
+    def stages(self, recipe: Recipe, model: nn.Module) -> dict[str, dict[str, float]]:
+        """NME of each of the recipe's ``stage_landmarks`` (empty for a single-stage recipe)."""
+        model.eval()
+        device = next(model.parameters()).device
+        preds: dict[str, list[np.ndarray]] = {}
+        for s in range(0, self.n, 100):
+            x = torch.stack([image_to_tensor(c) for c in self.crops[s:s + 100]]).to(device)
+            stages = recipe.stage_landmarks(model, x)
+            if not stages:
+                break
+            for k, v in stages.items():
+                preds.setdefault(k, []).append(v.cpu().numpy())
+        model.train()
+        return {k: self._score(np.concatenate(v)) for k, v in preds.items()}
 
 
 _lr_at = legacy_lr  # the pre-issue-11 schedule (kept for old callers)
@@ -328,6 +351,11 @@ def train(recipe: Recipe, epochs: int | None = None, resume: bool = False, seed:
             v = rec["val_nme"]
             log(f"[{recipe.name}] epoch {epoch + 1}: aflw2000_dev NME {v['0-30']:.2f} / {v['30-60']:.2f} / "
                 f"{v['60-90']:.2f}, balanced {v['balanced']:.2f}")
+            stages = validator.stages(recipe, model)
+            if stages:
+                rec["val_nme_stages"] = stages
+                log(f"[{recipe.name}] epoch {epoch + 1}: balanced NME by stage: "
+                    + ", ".join(f"{k} {b['balanced']:.2f}" for k, b in stages.items()))
         history.append(rec)
         tmp = ckpt_path.with_suffix(".tmp")
         torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch,

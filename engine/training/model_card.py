@@ -71,6 +71,17 @@ epoch, beside the shipped run's same epochs:
     return "\n".join(out)
 
 
+def stage_text(history: list[dict]) -> str:
+    """A cascade's NME after each stage (PIFA's blocks: the paper's Table 3), from the last validated epoch."""
+    last = next((h for h in reversed(history) if h.get("val_nme_stages")), None)
+    if last is None:
+        return ""
+    rows = "\n".join(f"| {k} | {b['0-30']:.2f} | {b['30-60']:.2f} | {b['60-90']:.2f} | **{b['balanced']:.2f}** |"
+                     for k, b in last["val_nme_stages"].items())
+    return (f"NME after each stage (epoch {last['epoch']}, torch, protocol; block0 = the initial fit):\n\n"
+            f"| stage | 0-30 | 30-60 | 60-90 | balanced |\n|---|---|---|---|---|\n{rows}\n")
+
+
 def write_card(name: str, e2e: bool = True) -> str:
     from engine.evaluation.protocol import evaluate
     from engine.methods.base import create
@@ -100,7 +111,8 @@ def write_card(name: str, e2e: bool = True) -> str:
         ablations.append((label, r["nme"], r["pose_mae"]))
     speed = ms_per_face(name, threads=1)
     hist = facts["history"]
-    curve = "\n".join(f"| {h['epoch']} | {h.get('points_px', h.get('landmark_texel_px', float('nan'))):.2f} | "
+    train_px = ("points_px", "landmark_texel_px", "lm6_px")   # each recipe's main training error, in pixels
+    curve = "\n".join(f"| {h['epoch']} | {next((h[k] for k in train_px if k in h), float('nan')):.2f} | "
                       f"{h['val_nme']['balanced']:.2f} | {h['seconds']:.0f} |" for h in hist if "val_nme" in h)
     onnx = weights_path(f"{name}.onnx")
     pm = results[0]["pose_mae"]
@@ -135,6 +147,7 @@ def write_card(name: str, e2e: bool = True) -> str:
 |---|---|---|---|---|---|---|
 {chr(10).join(_row(r) for r in results)}
 
+{stage_text(hist)}
 {ablation_text(name, results[0]["nme"], ablations, results[0]["pose_mae"])}
 {trained_ablation_text(name, hist)}
 Pose MAE (protocol): yaw {pm['yaw']:.2f}°, pitch {pm['pitch']:.2f}°, roll {pm['roll']:.2f}°.

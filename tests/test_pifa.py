@@ -1,0 +1,328 @@
+"""PIFA: the visualization layer against a direct per-pixel computation, its torch twin against numpy (value and
+gradient), a numerical gradient check in M and p, gradients across blocks, the no-vis ablation, the parameter
+conventions against the teacher, ONNX parity, a tiny overfit run and the method contract without weights."""
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from engine.facemodel import N_MESH, load_face_model  # noqa: E402
+from engine.geometry import visualization as nv  # noqa: E402
+from engine.geometry import torch_visualization as tv  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def fm():
+    return load_face_model()
+
+
+def tiny_net(fm, use_vis=True, seed=0):
+    from engine.methods.pifa.network import PIFA
+
+    torch.manual_seed(seed)
+    p0 = np.zeros(58)
+    p0[0] = p0[5] = 80.0
+    scale = np.full(58, 1.0)
+    scale[:8] = 5.0
+    filters = ((4, 4), (4, 4), (4, 4), (4, 4), (4, 4), (4, 4))
+    return PIFA(fm, np.full(50, 1e5), p0, scale, filters=filters, use_vis=use_vis, hidden=16).eval()
+
+
+# ---- the visualization maths: numpy reference, direct loop, torch twin ------------------------------------------
+def random_scene(rng, n=40, size=16):
+    xy = rng.uniform(-1.5, size + 0.5, size=(n, 2))
+    xy[:6] = np.round(xy[6:12]) + rng.uniform(-0.4, 0.4, size=(6, 2))  # several vertices share a pixel
+    return xy, rng.normal(size=n), rng.normal(size=n), rng.random(n) > 0.2
+
+
+def direct_rendering(xy, values, depth, keep, size, sigma, eps=1e-2):
+    """Eq. 9-11 pixel by pixel, written independently of the renderer: front vertices by pairwise comparison, each
+    pixel the weighted average of the front vertices' values, a vertex's weight its bilinear shares of the grid
+    points around it, each spread by the Gaussian taps."""
+    taps = nv.gaussian_taps(sigma)
+    r = (len(taps) - 1) // 2
+    front = []
+    for q in range(len(xy)):
+        if not keep[q]:
+            continue
+        pq = np.round(xy[q])
+        hidden = any(keep[o] and np.array_equal(np.round(xy[o]), pq) and depth[o] > depth[q] for o in range(len(xy)))
+        if not hidden:
+            front.append(q)
+    out = np.zeros((size, size))
+    for v in range(size):
+        for u in range(size):
+            num = den = 0.0
+            for q in front:
+                x, y = xy[q]
+                w = 0.0
+                for cx in (np.floor(x), np.floor(x) + 1):
+                    for cy in (np.floor(y), np.floor(y) + 1):
+                        inside = 0 <= cx < size and 0 <= cy < size
+                        if inside and abs(u - cx) <= r and abs(v - cy) <= r:
+                            share = (1 - abs(x - cx)) * (1 - abs(y - cy))
+                            w += share * taps[int(u - cx) + r] * taps[int(v - cy) + r]
+                num += w * values[q]
+                den += w
+            out[v, u] = num / (den + eps)
+    return out
+
+
+@pytest.mark.parametrize("sigma", [0.7, 1.3])
+def test_rendering_matches_a_direct_per_pixel_computation(sigma):
+    rng = np.random.default_rng(3)
+    xy, values, depth, keep = random_scene(rng)
+    want = direct_rendering(xy, values, depth, keep, 16, sigma)
+    got = nv.splat(xy, values, depth, keep, 16, sigma)
+    assert np.abs(want).max() > 0.1
+    assert np.allclose(got, want, atol=1e-12)
+    tgot = tv.splat(torch.from_numpy(xy)[None], torch.from_numpy(values)[None], torch.from_numpy(depth)[None],
+                    torch.from_numpy(keep)[None], 16, sigma)
+    assert np.allclose(tgot[0, 0].numpy(), want, atol=1e-12)
+
+
+def test_nearest_vertex_wins_its_pixel_and_pruned_vertices_vanish():
+    xy = np.array([[5.1, 5.2], [4.9, 4.8], [10.0, 10.0]])
+    values = np.array([1.0, -1.0, 2.0])
+    one = nv.splat(xy, values, np.array([1.0, 2.0, 0.0]), np.array([True, True, True]), 16, 0.8)
+    assert one[5, 5] < 0                                   # vertex 1 is nearer: its -1 shows, vertex 0's +1 does not
+    swapped = nv.splat(xy, values, np.array([2.0, 1.0, 0.0]), np.array([True, True, True]), 16, 0.8)
+    assert swapped[5, 5] > 0
+    pruned = nv.splat(xy, values, np.array([2.0, 1.0, 0.0]), np.array([True, True, False]), 16, 0.8)
+    assert pruned[10, 10] == 0.0 and swapped[10, 10] > 1.5
+
+
+def test_torch_twins_match_numpy_in_value_and_gradient(fm):
+    rng = np.random.default_rng(0)
+    xy, values, depth, keep = random_scene(rng)
+    xy = xy + 0.013                                        # keep away from pixel centres and edges
+    weights = rng.normal(size=(16, 16))
+    txy = torch.from_numpy(xy)[None].requires_grad_(True)
+    tval = torch.from_numpy(values)[None].requires_grad_(True)
+    out = tv.splat(txy, tval, torch.from_numpy(depth)[None], torch.from_numpy(keep)[None], 16, 1.1)
+    (out[0, 0] * torch.from_numpy(weights)).sum().backward()
+
+    def f(x, v):
+        return (nv.splat(x, v, depth, keep, 16, 1.1) * weights).sum()
+
+    h = 1e-6
+    for q in range(len(xy)):
+        for d in range(2):
+            e = np.zeros_like(xy)
+            e[q, d] = h
+            assert np.isclose(txy.grad[0, q, d].item(), (f(xy + e, values) - f(xy - e, values)) / (2 * h), atol=1e-5)
+        e = np.zeros_like(values)
+        e[q] = h
+        assert np.isclose(tval.grad[0, q].item(), (f(xy, values + e) - f(xy, values - e)) / (2 * h), atol=1e-5)
+
+    # the camera twins: weak-perspective projection and frontability
+    from engine.geometry.rotation import euler_to_matrix
+
+    m = np.concatenate([euler_to_matrix(35, -10, 5)[:2] * 70.0, [[3.0], [-2.0]]], axis=1)
+    pts = fm.mean[:50].astype(np.float64) / 1e5
+    normals = rng.normal(size=(50, 3))
+    normals /= np.linalg.norm(normals, axis=1, keepdims=True)
+    tm = torch.from_numpy(m)[None].requires_grad_(True)
+    tp = tv.weak_perspective(tm, torch.from_numpy(pts)[None])[0]
+    tg = tv.frontability(tm, torch.from_numpy(normals))[0]
+    assert np.allclose(tp.detach().numpy(), nv.weak_perspective(m, pts))
+    assert np.allclose(tg.detach().numpy(), nv.frontability(m, normals))
+    r = rng.normal(size=(50, 3))
+    ((tp * torch.from_numpy(r)).sum() + tg.sum()).backward()
+    for i in range(2):
+        for j in range(4):
+            e = np.zeros_like(m)
+            e[i, j] = h
+            num = ((nv.weak_perspective(m + e, pts) * r).sum() + nv.frontability(m + e, normals).sum()
+                   - (nv.weak_perspective(m - e, pts) * r).sum() - nv.frontability(m - e, normals).sum()) / (2 * h)
+            assert np.isclose(tm.grad[0, i, j].item(), num, rtol=1e-5, atol=1e-5)
+
+
+def test_frontability_is_the_normal_facing_the_camera(fm):
+    from engine.geometry.rotation import euler_to_matrix
+    from engine.methods.pifa.network import mean_normals
+
+    n0 = mean_normals(fm).astype(np.float64)
+    frontal = np.concatenate([np.eye(3)[:2] * 50.0, np.zeros((2, 1))], axis=1)
+    assert np.allclose(nv.frontability(frontal, n0), np.maximum(n0[:, 2], 0))
+    turned = np.concatenate([euler_to_matrix(70, 0, 0)[:2] * 50.0, np.zeros((2, 1))], axis=1)
+    g = nv.frontability(turned, n0)
+    # at 70 degrees of yaw one cheek faces away (pruned) and the other the camera
+    left, right = fm.mean[:N_MESH, 0] < np.percentile(fm.mean[:N_MESH, 0], 15), \
+        fm.mean[:N_MESH, 0] > np.percentile(fm.mean[:N_MESH, 0], 85)
+    assert (g[:N_MESH][left] == 0).mean() > 0.8 or (g[:N_MESH][right] == 0).mean() > 0.8
+
+
+# ---- the layer inside the network -------------------------------------------------------------------------------
+def test_visualization_layer_gradcheck_in_M_and_p(fm):
+    from engine.methods.pifa.network import VisualizationConfig, VisualizationLayer
+
+    layer = VisualizationLayer(fm, np.full(50, 3e4), VisualizationConfig(sigma=9.0)).double()
+    rng = np.random.default_rng(1)
+    from engine.geometry.rotation import euler_to_matrix
+
+    m = np.concatenate([euler_to_matrix(20, 5, -3)[:2] * 70.0, [[1.3], [-2.1]]], axis=1)
+    p = torch.from_numpy(np.concatenate([m.reshape(-1), rng.normal(scale=0.5, size=50)]))[None]
+    p.requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda q: layer(q, 20), (p,), eps=1e-6, atol=1e-6, rtol=1e-4)
+    jac = torch.autograd.functional.jacobian(lambda q: layer(q, 20).sum((1, 2, 3)), p)[0, 0]
+    assert jac[:8].abs().max() > 1e-3 and jac[8:].abs().max() > 1e-3     # both M and p move the rendering
+
+
+def test_output_contract_and_p0(fm):
+    from engine.methods.pifa.network import ExportPIFA
+
+    net = tiny_net(fm)
+    x = torch.rand(3, 3, 120, 120) * 2 - 1
+    with torch.no_grad():
+        ps = net(x)
+        params, points = ExportPIFA(net)(x)
+    assert ps.shape == (3, 7, 58) and torch.equal(ps[:, 0], net.p0.expand(3, -1))
+    assert params.shape == (3, 58) and points.shape == (3, 536, 3) and torch.equal(params, ps[:, -1])
+    assert len({id(b) for b in net.blocks}) == 6 and not any(
+        a.conv2[0].weight is b.conv2[0].weight for a, b in zip(net.blocks, net.blocks[1:]))
+
+
+def test_block6_loss_reaches_block1_and_each_block_sees_its_rendering(fm):
+    net = tiny_net(fm).train()
+    x = torch.rand(2, 3, 120, 120) * 2 - 1
+    ps = net(x)
+    ps[:, 6].pow(2).sum().backward()
+    assert net.blocks[0].conv1[0].weight.grad.abs().sum() > 0
+    # the only way P^5 enters block 6's update is the visualization: its gradient must get through
+    half = torch.nn.functional.avg_pool2d(x, 2)
+    feats, p5 = None, net.p0[None].expand(2, -1)
+    with torch.no_grad():
+        for k in range(5):
+            feats, p5 = net.step(k, x, half, p5, feats)
+    p5 = p5.clone().requires_grad_(True)
+    _, p6 = net.step(5, x, half, p5, feats)
+    (g,) = torch.autograd.grad((p6 - p5).pow(2).sum(), p5)
+    assert g.abs().sum() > 0
+
+
+def test_visualization_bypass_and_no_vis_ablation(fm):
+    x = torch.rand(1, 3, 120, 120) * 2 - 1
+    half = torch.nn.functional.avg_pool2d(x, 2)
+    for use_vis in (True, False):
+        net = tiny_net(fm, use_vis=use_vis)
+        updates = []
+        net.blocks[1].register_forward_hook(lambda mod, inp, out: updates.append(out[1]))   # block 2's raw dP
+        with torch.no_grad():
+            feats, p = net.step(0, x, half, net.p0[None], None)
+            moved = p.clone()
+            moved[0, 0] *= 1.3                              # a different camera and shape, same image and features
+            moved[0, 8] += 2.0
+            net.step(1, x, half, p, feats)
+            net.step(1, x, half, moved, feats)
+            vis_a, vis_b = net.vis(p, 60), net.vis(moved, 60)
+        assert not torch.allclose(vis_a, vis_b)
+        if use_vis:   # the block's update depends on the rendering of P
+            assert (updates[0] - updates[1]).abs().max() > 1e-2 * updates[0].abs().max()
+        else:         # no-vis: nothing of P reaches the block
+            assert torch.equal(updates[0], updates[1])
+        extra = 1 if use_vis else 0
+        assert net.blocks[0].conv1[0].in_channels == 3 + extra
+        assert net.blocks[1].conv1[0].in_channels == 3 + 4 + extra
+
+
+def test_no_vis_is_a_recipe_ablation():
+    from engine.training.recipes import get_recipe
+
+    assert get_recipe("pifa").use_vis and not get_recipe("pifa", "no-vis").use_vis
+
+
+# ---- parameters against the teacher, training, export, the method -----------------------------------------------
+def test_teacher_parameters_reproduce_the_teacher_points_and_jitter_is_refitted_exactly(fm, train_dir):
+    from engine.methods.pifa.network import VisualizationLayer
+    from engine.methods.pifa.train import fit_camera, initial_parameters, teacher_parameters
+    from engine.training.augment import AugmentConfig, augment
+    from engine.training.targets import load_training_set
+
+    ts = load_training_set(limit=16)
+    coef_std = ts.params[:, 12:].astype(np.float64).std(0) + 1e-8
+    target = teacher_parameters(ts.params, fm, coef_std)
+    layer = VisualizationLayer(fm, coef_std).double()
+    pts = layer.points(torch.from_numpy(target)).numpy()
+    assert np.abs(pts[..., :2] - ts.points[..., :2]).max() < 1e-2
+    p0 = initial_parameters(target)
+    assert p0[8:].max() == 0 and p0[1] == p0[2] == p0[4] == p0[6] == 0 and p0[0] == p0[5] > 0
+    # a box jitter (scale + shift) keeps a weak-perspective camera on the same shape: refitted exactly
+    rng = np.random.default_rng(0)
+    perm = np.arange(536)
+    cfg = AugmentConfig(flip=0.0, rotate=0.0, scale=(0.9, 1.1), shift=0.06, occlude=0.0)
+    _, (jit,) = augment(np.asarray(ts.images[0]), [ts.points[0]], [perm], rng, cfg)
+    shape = layer.shape(torch.from_numpy(target[:1]))
+    m = fit_camera(shape, torch.from_numpy(jit[None, :, :2].astype(np.float64)))
+    refit = layer.points(torch.cat([m.reshape(1, 8), torch.from_numpy(target[:1, 8:])], 1)).numpy()
+    assert np.abs(refit[0, :, :2] - jit[:, :2]).max() < 1e-2
+
+
+def test_tiny_overfit_onnx_parity_and_method_contract(fm, train_dir, tmp_path, monkeypatch):
+    import onnx
+    import onnxruntime as ort
+    from torch.utils.data import default_collate
+
+    import engine.paths
+    from engine.methods.base import MethodUnavailable, available_methods, create, registry
+    from engine.training.export import export_onnx
+    from engine.training.recipes import get_recipe
+    from engine.training.targets import load_training_set
+
+    torch.manual_seed(0)
+    torch.set_num_threads(1)
+    recipe = get_recipe("pifa")
+    recipe.width = 0.25
+    ts = load_training_set(limit=8)
+    batch = default_collate([recipe.make_dataset(ts, 0)[i] for i in range(8)])
+    model = recipe.build(ts)
+    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
+    losses, parts = [], []
+    for _ in range(25):
+        loss, p = recipe.loss(model, batch)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+        parts.append(p)
+    assert losses[-1] < 0.5 * losses[0]
+    assert parts[-1]["lm6_px"] < parts[0]["lm6_px"] and parts[-1]["param1"] < parts[0]["param1"]
+
+    model.eval()
+    path = export_onnx(recipe, model, tmp_path / "pifa.onnx")
+    ops = {n.op_type for n in onnx.load(str(path)).graph.node}
+    assert {"ScatterElements", "If"} & ops == {"ScatterElements"}  # the rendering is in the graph, no If
+    x = batch["image"][:2]
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert tuple(o.name for o in sess.get_outputs()) == registry()["pifa"].outputs
+    got = sess.run(None, {"image": x.numpy()})
+    with torch.no_grad():
+        want = recipe.export_module(model)(x)
+    for g, w in zip(got, want):
+        assert np.allclose(g, w.numpy(), rtol=1e-3, atol=1e-3 * max(1.0, float(np.abs(w.numpy()).max())))
+
+    # without weights the method is listed but not offered; with them it aligns
+    monkeypatch.setattr(engine.paths, "weights_path", lambda name: tmp_path / "none" / name)
+    monkeypatch.setattr("engine.methods.onnx_method.weights_path", lambda name: tmp_path / "none" / name)
+    assert "pifa" in registry() and "pifa" not in available_methods()
+    with pytest.raises(MethodUnavailable, match="pifa"):
+        create("pifa")
+    monkeypatch.setattr(engine.paths, "weights_path", lambda name: tmp_path / name)
+    monkeypatch.setattr("engine.methods.onnx_method.weights_path", lambda name: tmp_path / name)
+    crop = np.asarray(ts.images[0])
+    res = create("pifa", threads=1).align(crop)
+    assert res.landmarks.shape == (68, 3) and res.mesh.shape == (N_MESH, 3) and res.pose.shape == (3,)
+    assert res.visible.shape == (68,) and res.visible.dtype == bool and res.method == "pifa"
+    with torch.no_grad():
+        _, want_pts = recipe.export_module(model)(
+            torch.from_numpy(crop.transpose(2, 0, 1)[None].copy()).float() / 127.5 - 1)
+    assert np.allclose(res.landmarks, want_pts[0, N_MESH:].numpy(), atol=1e-2)
+
+
+def test_pose_from_camera_matches_the_rotation(fm):
+    from engine.geometry.rotation import euler_to_matrix
+    from engine.methods.pifa import pose_from_camera
+
+    for angles in [(0, 0, 0), (40, -10, 15), (-70, 20, -5)]:
+        m = np.concatenate([euler_to_matrix(*angles)[:2] * 75.0, [[2.0], [-1.0]]], axis=1)
+        assert np.allclose(pose_from_camera(np.concatenate([m.reshape(-1), np.zeros(50)])), angles, atol=1e-6)
