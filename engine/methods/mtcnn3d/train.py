@@ -109,7 +109,8 @@ class MTCNN3DRecipe(Recipe):
         f"face on one CPU thread for both stages and to train on 2 CPU cores; (3) Euclidean losses as mean "
         f"per-point distances (not squared) so the unweighted tasks share one pixel-like scale, pose in degrees; "
         f"(4) both stages trained jointly in one run (stage 2 on stage 1's detached predictions) instead of "
-        f"stage by stage; (5) Adam through the harness's warm-up + cosine learning-rate schedule; (6) the "
+        f"stage by stage; (5) Adam (the harness's AdamW with no weight decay) at 1e-3 under the harness's shared "
+        f"learning-rate schedule (warm-up, constant, cosine anneal over the last 30%) instead of a fixed rate; (6) the "
         f"human 21-point term, shared by every method of this project.")
 
     def build(self, train: TrainingSet) -> nn.Module:
