@@ -23,6 +23,9 @@ class AlignmentResult:
     # (468, 3) the subject's own pose-free 3D shape (y down, any scale) where the method models one (3DSTN's
     # TPS-warped face): the frontalized view renders it instead of the mean shape
     shape_frontal: np.ndarray | None = None
+    # (68,) N_c . N_i, the z of each landmark's unit normal on the method's final shape, where the method's paper
+    # defines visibility by it (MT-CNN 3D: visible when > 0); ``visible`` stays the shared normals + z-buffer test
+    normal_visibility: np.ndarray | None = None
 
     def to_image(self, roi_box: np.ndarray, size: int = 120) -> "AlignmentResult":
         """The same result in the original image's pixels, given the crop box the method saw."""

@@ -153,12 +153,13 @@ def test_stage2_depends_on_its_patches(monkeypatch, fm):
 
 
 # ---- training and export ---------------------------------------------------------------------------------------
-def test_tiny_overfit_onnx_parity_and_method_contract(train_dir, tmp_path, monkeypatch):
+def test_tiny_overfit_onnx_parity_and_method_contract(fm, train_dir, tmp_path, monkeypatch):
     import onnx
     import onnxruntime as ort
     from torch.utils.data import default_collate
 
     import engine.paths
+    from engine.geometry.mesh import vertex_normals
     from engine.methods.base import create
     from engine.methods.mtcnn3d import OUTPUTS
     from engine.training.export import export_onnx
@@ -207,11 +208,17 @@ def test_tiny_overfit_onnx_parity_and_method_contract(train_dir, tmp_path, monke
     want_pts = recipe.export_module(model)(torch.from_numpy(np.asarray(crop).transpose(2, 0, 1)[None].copy())
                                            .float() / 127.5 - 1)
     assert np.allclose(res.landmarks, want_pts[0][0, N_MESH:].detach().numpy(), atol=1e-2)
-    m1 = create("mtcnn3d", threads=1, stages=1)
-    res1 = m1.align(crop)
+    res1 = create("mtcnn3d", threads=1, stages=1).align(crop)
     assert np.allclose(res1.landmarks, want_pts[3][0, N_MESH:].detach().numpy(), atol=1e-2)
     assert not np.allclose(res1.landmarks, res.landmarks)
-    assert m1.normal_visibility.shape == (68,) and np.abs(m1.normal_visibility).max() <= 1.0 + 1e-5
+    # the paper's v_i = N_c . N_i: z of each landmark's anchor normal on the returned mesh, computed directly
+    for r in (res, res1):
+        want_v = vertex_normals(r.mesh, fm.triangles)[fm.lmk_anchor, 2]
+        assert r.normal_visibility.shape == (68,)
+        assert np.allclose(r.normal_visibility, want_v, atol=1e-4)
+    batch_res = create("mtcnn3d", threads=1).align_batch([crop, np.asarray(ts.images[1])])
+    assert np.allclose(batch_res[0].normal_visibility, res.normal_visibility, atol=1e-5)
+    assert not np.allclose(batch_res[1].normal_visibility, res.normal_visibility)
 
 
 def test_missing_weights_fail_clearly(tmp_path, monkeypatch):
