@@ -131,8 +131,8 @@ class FpsPanel(QtWidgets.QWidget):
     rates of the pipeline (frames processed) and of this window (frames shown), which every method shares.
     The plot draws the latency over time."""
 
-    LATENCY = "latency, ms/face (mean of last 30 frames)"
-    THROUGHPUT = "throughput alone, faces/s (same 30 frames)"
+    LATENCY = "ms/face, last 30 frames"   # latency: the mean
+    THROUGHPUT = "faces/s alone, same 30 frames"  # throughput if this method ran by itself: 1000 / that mean
 
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
