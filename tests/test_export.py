@@ -163,9 +163,11 @@ def test_compare_produces_report_and_grid(clip, tmp_path):
     res = compare(str(clip), methods, tmp_path)
     report = (tmp_path / "report.md").read_text()
     assert res["frames"] == 12 and all(m in report for m in methods)
-    assert (tmp_path / "speed_jitter.png").stat().st_size > 1000 and (tmp_path / "compare.mp4").exists()
+    assert (tmp_path / "speed.png").stat().st_size > 1000 and (tmp_path / "compare.mp4").exists()
     r = res["methods"]["mediapipe"]
-    assert r["ms_per_face"] > 0 and np.isfinite(r["jitter_raw"])
+    assert r["ms_per_face"] > 0 and r["frames_with_face"] >= 10
+    # no jitter from a real clip: its frame-to-frame motion is the head's (stability has its own benchmark)
+    assert not any("jitter" in k for k in r) and "jitter" not in report.lower().split("no jitter here")[0]
 
 
 def test_bench_json(tmp_path):

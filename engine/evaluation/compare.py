@@ -15,24 +15,7 @@ from engine.export.atomic import atomic_write_text, check_writable
 from engine.export.writers import VideoWriter
 from engine.pipeline import FrameProcessor, FrameResult
 from engine.render import draw_result, grid, label
-from engine.smoothing import OneEuroFilter
 from engine.sources import open_source
-
-
-def face_size(lm: np.ndarray) -> float:
-    wh = lm[:, :2].max(0) - lm[:, :2].min(0)
-    return float(np.sqrt(max(wh[0] * wh[1], 1e-6)))
-
-
-def jitter(track: list[tuple[float, np.ndarray]], smooth: bool) -> float:
-    """Mean frame-to-frame landmark motion / face size (percent) over consecutive frames of one face."""
-    if len(track) < 2:
-        return float("nan")
-    f = OneEuroFilter() if smooth else None
-    seq = [(t, f(lm[:, :2], t) if f else lm[:, :2]) for t, lm in track]
-    d = [np.linalg.norm(b - a, axis=1).mean() / face_size(track[i + 1][1]) * 100
-         for i, ((_, a), (_, b)) in enumerate(zip(seq[:-1], seq[1:]))]
-    return float(np.mean(d))
 
 
 class CompareGrid(VideoWriter):
@@ -79,7 +62,6 @@ def compare(source_spec: str, methods: list[str], out_dir: str | Path, force: bo
     proc = FrameProcessor(methods)
     tris = load_face_model().triangles
     video = CompareGrid(out / "compare.mp4", source.fps, list(proc.methods), tris)
-    tracks: dict[tuple[int, str], list] = {}
     ms: dict[str, list[float]] = {m: [] for m in proc.methods}
     yaw: dict[str, list[tuple[int, float]]] = {m: [] for m in proc.methods}
     disagree: dict[tuple[str, str], list[float]] = {p: [] for p in combinations(proc.methods, 2)}
@@ -96,7 +78,6 @@ def compare(source_spec: str, methods: list[str], out_dir: str | Path, force: bo
             n += 1
             for face in res.faces:
                 for m, r in face.results.items():
-                    tracks.setdefault((face.face_id, m), []).append((frame.timestamp, r.landmarks))
                     yaw[m].append((frame.index, float(r.pose[0])))
                 for a, b in disagree:
                     if a in face.results and b in face.results:
@@ -113,13 +94,8 @@ def compare(source_spec: str, methods: list[str], out_dir: str | Path, force: bo
         source.close()
     rows = {}
     for m in proc.methods:
-        raw = [jitter(t, False) for (fid, mm), t in tracks.items() if mm == m]
-        smo = [jitter(t, True) for (fid, mm), t in tracks.items() if mm == m]
         med = float(np.median(ms[m])) if ms[m] else float("nan")
-        rows[m] = {"ms_per_face": med, "fps": 1000.0 / med if ms[m] else 0.0,
-                   "jitter_raw": float(np.nanmean(raw)) if raw else float("nan"),
-                   "jitter_smoothed": float(np.nanmean(smo)) if smo else float("nan"),
-                   "frames_with_face": len(ms[m])}
+        rows[m] = {"ms_per_face": med, "fps": 1000.0 / med if ms[m] else 0.0, "frames_with_face": len(ms[m])}
     # NME when the input is an AFLW2000-3D-style folder
     src = Path(source_spec)
     if src.is_dir() and (src / "images").is_dir() or (src.name == "images" and any(src.glob("*.mat"))):
@@ -134,18 +110,12 @@ def compare(source_spec: str, methods: list[str], out_dir: str | Path, force: bo
             meth.close()
     pair_rows = {f"{a} vs {b}": float(np.mean(v)) if v else float("nan") for (a, b), v in disagree.items()}
 
-    fig, ax = plt.subplots(1, 2, figsize=(10, 3.5))
+    fig, ax = plt.subplots(figsize=(6, 3.5))
     names = list(rows)
-    ax[0].bar(names, [rows[m]["ms_per_face"] for m in names], color="#4a7")
-    ax[0].set_ylabel("ms / face")
-    x = np.arange(len(names))
-    ax[1].bar(x - 0.2, [rows[m]["jitter_raw"] for m in names], 0.4, label="raw")
-    ax[1].bar(x + 0.2, [rows[m]["jitter_smoothed"] for m in names], 0.4, label="One-Euro")
-    ax[1].set_xticks(x, names)
-    ax[1].set_ylabel("jitter (% of face size / frame)")
-    ax[1].legend()
+    ax.bar(names, [rows[m]["ms_per_face"] for m in names], color="#4a7")
+    ax.set_ylabel("ms / face")
     fig.tight_layout()
-    fig.savefig(out / "speed_jitter.png", dpi=90)
+    fig.savefig(out / "speed.png", dpi=90)
     plt.close(fig)
     fig, ax = plt.subplots(figsize=(10, 3))
     for m in names:
@@ -162,19 +132,18 @@ def compare(source_spec: str, methods: list[str], out_dir: str | Path, force: bo
     lines = [f"# Comparison on `{source_spec}`", "",
              f"{n} frames, methods: {', '.join(names)}; made with `python main.py compare {source_spec} "
              f"--methods {','.join(names)} --out {out_dir}` in {time.perf_counter() - t0:.0f} s.", "",
-             "| method | ms/face (median) | FPS (1000 / ms) | jitter raw (%) | jitter One-Euro (%) | frames with face |"
+             "| method | ms/face (median) | FPS (1000 / ms) | frames with face |"
              + (" NME balanced |" if any("nme" in r for r in rows.values()) else ""),
-             "|---|---|---|---|---|---|" + ("---|" if any("nme" in r for r in rows.values()) else "")]
+             "|---|---|---|---|" + ("---|" if any("nme" in r for r in rows.values()) else "")]
     for m, r in rows.items():
-        lines.append(f"| {m} | {r['ms_per_face']:.2f} | {r['fps']:.1f} | {r['jitter_raw']:.3f} | "
-                     f"{r['jitter_smoothed']:.3f} | {r['frames_with_face']} |"
+        lines.append(f"| {m} | {r['ms_per_face']:.2f} | {r['fps']:.1f} | {r['frames_with_face']} |"
                      + (f" {r['nme']['balanced']:.2f} |" if "nme" in r else ""))
-    lines += ["", "Jitter: mean frame-to-frame motion of the 68 landmarks divided by the face size sqrt(w·h), in "
-              "percent, per tracked face; One-Euro is the app's smoothing filter applied to the same sequence.", ""]
+    lines += ["", "No jitter here: on a real clip the landmarks' frame-to-frame motion is mostly the head's. Stability "
+              "is measured on clips with known motion: `python main.py stability` (README).", ""]
     if pair_rows:
         lines += ["| pair | disagreement (NME %, 68 points) |", "|---|---|"]
         lines += [f"| {k} | {v:.2f} |" for k, v in pair_rows.items()]
-    lines += ["", "![speed and jitter](speed_jitter.png)", "", "![yaw per frame](yaw.png)", "",
+    lines += ["", "![speed](speed.png)", "", "![yaw per frame](yaw.png)", "",
               "Side-by-side video: `compare.mp4`.", ""]
     atomic_write_text(report_path, "\n".join(lines))
     result = {"frames": n, "methods": rows, "disagreement": pair_rows}
