@@ -15,9 +15,14 @@ def tps_kernel(r: np.ndarray) -> np.ndarray:
 
 
 def tps_kernel_sq(d2: np.ndarray) -> np.ndarray:
-    """U from squared distances: r^2 log r = d2 log(d2) / 2 (no square root)."""
+    """U from squared distances: r^2 log r = d2 log(d2) / 2 (no square root). U = 0 at d2 <= 1e-24 (as r -> 0)."""
     d2 = np.maximum(d2, 0.0)
-    return 0.5 * d2 * np.log(np.where(d2 > 1e-24, d2, 1.0))
+    # one log and two in-place products (the (B, N, K) arrays of a batch are memory-bound)
+    u = np.log(np.maximum(d2, 1e-24))
+    u *= d2
+    u *= 0.5
+    u[d2 <= 1e-24] = 0.0
+    return u
 
 
 def tps_apply(points: np.ndarray, controls: np.ndarray, params: np.ndarray) -> np.ndarray:
@@ -26,7 +31,10 @@ def tps_apply(points: np.ndarray, controls: np.ndarray, params: np.ndarray) -> n
     k = controls.shape[-2]
     ct = np.swapaxes(controls, -1, -2)
     # squared distances by |p|^2 + |c|^2 - 2 p.c: one matrix product instead of an (N, K, 3) array
-    d2 = (points * points).sum(-1)[..., :, None] + (controls * controls).sum(-1)[..., None, :] - 2.0 * points @ ct
+    d2 = points @ ct
+    d2 *= -2.0
+    d2 += (points * points).sum(-1)[..., :, None]
+    d2 += (controls * controls).sum(-1)[..., None, :]
     u = tps_kernel_sq(d2)                                                               # (N, K)
     return (u @ np.swapaxes(params[..., :k], -1, -2) + points @ np.swapaxes(params[..., k + 1:], -1, -2)
             + params[..., None, :, k])
