@@ -228,3 +228,22 @@ def test_obj_export_writes_prnets_dense_mesh(tmp_path):
     files.add(FrameResult(0, 0.0, np.zeros((120, 120, 3), np.uint8), [FaceResult(0, np.zeros(4), {"prnet": res})]))
     text = (tmp_path / "obj" / "prnet" / "000000_0.obj").read_text()
     assert text.count("v ") == len(res.dense) and text.count("f ") == len(res.dense_faces)
+
+
+def test_torch_readout_equals_the_numpy_readout_in_value_and_gradient(dense):
+    import torch
+
+    from engine.methods.prnet.network import read_points
+
+    lay = dense[0]
+    rng = np.random.default_rng(0)
+    pmap = rng.normal(size=(2, SIZE, SIZE, 3))
+    idx, w = torch.from_numpy(lay.readout_index), torch.from_numpy(lay.readout_weight).double()
+    got = read_points(torch.from_numpy(pmap).permute(0, 3, 1, 2), idx, w).numpy()
+    assert np.abs(got - lay.read(pmap)).max() < 1e-6
+    x = torch.from_numpy(pmap[:1, :16, :16].copy()).permute(0, 3, 1, 2).requires_grad_()
+    small = (idx % SIZE < 16) & (idx // SIZE < 16)   # points whose support lies in the 16x16 corner
+    rows = small.all(1)
+    assert rows.any()
+    i16 = (idx[rows] // SIZE) * 16 + idx[rows] % SIZE
+    assert torch.autograd.gradcheck(lambda m: read_points(m, i16, w[rows]), (x,))
