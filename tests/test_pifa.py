@@ -326,3 +326,23 @@ def test_pose_from_camera_matches_the_rotation(fm):
     for angles in [(0, 0, 0), (40, -10, 15), (-70, 20, -5)]:
         m = np.concatenate([euler_to_matrix(*angles)[:2] * 75.0, [[2.0], [-1.0]]], axis=1)
         assert np.allclose(pose_from_camera(np.concatenate([m.reshape(-1), np.zeros(50)])), angles, atol=1e-6)
+
+
+def test_validation_reports_every_block(dev_dir, train_dir, fm):
+    from engine.training.harness import Validator
+    from engine.training.model_card import stage_text
+    from engine.training.recipes import get_recipe
+    from engine.training.targets import load_training_set
+
+    torch.manual_seed(0)
+    recipe = get_recipe("pifa")
+    recipe.width = 0.25
+    model = recipe.build(load_training_set(limit=16))
+    val = Validator(limit=20)
+    stages = val.stages(recipe, model)
+    assert list(stages) == [f"block{k}" for k in range(7)]
+    assert stages["block6"] == val(recipe, model)           # the last block is what validation scores
+    assert stages["block0"] != stages["block6"]
+    text = stage_text([{"epoch": 3, "val_nme_stages": stages}])
+    assert text.count("| block") == 7 and "epoch 3" in text
+    assert Validator.stages(val, get_recipe("baseline"), model) == {}   # single-stage recipes: nothing extra
