@@ -125,9 +125,10 @@ class _BatchTables:
     """What ``landmark_visibility_batch`` precomputes once per face model."""
     tris: np.ndarray          # (T + S, 3) the jaw surface's triangles (the mesh's first)
     ignore: np.ndarray        # (68, T + S) bool: pairs that may not occlude (inner: the strip; jaw: own patch)
-    normal_tris: np.ndarray   # (K,) the mesh triangles touching an inner landmark's anchor
+    normal_corners: np.ndarray  # (K * 3,) corner vertices of the K mesh triangles touching an inner anchor
     incidence: np.ndarray     # (51, K) 0/1: which of them each inner anchor's normal sums
     mean_centred: np.ndarray  # (536, 3) the mean shape, pixel frame, centred (the jaw's rotation)
+    mean_colsum: np.ndarray   # (3,) its column sums (zero up to rounding; kept so the covariance is exact)
 
 
 _BATCH_TABLES: dict[int, _BatchTables] = {}
@@ -144,8 +145,9 @@ def _batch_tables(fm: FaceModel) -> _BatchTables:
         inc = _anchor_incidence(fm)[N_JAW:]
         used = np.nonzero(inc.any(0))[0]
         src = _pixel_frame(fm.mean)
-        _BATCH_TABLES[key] = _BatchTables(surface.triangles, ignore, used, np.ascontiguousarray(inc[:, used]),
-                                          src - src.mean(0))
+        centred = src - src.mean(0)
+        _BATCH_TABLES[key] = _BatchTables(surface.triangles, ignore, fm.triangles[used].ravel(),
+                                          np.ascontiguousarray(inc[:, used]), centred, centred.sum(0))
     return _BATCH_TABLES[key]
 
 
@@ -160,7 +162,7 @@ def landmark_visibility_batch(fm: FaceModel, points: np.ndarray) -> np.ndarray:
     p = np.asarray(points, np.float64)
     mesh = p[:, :N_MESH]
     # inner anchors' normals: only the z component and the length decide "facing"
-    corners = mesh[:, fm.triangles[t.normal_tris]]                          # (B, K, 3, 3)
+    corners = np.take(mesh, t.normal_corners, axis=1).reshape(len(p), -1, 3, 3)  # (B, K, corner, xyz)
     e1, e2 = corners[:, :, 1] - corners[:, :, 0], corners[:, :, 2] - corners[:, :, 0]
     # face_normals' -cross(e1, e2), written out (np.cross costs more in axis bookkeeping than in arithmetic)
     fn = np.stack([e1[..., 2] * e2[..., 1] - e1[..., 1] * e2[..., 2], e1[..., 0] * e2[..., 2] - e1[..., 2] * e2[..., 0],
@@ -170,8 +172,10 @@ def landmark_visibility_batch(fm: FaceModel, points: np.ndarray) -> np.ndarray:
     facing = np.empty(p.shape[:1] + (N_LMK,), bool)
     facing[:, N_JAW:] = normals[:, :, 2] / length > GRAZING
     # jaw: the rotation of the best similarity from the mean, as rotation_from_mean, batched
-    dst = p - p.mean(1, keepdims=True)
-    u, _, vt = np.linalg.svd(dst.transpose(0, 2, 1) @ t.mean_centred)
+    # (p - mean(p))^T S = p^T S - mean(p) (1^T S), both as matrix products (a mean over the point axis is slow)
+    mean = (np.ones(p.shape[1]) / p.shape[1]) @ p                                # (B, 3)
+    cov = np.swapaxes(p, 1, 2) @ t.mean_centred - mean[:, :, None] * t.mean_colsum[None, None, :]
+    u, _, vt = np.linalg.svd(cov)
     d = np.sign(np.linalg.det(u @ vt))
     rot = u @ (np.stack([np.ones_like(d), np.ones_like(d), d], 1)[:, :, None] * vt)
     facing[:, :N_JAW] = rot[:, 2] @ jaw_surface(fm).jaw_normals.T > GRAZING   # z of the turned jaw normals

@@ -166,3 +166,14 @@ def test_batched_decode_equals_the_per_face_decode(name):
         # baseline: the float32 coefficient product summed in another order (~1e-5 px)
         assert np.allclose(dec.points, want.points, atol=1e-4) and np.allclose(dec.pose, want.pose, atol=1e-4)
         assert (dec.dense is None) == (want.dense is None)
+
+
+def test_batched_frontal_shape_and_pose_equal_the_per_face_functions(faces):
+    from engine.methods.base import frontal_shape, frontal_shape_batch, pose_from_points, pose_from_points_batch
+
+    fm = load_face_model()
+    model_frame = faces * np.array([1.0, -1.0, 1.0])
+    got = frontal_shape_batch(fm, model_frame)
+    assert np.allclose(got, np.array([frontal_shape(fm, s) for s in model_frame]), atol=1e-9)
+    assert np.allclose(pose_from_points_batch(fm, faces), np.array([pose_from_points(fm, f) for f in faces]),
+                       atol=1e-9)

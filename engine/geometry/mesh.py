@@ -232,9 +232,9 @@ def occluded_by_mesh_batch(points: np.ndarray, verts: np.ndarray, tris: np.ndarr
     """``occluded_by_mesh`` for a batch of faces at once: points (B, P, 3), verts (B, V, 3), one triangle list,
     eps (B,), ignore (P, T) shared by every face. Returns (B, P) bool, the same decisions as the per-face test.
 
-    Candidate (point, triangle) pairs come from each triangle's x-extent (1-pixel bins of the points' x), so
-    only a few pairs per triangle reach the box, depth and barycentric tests: the same comparisons as
-    ``occluded_by_mesh``, in float64, hence the same decisions.
+    Candidate (point, triangle) pairs come from a grid over the points, so only a few pairs per triangle reach
+    the box, depth and barycentric tests: the same comparisons as ``occluded_by_mesh``, in float64, hence the
+    same decisions.
     """
     p = np.asarray(points, dtype=np.float64)
     v = np.asarray(verts, dtype=np.float64)
@@ -243,7 +243,7 @@ def occluded_by_mesh_batch(points: np.ndarray, verts: np.ndarray, tris: np.ndarr
     out = np.zeros((n_faces, n_points), bool)
     if n_points == 0 or n_faces == 0:
         return out
-    corners = v[:, tris]                                                   # (B, T, 3 corners, 3)
+    corners = np.take(v, tris.ravel(), axis=1).reshape(n_faces, n_tris, 3, 3)  # (B, T, corner, xyz)
     cx, cy, cz = corners[..., 0], corners[..., 1], corners[..., 2]         # (B, T, 3) each
     # boxes by np.minimum of the three corners (a min over a size-3 axis is many times slower in numpy)
     xmin = np.minimum(np.minimum(cx[..., 0], cx[..., 1]), cx[..., 2])
@@ -251,24 +251,39 @@ def occluded_by_mesh_batch(points: np.ndarray, verts: np.ndarray, tris: np.ndarr
     ymin = np.minimum(np.minimum(cy[..., 0], cy[..., 1]), cy[..., 2]).ravel()
     ymax = np.maximum(np.maximum(cy[..., 0], cy[..., 1]), cy[..., 2]).ravel()
     zmax = np.maximum(np.maximum(cz[..., 0], cz[..., 1]), cz[..., 2]).ravel()
-    # candidate pairs from 1-pixel x bins: the points sorted by (face, bin), a cumulative count per bin gives each
-    # triangle the run of points whose bin overlaps its x-extent (a superset of the exact test below)
-    x0 = np.floor(min(p[:, :, 0].min(), xmin.min()))
-    n_bins = int(np.floor(max(p[:, :, 0].max(), xmax.max())) - x0) + 2
-    face_base = (np.arange(n_faces) * n_bins)[:, None]
-    point_bin = (np.floor(p[:, :, 0] - x0).astype(np.int64) + face_base).ravel()
-    order = np.argsort(point_bin, kind="stable")                          # flat (face * P + point), by bin
-    first = np.concatenate([[0], np.cumsum(np.bincount(point_bin, minlength=n_faces * n_bins))])
-    lo = first[(np.floor(xmin - x0).astype(np.int64) + face_base).ravel()]
-    hi = first[(np.floor(xmax - x0).astype(np.int64) + face_base).ravel() + 1]
-    count = hi - lo
+    # Candidate pairs from a grid over the points: rows as tall as the tallest triangle (so a triangle's y-extent
+    # meets at most two rows) cut into 1-pixel x bins. With the points sorted by (face, row, x bin), a cumulative
+    # count per bin gives each (triangle, row) the run of points whose bins overlap the triangle's box: a
+    # superset of the exact box test below, a few pairs per triangle instead of every point.
+    px_all, py_all = p[:, :, 0], p[:, :, 1]
+    x0 = np.floor(min(px_all.min(), xmin.min()))
+    y0 = min(py_all.min(), ymin.min())
+    # a little over the tallest triangle, so rounding cannot make a triangle's y-extent span three rows
+    inv_h = 1.0 / (max(float((ymax - ymin).max()), 1.0) * (1 + 1e-6) + 1e-6)
+    n_x = int(np.floor(max(px_all.max(), xmax.max())) - x0) + 2
+    n_rows = int(np.floor((max(py_all.max(), ymax.max()) - y0) * inv_h)) + 2
+    cell_base = (np.arange(n_faces) * (n_rows * n_x))[:, None]
+    point_cell = (np.floor((py_all - y0) * inv_h).astype(np.int64) * n_x + np.floor(px_all - x0).astype(np.int64)
+                  + cell_base).ravel()
+    order = np.argsort(point_cell, kind="stable")                         # flat (face * P + point), by cell
+    first = np.concatenate([[0], np.cumsum(np.bincount(point_cell, minlength=n_faces * n_rows * n_x))])
+    row0 = np.floor((ymin.reshape(n_faces, n_tris) - y0) * inv_h).astype(np.int64)
+    row1 = np.floor((ymax.reshape(n_faces, n_tris) - y0) * inv_h).astype(np.int64)
+    bx0 = np.floor(xmin - x0).astype(np.int64) + cell_base
+    bx1 = np.floor(xmax - x0).astype(np.int64) + cell_base + 1
+    lo0, hi0 = first[row0 * n_x + bx0], first[row0 * n_x + bx1]
+    lo1, hi1 = first[row1 * n_x + bx0], first[row1 * n_x + bx1]
+    hi1 = np.where(row1 > row0, hi1, lo1)                                  # a triangle within one row: one run
+    lo = np.concatenate([lo0.ravel(), lo1.ravel()])
+    count = np.concatenate([(hi0 - lo0).ravel(), (hi1 - lo1).ravel()])
     n = int(count.sum())
     if n == 0:
         return out
-    pair = np.repeat(np.arange(count.size), count)                         # flat face * T + triangle of each pair
+    run = np.repeat(np.arange(count.size), count)                          # which (row, face, triangle) run
     start = np.cumsum(count) - count
+    flat_point = order[lo[run] + np.arange(n) - start[run]]                # flat face * P + point of each pair
+    pair = run % (n_faces * n_tris)                                        # flat face * T + triangle
     face = pair // n_tris
-    flat_point = order[lo[pair] + np.arange(n) - start[pair]]              # flat face * P + point of each pair
     point = flat_point - face * n_points
     py = p[:, :, 1].ravel()[flat_point]
     lim = (p[:, :, 2] + eps[:, None]).ravel()[flat_point]                  # the point's z + eps
@@ -280,7 +295,7 @@ def occluded_by_mesh_batch(points: np.ndarray, verts: np.ndarray, tris: np.ndarr
     pair, flat_point, px, py, lim = pair[cand], flat_point[cand], px[cand], py[cand], lim[cand]
     if len(pair) == 0:
         return out
-    c3 = corners.reshape(-1, 3, 3)[pair]                                   # (M, 3, 3)
+    c3 = np.take(corners.reshape(-1, 9), pair, axis=0).reshape(-1, 3, 3)   # (M, corner, xyz)
     a, b, c = c3[:, 0], c3[:, 1], c3[:, 2]
     # the barycentrics exactly as _barycentrics computes them (NaN for triangles of no 2D area: never inside)
     den = (b[:, 0] - a[:, 0]) * (c[:, 1] - a[:, 1]) - (c[:, 0] - a[:, 0]) * (b[:, 1] - a[:, 1])

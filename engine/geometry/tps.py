@@ -14,11 +14,14 @@ def tps_kernel(r: np.ndarray) -> np.ndarray:
     return np.where(r > 1e-12, u, 0.0)
 
 
-def tps_kernel_sq(d2: np.ndarray) -> np.ndarray:
-    """U from squared distances: r^2 log r = d2 log(d2) / 2 (no square root). U = 0 at d2 <= 1e-24 (as r -> 0)."""
-    d2 = np.maximum(d2, 0.0)
-    # one log and two in-place products (the (B, N, K) arrays of a batch are memory-bound)
-    u = np.log(np.maximum(d2, 1e-24))
+def tps_kernel_sq(d2: np.ndarray, overwrite: bool = False) -> np.ndarray:
+    """U from squared distances: r^2 log r = d2 log(d2) / 2 (no square root). U = 0 at d2 <= 1e-24 (as r -> 0).
+    ``overwrite``: ``d2`` may be clipped in place (saves a copy of a large batch array)."""
+    d2 = np.maximum(d2, 0.0, out=d2 if overwrite else None)
+    # one new array, the log and both products in place: a batch's (B, N, K) temporaries are several MB each,
+    # and every extra one costs more in page faults than in arithmetic
+    u = np.maximum(d2, 1e-24)
+    np.log(u, out=u)
     u *= d2
     u *= 0.5
     u[d2 <= 1e-24] = 0.0
@@ -35,7 +38,7 @@ def tps_apply(points: np.ndarray, controls: np.ndarray, params: np.ndarray) -> n
     d2 *= -2.0
     d2 += (points * points).sum(-1)[..., :, None]
     d2 += (controls * controls).sum(-1)[..., None, :]
-    u = tps_kernel_sq(d2)                                                               # (N, K)
+    u = tps_kernel_sq(d2, overwrite=True)                                               # (N, K)
     return (u @ np.swapaxes(params[..., :k], -1, -2) + points @ np.swapaxes(params[..., k + 1:], -1, -2)
             + params[..., None, :, k])
 
@@ -62,8 +65,12 @@ def tps_fit(controls: np.ndarray, targets: np.ndarray, reg: float = 0.0) -> np.n
 def _tps_system(controls: np.ndarray, targets: np.ndarray, reg: float) -> tuple[np.ndarray, np.ndarray]:
     """The interpolation system [[U + reg I, P], [P^T, 0]] and its right-hand side, leading batch axes kept."""
     k = controls.shape[-2]
-    d = controls[..., :, None, :] - controls[..., None, :, :]
-    u = tps_kernel_sq((d * d).sum(-1)) + reg * np.eye(k)
+    d2 = controls @ np.swapaxes(controls, -1, -2)
+    d2 *= -2.0
+    sq = (controls * controls).sum(-1)
+    d2 += sq[..., :, None]
+    d2 += sq[..., None, :]
+    u = tps_kernel_sq(d2, overwrite=True) + reg * np.eye(k)
     p = np.concatenate([np.ones(controls.shape[:-1] + (1,)), controls], axis=-1)
     a = np.zeros(controls.shape[:-2] + (k + 4, k + 4))
     a[..., :k, :k], a[..., :k, k:], a[..., k:, :k] = u, p, np.swapaxes(p, -1, -2)

@@ -174,6 +174,17 @@ def frontal_shape(fm: FaceModel, shape: np.ndarray) -> np.ndarray:
     return mesh * np.array([1.0, -1.0, 1.0])
 
 
+def frontal_shape_batch(fm: FaceModel, shapes: np.ndarray) -> np.ndarray:
+    """(B, 468, 3) ``frontal_shape`` of (B, 536 or 468, 3) model-frame shapes: one batched SVD."""
+    mesh = np.asarray(shapes, np.float64)[:, :N_MESH]
+    mesh = mesh - mesh.mean(1, keepdims=True)
+    src = fm.mean[:N_MESH].astype(np.float64)
+    u, _, vt = np.linalg.svd(np.swapaxes(mesh, 1, 2) @ (src - src.mean(0)))
+    d = np.sign(np.linalg.det(u @ vt))
+    rot = u @ (np.stack([np.ones_like(d), np.ones_like(d), d], 1)[:, :, None] * vt)
+    return (mesh @ rot) * np.array([1.0, -1.0, 1.0])
+
+
 def pose_from_points(fm: FaceModel, points: np.ndarray) -> np.ndarray:
     """(yaw, pitch, roll) of (536 or 468, 3) pixel-frame points: rotation of the best similarity from the mean.
 

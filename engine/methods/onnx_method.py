@@ -6,7 +6,7 @@ import time
 import numpy as np
 
 from engine.facemodel import N_MESH, load_face_model
-from engine.methods.base import DecodeResult, Method, frontal_shape
+from engine.methods.base import DecodeResult, Method, frontal_shape_batch
 from engine.paths import weights_path
 from engine.result import AlignmentResult
 from engine.runtime import OnnxModel, crop_to_input
@@ -52,12 +52,18 @@ class OnnxMethod(Method):
         points = np.stack([d.points for d in decoded])
         visible = landmark_visibility_batch(self.fm, points)
         t3 = time.perf_counter()
+        with_shape = [i for i, d in enumerate(decoded) if d.shape is not None]
+        frontal: dict[int, np.ndarray] = {}
+        if with_shape:
+            shapes = frontal_shape_batch(self.fm, np.stack([decoded[i].shape for i in with_shape]))
+            frontal = dict(zip(with_shape, shapes))
         results = []
-        for dec, pts, vis in zip(decoded, points, visible):
+        for i, (dec, pts, vis) in enumerate(zip(decoded, points, visible)):
             results.append(AlignmentResult(
-                landmarks=pts[N_MESH:].copy(), visible=vis, mesh=pts[:N_MESH].copy(), pose=np.asarray(dec.pose, np.float64),
-                dense=dec.dense, dense_faces=self.dense_faces if dec.dense is not None else None, method=self.name,
-                shape_frontal=None if dec.shape is None else frontal_shape(self.fm, dec.shape)))
+                landmarks=pts[N_MESH:].copy(), visible=vis, mesh=pts[:N_MESH].copy(),
+                pose=np.asarray(dec.pose, np.float64), dense=dec.dense,
+                dense_faces=self.dense_faces if dec.dense is not None else None, method=self.name,
+                shape_frontal=frontal.get(i)))
         t4 = time.perf_counter()
         n = len(crops)
         timings = {"network": (t1 - t0) * 1e3 / n, "decode": ((t2 - t1) + (t4 - t3)) * 1e3 / n,
