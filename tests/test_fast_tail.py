@@ -177,3 +177,17 @@ def test_batched_frontal_shape_and_pose_equal_the_per_face_functions(faces):
     assert np.allclose(got, np.array([frontal_shape(fm, s) for s in model_frame]), atol=1e-9)
     assert np.allclose(pose_from_points_batch(fm, faces), np.array([pose_from_points(fm, f) for f in faces]),
                        atol=1e-9)
+
+
+def test_batched_euler_angles_equal_the_per_matrix_functions():
+    from engine.geometry.rotation import (camera_to_euler, camera_to_euler_batch, euler_to_matrix,
+                                          matrix_to_euler, matrix_to_euler_batch)
+
+    rng = np.random.default_rng(3)
+    angles = np.concatenate([rng.uniform(-89, 89, (30, 3)), [[90.0, 10.0, 0.0], [-90.0, -20.0, 0.0]]])
+    rots = np.array([euler_to_matrix(*a) for a in angles])
+    assert np.allclose(matrix_to_euler_batch(rots), np.array([matrix_to_euler(r) for r in rots]), atol=1e-9)
+    # scaled, slightly skewed cameras as a network regresses them
+    cams = np.concatenate([rots * rng.uniform(0.5, 2, (32, 1, 1)) + rng.normal(0, 0.01, (32, 3, 3)),
+                           rng.normal(0, 50, (32, 3, 1))], 2)
+    assert np.allclose(camera_to_euler_batch(cams), np.array([camera_to_euler(c) for c in cams]), atol=1e-9)

@@ -38,6 +38,29 @@ def matrix_to_euler(r: np.ndarray, degrees: bool = True) -> np.ndarray:
     return np.rad2deg(out) if degrees else out
 
 
+def matrix_to_euler_batch(r: np.ndarray, degrees: bool = True) -> np.ndarray:
+    """(B, 3) :func:`matrix_to_euler` of (B, 3, 3) rotations, gimbal lock handled per matrix alike."""
+    r = np.asarray(r, dtype=np.float64)
+    sy = r[:, 2, 0]
+    lock = np.abs(sy) >= 0.999999
+    sign = np.sign(sy)
+    yaw = np.where(lock, np.pi / 2 * sign, np.arcsin(np.clip(sy, -1, 1)))
+    pitch = np.where(lock, np.arctan2(-sign * r[:, 0, 1], r[:, 1, 1]), np.arctan2(r[:, 2, 1], r[:, 2, 2]))
+    roll = np.where(lock, 0.0, np.arctan2(r[:, 1, 0], r[:, 0, 0]))
+    out = np.stack([yaw, pitch, roll], 1)
+    return np.rad2deg(out) if degrees else out
+
+
+def camera_to_euler_batch(p: np.ndarray) -> np.ndarray:
+    """(B, 3) :func:`camera_to_euler` of (B, 12) or (B, 3, 4) cameras: the same Gram-Schmidt, batched."""
+    p = np.asarray(p, dtype=np.float64).reshape(-1, 3, 4)
+    r1, r2 = p[:, 0, :3], p[:, 1, :3]
+    a = r1 / np.linalg.norm(r1, axis=1, keepdims=True)
+    b = r2 - a * (a * r2).sum(1, keepdims=True)
+    b /= np.linalg.norm(b, axis=1, keepdims=True)
+    return matrix_to_euler_batch(np.stack([a, b, np.cross(a, b)], 1))
+
+
 def decompose_camera(p: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
     """Split a 3x4 scaled-orthographic camera [s R | t] into (s, R, t), R orthonormalised."""
     p = np.asarray(p, dtype=np.float64).reshape(3, 4)

@@ -18,7 +18,7 @@ from typing import ClassVar
 import numpy as np
 
 from engine.facemodel import N_MESH, FaceModel
-from engine.geometry.rotation import matrix_to_euler
+from engine.geometry.rotation import matrix_to_euler, matrix_to_euler_batch
 from engine.result import AlignmentResult
 from engine.visibility import landmark_visibility
 
@@ -203,7 +203,7 @@ def pose_from_points_batch(fm: FaceModel, points: np.ndarray) -> np.ndarray:
     u, _, vt = np.linalg.svd(np.swapaxes(dst - dst.mean(1, keepdims=True), 1, 2) @ (src - src.mean(0)))
     d = np.sign(np.linalg.det(u @ vt))
     rot = u @ (np.stack([np.ones_like(d), np.ones_like(d), d], 1)[:, :, None] * vt)
-    return np.array([matrix_to_euler(r) for r in rot]).reshape(-1, 3)
+    return matrix_to_euler_batch(rot)
 
 
 def finish_from_points(fm: FaceModel, points: np.ndarray, pose: np.ndarray, t0: float, timings: dict,

@@ -9,7 +9,7 @@ import numpy as np
 
 from engine.facemodel import N_EXP, N_SHAPE
 from engine.geometry.projection import model_to_crop
-from engine.geometry.rotation import camera_to_euler
+from engine.geometry.rotation import camera_to_euler, camera_to_euler_batch
 from engine.methods.base import DecodeResult, MethodInfo
 from engine.methods.onnx_method import OnnxMethod
 
@@ -28,7 +28,7 @@ class BaselineMethod(OnnxMethod):
         shapes = fm.mean + (coef @ basis.T).reshape(len(params), -1, 3)
         cam = params[:, :12].reshape(-1, 3, 4)
         points = model_to_crop(shapes @ np.swapaxes(cam[:, :, :3], 1, 2) + cam[:, None, :, 3])
-        return [DecodeResult(pts, camera_to_euler(p[:12])) for pts, p in zip(points, params)]
+        return [DecodeResult(pts, pose) for pts, pose in zip(points, camera_to_euler_batch(params[:, :12]))]
 
 
 METHOD = MethodInfo("baseline", "MobileNet-like 3DMM parameter regressor (accuracy floor)", BaselineMethod,
