@@ -346,3 +346,11 @@ def test_validation_reports_every_block(dev_dir, train_dir, fm):
     text = stage_text([{"epoch": 3, "val_nme_stages": stages}])
     assert text.count("| block") == 7 and "epoch 3" in text
     assert Validator.stages(val, get_recipe("baseline"), model) == {}   # single-stage recipes: nothing extra
+
+
+def test_nose_mask_is_normalised_and_peaks_at_the_nose(fm):
+    from engine.methods.pifa.network import NOSE_TIP, VisualizationLayer
+
+    a = VisualizationLayer(fm, np.ones(50)).mask.numpy().astype(np.float64)
+    assert abs(a.mean()) < 1e-5 and abs(a.std() - 1) < 1e-4
+    assert a.argmax() == NOSE_TIP and (a[N_MESH:N_MESH + 17] < 0).all()    # the jaw contour is below the mean

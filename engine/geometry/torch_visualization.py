@@ -4,7 +4,7 @@ ONNX and runs cheaply on one CPU thread. The z-test needs ScatterElements with r
 
 Differentiable: the Gaussian weights in the projected positions, the values through the frontability. Not (and
 not meant to be): which vertices are pruned or hidden and which pixel a vertex is nearest to - discrete choices,
-as in the paper; the shifted Gaussian makes the rendering continuous where a vertex crosses a pixel boundary (bilinear shares).
+as in the paper; the bilinear shares keep the rendering continuous where a vertex crosses a pixel boundary.
 """
 from __future__ import annotations
 
