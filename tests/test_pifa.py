@@ -317,6 +317,11 @@ def test_tiny_overfit_onnx_parity_and_method_contract(fm, train_dir, tmp_path, m
         _, want_pts = recipe.export_module(model)(
             torch.from_numpy(crop.transpose(2, 0, 1)[None].copy()).float() / 127.5 - 1)
     assert np.allclose(res.landmarks, want_pts[0, N_MESH:].numpy(), atol=1e-2)
+    crops = [np.asarray(ts.images[i]) for i in range(3)]
+    batched = create("pifa", threads=1).align_batch(crops)       # one ONNX call, batched decode
+    for crop, r in zip(crops, batched):
+        one = create("pifa", threads=1).align(crop)
+        assert np.allclose(r.landmarks, one.landmarks, atol=1e-3) and np.allclose(r.pose, one.pose, atol=1e-3)
 
 
 def test_pose_from_camera_matches_the_rotation(fm):

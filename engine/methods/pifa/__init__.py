@@ -9,23 +9,30 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine.geometry.rotation import camera_to_euler
+from engine.geometry.rotation import camera_to_euler_batch
 from engine.methods.base import DecodeResult, MethodInfo
 from engine.methods.onnx_method import OnnxMethod
 
 
+def pose_from_cameras(params: np.ndarray) -> np.ndarray:
+    """(B, 3) yaw, pitch, roll of PIFA's M (the first 8 of each row of (B, 58) parameters): rows m1, m2 act on
+    the face model's axes (y up), so they are the first two rows of a 3DDFA-style camera, all its rotation needs."""
+    m = np.asarray(params, np.float64)[:, :8].reshape(-1, 2, 4)
+    return camera_to_euler_batch(np.concatenate([m, np.zeros_like(m[:, :1])], axis=1))
+
+
 def pose_from_camera(params: np.ndarray) -> np.ndarray:
-    """(yaw, pitch, roll) of PIFA's M (its first 8 entries): rows m1, m2 act on the face model's axes (y up)."""
-    m = np.asarray(params[:8], np.float64).reshape(2, 4)
-    r3 = np.cross(m[0, :3], m[1, :3])
-    r3 *= np.sqrt(np.linalg.norm(m[0, :3]) * np.linalg.norm(m[1, :3])) / max(np.linalg.norm(r3), 1e-12)
-    return camera_to_euler(np.concatenate([m, np.append(r3, 0.0)[None]]).reshape(12))
+    """(yaw, pitch, roll) of one face's parameters."""
+    return pose_from_cameras(np.asarray(params)[None])[0]
 
 
 class PIFAMethod(OnnxMethod):
+    def decode_batch(self, outputs: dict[str, np.ndarray]) -> list[DecodeResult]:
+        points = outputs["points"].astype(np.float64)
+        return [DecodeResult(p, pose) for p, pose in zip(points, pose_from_cameras(outputs["params"]))]
+
     def decode(self, outputs: dict[str, np.ndarray]) -> DecodeResult:
-        points = outputs["points"][0].astype(np.float64)
-        return DecodeResult(points, pose_from_camera(outputs["params"][0]))
+        return self.decode_batch(outputs)[0]
 
 
 METHOD = MethodInfo("pifa", "PIFA: six visualization blocks with a differentiable visualization layer", PIFAMethod,
