@@ -188,6 +188,8 @@ def test_dense_export_declares_its_layout_and_decodes(train_dir, tmp_path, monke
     crop = np.asarray(ts.images[0])
     res = m.align(crop)
     assert res.dense.shape == (int(valid.sum()), 3) and res.dense_faces.max() < len(res.dense)
+    both = m.align_batch([crop, crop[:, ::-1].copy()])  # the pipeline's batched path decodes the same layout
+    assert np.abs(both[0].landmarks - res.landmarks).max() < 1e-3 and both[1].dense.shape == res.dense.shape
     # the graph's read-out points equal the torch recipe's read-out of the torch map
     x = torch.from_numpy(np.ascontiguousarray(crop.transpose(2, 0, 1))).float()[None] / 127.5 - 1.0
     with torch.no_grad():
