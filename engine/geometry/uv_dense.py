@@ -18,6 +18,7 @@ ground-truth maps of real labels (``fit_readout``); the fit is measured on label
 """
 from __future__ import annotations
 
+import base64
 from dataclasses import dataclass
 from typing import Callable
 
@@ -26,6 +27,9 @@ import numpy as np
 from engine.facemodel import LMK68_GROUPS
 
 N_COEF = 50  # 40 identity + 10 expression
+# ONNX metadata of a dense-layout PRNet file (numpy-only here: the app reads it without torch)
+LAYOUT_KEY = "uv_layout"
+DENSE_LAYOUT = "bfm-noneck"
 
 
 @dataclass(frozen=True)
@@ -269,3 +273,22 @@ def build_dense_layout(bfm: dict[str, np.ndarray], face_model_bfm_index: np.ndar
     top = np.argsort(-np.abs(weight[-68:]), axis=1)[:, :4]
     loss_weight = region_weights(valid, point_uv[-68:], np.take_along_axis(index[-68:], top, 1).ravel())
     return DenseUVLayout(size, valid, texel_vertex, texel_bary, point_uv, index, weight, loss_weight)
+
+
+def layout_metadata(layout: DenseUVLayout) -> dict[str, str]:
+    """What a dense-layout ONNX file declares: the layout, the map size and the valid-texel mask (bit-packed,
+    base64), so a decoder builds the dense mesh without the shared data."""
+    return {LAYOUT_KEY: DENSE_LAYOUT, "map_size": str(layout.size),
+            "valid_mask": base64.b64encode(np.packbits(layout.valid.ravel()).tobytes()).decode("ascii")}
+
+
+def valid_mask_from_metadata(meta: dict[str, str]) -> np.ndarray:
+    """The (S, S) valid-texel mask a dense-layout ONNX file declares."""
+    try:
+        size = int(meta["map_size"])
+        bits = np.frombuffer(base64.b64decode(meta["valid_mask"]), np.uint8)
+    except (KeyError, ValueError) as err:
+        raise ValueError(f"dense-layout metadata incomplete or corrupt ({err}); re-export the weights") from err
+    if len(bits) * 8 < size * size:
+        raise ValueError(f"dense-layout valid mask holds {len(bits) * 8} bits, a {size}x{size} map needs {size * size}")
+    return np.unpackbits(bits)[:size * size].reshape(size, size).astype(bool)

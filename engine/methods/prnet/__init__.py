@@ -35,8 +35,7 @@ class PRNetMethod(OnnxMethod):
         meta = self.model.session.get_modelmeta().custom_metadata_map
         self.uv_layout = meta.get("uv_layout", "facemodel-536")
         if self.uv_layout == "bfm-noneck":
-            from engine.methods.prnet.dense import valid_mask_from_metadata
-            from engine.geometry.uv_dense import grid_faces
+            from engine.geometry.uv_dense import grid_faces, valid_mask_from_metadata  # numpy only, no torch
 
             if "points" not in self.model.output_names:
                 raise ValueError(f"{self.model.path}: a dense-layout PRNet must have a 'points' output; re-export it")

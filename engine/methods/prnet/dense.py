@@ -9,17 +9,14 @@ from the map inside the graph. Files without ``uv_layout`` are the first 64x64 f
 """
 from __future__ import annotations
 
-import base64
 from functools import lru_cache
 
 import numpy as np
 import torch
 from torch import nn
 
-from engine.geometry.uv_dense import DenseUVLayout, TexelBasis, build_dense_layout, texel_basis
-
-LAYOUT_KEY = "uv_layout"
-DENSE_LAYOUT = "bfm-noneck"
+from engine.geometry.uv_dense import (DENSE_LAYOUT, LAYOUT_KEY, DenseUVLayout, TexelBasis,  # noqa: F401
+                                      build_dense_layout, layout_metadata, texel_basis, valid_mask_from_metadata)
 FIT_LABELS = 1000   # training labels the read-out weights are fitted on (a seeded sample; deterministic)
 
 
@@ -53,18 +50,6 @@ def dense_layout(size: int) -> DenseUVLayout:
 @lru_cache(maxsize=2)
 def dense_basis(size: int) -> TexelBasis:
     return texel_basis(dense_layout(size), load_bfm())
-
-
-def layout_metadata(layout: DenseUVLayout) -> dict[str, str]:
-    return {LAYOUT_KEY: DENSE_LAYOUT, "map_size": str(layout.size),
-            "valid_mask": base64.b64encode(np.packbits(layout.valid.ravel()).tobytes()).decode("ascii")}
-
-
-def valid_mask_from_metadata(meta: dict[str, str]) -> np.ndarray:
-    """The (S, S) valid-texel mask a dense-layout ONNX file declares."""
-    size = int(meta["map_size"])
-    bits = np.frombuffer(base64.b64decode(meta["valid_mask"]), np.uint8)
-    return np.unpackbits(bits)[:size * size].reshape(size, size).astype(bool)
 
 
 class DenseTargets(nn.Module):
