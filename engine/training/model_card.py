@@ -90,7 +90,10 @@ def write_card(name: str, e2e: bool = True) -> str:
     try:  # the recipe's current description of itself (the training facts keep the one it was trained with)
         from engine.training.recipes import get_recipe
 
-        facts["notes"] = get_recipe(name).notes
+        recipe = get_recipe(name)
+        # only while it is still the recipe the weights came from (prnet's dense recipe awaits its first run)
+        if recipe.description == facts.get("description"):
+            facts["notes"] = recipe.notes
     except (KeyError, ImportError):
         pass
     dev = data_path("aflw2000_dev")
