@@ -25,6 +25,17 @@ if bench.exists():
     for n, r in json.loads(bench.read_text())["methods"].items():
         print(f"| {n} | {r['ms_per_face_1t']:.2f} | {r['ms_per_face_2t']:.2f} | {r['pipeline_fps']:.1f} | "
               f"{r['pipeline_frames_with_face']}/{r['pipeline_frames']} | {r['provider']} |")
+    methods = json.loads(bench.read_text())["methods"]
+    ks = next((list(r["ms_per_face_by_faces"]) for r in methods.values() if "ms_per_face_by_faces" in r), [])
+    if ks:  # ms per face with 1, 4, 16 faces per frame (one align_batch call), split into network + tail
+        print()
+        print("| method | " + " | ".join(f"{k} face{'s' if k != '1' else ''} per frame" for k in ks)
+              + f" | {ks[-1]} vs {ks[0]} |")
+        print("|---|" + "---|" * (len(ks) + 1))
+        for n, r in methods.items():
+            f, net, tail = r["ms_per_face_by_faces"], r["network_ms_by_faces"], r["tail_ms_by_faces"]
+            print(f"| {n} | " + " | ".join(f"**{f[k]:.2f}** ({net[k]:.2f} + {tail[k]:.2f})" for k in ks)
+                  + f" | {100 * (f[ks[-1]] / f[ks[0]] - 1):+.0f}% |")
 stab = root / "stability.json"
 if stab.exists():
     print()

@@ -243,14 +243,12 @@ def occluded_by_mesh_batch(points: np.ndarray, verts: np.ndarray, tris: np.ndarr
     out = np.zeros((n_faces, n_points), bool)
     if n_points == 0 or n_faces == 0:
         return out
-    corners = np.take(v, tris.ravel(), axis=1).reshape(n_faces, n_tris, 3, 3)  # (B, T, corner, xyz)
-    cx, cy, cz = corners[..., 0], corners[..., 1], corners[..., 2]         # (B, T, 3) each
-    # boxes by np.minimum of the three corners (a min over a size-3 axis is many times slower in numpy)
-    xmin = np.minimum(np.minimum(cx[..., 0], cx[..., 1]), cx[..., 2])
-    xmax = np.maximum(np.maximum(cx[..., 0], cx[..., 1]), cx[..., 2])
-    ymin = np.minimum(np.minimum(cy[..., 0], cy[..., 1]), cy[..., 2]).ravel()
-    ymax = np.maximum(np.maximum(cy[..., 0], cy[..., 1]), cy[..., 2]).ravel()
-    zmax = np.maximum(np.maximum(cz[..., 0], cz[..., 1]), cz[..., 2]).ravel()
+    # corners gathered corner-major, (B, corner, T, xyz): the boxes are then reductions over an outer axis, which
+    # numpy runs as element-wise min/max of three slabs (a reduction over a trailing size-3 axis is far slower)
+    corners = np.take(v, tris.T.ravel(), axis=1).reshape(n_faces, 3, n_tris, 3)
+    lo_xyz, hi_xyz = corners.min(1), corners.max(1)                        # (B, T, xyz)
+    xmin, xmax = lo_xyz[..., 0], hi_xyz[..., 0]
+    ymin, ymax, zmax = lo_xyz[..., 1].ravel(), hi_xyz[..., 1].ravel(), hi_xyz[..., 2].ravel()
     # Candidate pairs from a grid over the points: rows as tall as the tallest triangle (so a triangle's y-extent
     # meets at most two rows) cut into 1-pixel x bins. With the points sorted by (face, row, x bin), a cumulative
     # count per bin gives each (triangle, row) the run of points whose bins overlap the triangle's box: a
@@ -295,8 +293,8 @@ def occluded_by_mesh_batch(points: np.ndarray, verts: np.ndarray, tris: np.ndarr
     pair, flat_point, px, py, lim = pair[cand], flat_point[cand], px[cand], py[cand], lim[cand]
     if len(pair) == 0:
         return out
-    c3 = np.take(corners.reshape(-1, 9), pair, axis=0).reshape(-1, 3, 3)   # (M, corner, xyz)
-    a, b, c = c3[:, 0], c3[:, 1], c3[:, 2]
+    face_of, tri_of = np.divmod(pair, n_tris)
+    a, b, c = corners[face_of, 0, tri_of], corners[face_of, 1, tri_of], corners[face_of, 2, tri_of]  # (M, xyz)
     # the barycentrics exactly as _barycentrics computes them (NaN for triangles of no 2D area: never inside)
     den = (b[:, 0] - a[:, 0]) * (c[:, 1] - a[:, 1]) - (c[:, 0] - a[:, 0]) * (b[:, 1] - a[:, 1])
     den = np.where(np.abs(den) < 1e-9, np.nan, den)
