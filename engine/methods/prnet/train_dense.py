@@ -26,8 +26,8 @@ from engine.training.targets import TrainingSet
 # (ONNX Runtime, fused graph; network + decode with read-out and pose + visibility; untrained exports, whose cost
 # does not depend on the weights; /tmp script under `bash /tmp/quiet.sh`, two rounds side by side): 64x64
 # 4.37-4.49 ms (network 3.7), 128x128 6.48-6.68 ms (network 5.5-5.6), over the 6 ms/face target. So 64x64 (the
-# issue's floor), read out with fitted 6x6-texel weights: 0.011 px mean, 0.21 px worst on 500 held-out labels
-# (128 would give 0.009 / 0.09).
+# issue's floor), read out with fitted 6x6-texel weights: 68 landmarks 0.011 px mean, 0.048 p99, 0.22 px worst on
+# ground-truth maps of 1,000 labels outside the fit (128x128: 0.005 / 0.018 / 0.046; python /tmp/w12/readout_eval.py).
 DENSE_MAP_SIZE = 64
 
 
@@ -51,7 +51,8 @@ class DensePRNetRecipe(PRNetRecipe):
         "x, y, z in crop pixels per texel; 2,770 valid texels at 64x64 (mirror-symmetric). The 68 landmarks and the "
         "face model's 468 vertices are read inside the exported graph (output `points`), each as a fixed weighted "
         "sum of the valid texels in a 6x6 window around its UV, weights fitted on 1,000 training labels' "
-        "ground-truth maps (read-out error on 500 other labels: 0.011 px mean, 0.21 px worst). Loss: the paper's "
+        "ground-truth maps (read-out error of the 68 on 1,000 other labels: 0.011 px mean, 0.048 px p99, 0.22 px "
+        "worst, the inner lower lip). Loss: the paper's "
         "weighted MSE (68 landmark texels 16, eyes/nose/mouth 4, rest of the face 3, outside 0) in px^2 + L1 from "
         "the 68 read-out landmarks to the label's (x, y, px) + 0.5 x L1 to AFLW's human points where present "
         "(px). Augmentation: the paper's (rotation +-45, translation 10%, scale 0.9-1.2, colour 0.6-1.4, "
