@@ -15,6 +15,12 @@ from engine.methods.onnx_method import OnnxMethod
 
 
 class BaselineMethod(OnnxMethod):
+    def __init__(self, **kw) -> None:
+        super().__init__(**kw)
+        # (536 * 3, 50) shape + expression basis, float32 like fm.shape: built once, not per batch
+        self.basis_t = np.ascontiguousarray(
+            np.concatenate([self.fm.w_shape, self.fm.w_exp], axis=2).reshape(-1, N_SHAPE + N_EXP).T)
+
     def decode(self, outputs: dict[str, np.ndarray]) -> DecodeResult:
         params = outputs["params"][0].astype(np.float64)
         return DecodeResult(self.fm.points(params), camera_to_euler(params[:12]))
@@ -24,8 +30,7 @@ class BaselineMethod(OnnxMethod):
         params = outputs["params"].astype(np.float64)
         fm = self.fm
         coef = params[:, 12:].astype(np.float32)                       # fm.shape's float32 coefficients
-        basis = np.concatenate([fm.w_shape, fm.w_exp], axis=2).reshape(-1, N_SHAPE + N_EXP)
-        shapes = fm.mean + (coef @ basis.T).reshape(len(params), -1, 3)
+        shapes = fm.mean + (coef @ self.basis_t).reshape(len(params), -1, 3)
         cam = params[:, :12].reshape(-1, 3, 4)
         points = model_to_crop(shapes @ np.swapaxes(cam[:, :, :3], 1, 2) + cam[:, None, :, 3])
         return [DecodeResult(pts, pose) for pts, pose in zip(points, camera_to_euler_batch(params[:, :12]))]
