@@ -49,11 +49,12 @@ class EngineBridge(QtCore.QObject):
 
     @staticmethod
     def available_methods() -> list[tuple[str, str, bool]]:
-        """(name, description, weights present) for every registered method."""
+        """(name, description, weights present) for every registered method; a method without weights is
+        described by why it cannot run and how to make its weights (the method box shows it disabled)."""
         from engine.methods.base import registry
-        from engine.paths import weights_path
 
-        return [(n, i.description, weights_path(i.weights).exists()) for n, i in sorted(registry().items())]
+        return [(n, i.description if i.available else f"{i.description}. {i.unavailable_reason()}", i.available)
+                for n, i in sorted(registry().items())]
 
     @staticmethod
     def providers() -> str:
