@@ -191,3 +191,19 @@ def test_batched_euler_angles_equal_the_per_matrix_functions():
     cams = np.concatenate([rots * rng.uniform(0.5, 2, (32, 1, 1)) + rng.normal(0, 0.01, (32, 3, 3)),
                            rng.normal(0, 50, (32, 3, 1))], 2)
     assert np.allclose(camera_to_euler_batch(cams), np.array([camera_to_euler(c) for c in cams]), atol=1e-9)
+
+
+def test_every_shipped_onnx_model_has_a_dynamic_batch_axis():
+    from engine.methods.base import registry
+    from engine.methods.onnx_method import OnnxMethod
+
+    checked = 0
+    for name, info in registry().items():
+        if not (issubclass(info.factory, OnnxMethod) and info.available):
+            continue
+        m = info.factory(threads=1)
+        shapes = [i.shape for i in m.model.session.get_inputs()] + [o.shape for o in m.model.session.get_outputs()]
+        assert all(isinstance(s[0], str) for s in shapes), f"{name}: fixed batch axis in {shapes}"
+        checked += 1
+    if not checked:
+        pytest.skip("no ONNX weights present")
