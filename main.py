@@ -77,7 +77,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         paths = ("old",) if args.legacy else ("old", "new", "new_worker")
         res = benchmark(args.name, steps=args.steps, threads=args.threads, limit=args.limit,
                         batch_size=args.batch_size, seed=args.seed, paths=paths, device=args.device,
-                        log=(lambda s: print(s, file=sys.stderr)) if args.json else print)
+                        rounds=args.rounds, log=(lambda s: print(s, file=sys.stderr)) if args.json else print)
         print(json.dumps(res) if args.json else format_table(res))
         return 0
     from pathlib import Path
@@ -280,6 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--benchmark", action="store_true",
                    help="time the data path, the compute and both together (images/s), old vs new path; no training")
     s.add_argument("--steps", type=int, default=20, help="timed batches per benchmark measurement (default 20)")
+    s.add_argument("--rounds", type=int, default=3, help="benchmark rounds; the table shows the median (default 3)")
     s.add_argument("--json", action="store_true", help="with --benchmark: one JSON object on stdout")
     s.add_argument("--legacy", action="store_true",
                    help="today's data path (per-sample targets in the loop, NCHW, no prefetch); with --benchmark: "

@@ -6,7 +6,9 @@ instead of the thread), side by side in one run on the real training data.
 
 Each measurement times ``steps`` batches after ``warmup`` untimed ones (thread start, worker fork, oneDNN kernel
 selection); the three quantities are measured in turn for every path, so slow drifts of a shared machine hit all
-paths alike.
+paths alike, and the table reports the median of ``rounds`` such rounds. "data" is the cost of preparing batches
+in the loop, for every path (a prefetch queue would hide its first batches); "total" is each path's own loop,
+overlap included.
 """
 from __future__ import annotations
 
@@ -14,12 +16,14 @@ import os
 import time
 from typing import Any, Callable
 
+import numpy as np
 import torch
 
 from engine.training.batches import batches, make_loader, pick_device, prepare_model
 from engine.training.harness import seed_everything
 from engine.training.targets import load_training_set
 
+WHAT = ("data", "compute", "total")
 PATHS = {  # name -> (legacy data path, overlap, channels_last)
     "old": (True, "none", False),
     "new": (False, "thread", True),
@@ -45,13 +49,14 @@ class _Arm:
         self.batch_size = batch_size
         self.seed = seed
 
-    def stream(self):
+    def stream(self, overlap: str | None = None):
+        overlap = overlap or self.overlap
         g = torch.Generator()
         g.manual_seed(self.seed)
-        loader = make_loader(self.dataset, self.batch_size, g, self.overlap,
+        loader = make_loader(self.dataset, self.batch_size, g, overlap,
                              self.recipe.batch_targets if self.device.type == "cpu" else None,
                              pin_memory=self.device.type == "cuda")
-        return batches(loader, self.recipe.batch_targets, self.device, self.overlap, self.channels_last)
+        return batches(loader, self.recipe.batch_targets, self.device, overlap, self.channels_last)
 
     def step(self, batch: dict) -> None:
         loss, _ = self.recipe.loss(self.model, batch)
@@ -65,7 +70,8 @@ class _Arm:
             torch.cuda.synchronize(self.device)
 
     def time_data(self, steps: int, warmup: int) -> float:
-        it = self.stream()
+        # the cost of preparing batches, measured in the loop: a prefetcher's queue would hide its first batches
+        it = self.stream("none")
         for _ in range(warmup):
             next(it)
         t = time.perf_counter()
@@ -105,8 +111,9 @@ class _Arm:
 
 def benchmark(name: str, steps: int = 20, warmup: int = 3, threads: int | None = None, limit: int | None = None,
               batch_size: int | None = None, seed: int = 0, paths: tuple[str, ...] = ("old", "new", "new_worker"),
-              device: str | None = None, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Images/s per path: {"recipe", ..., "old": {"data", "compute", "total"}, "new": {...}, ...}."""
+              device: str | None = None, rounds: int = 3, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Images/s per path, the median of ``rounds`` rounds: {"recipe", ..., "old": {"data", "compute", "total"},
+    "new": {...}, ..., "samples": every round's values}."""
     from engine.training.recipes import get_recipe
 
     torch.set_num_threads(threads or os.cpu_count() or 1)
@@ -121,13 +128,17 @@ def benchmark(name: str, steps: int = 20, warmup: int = 3, threads: int | None =
     arms = {p: _Arm(p, lambda: get_recipe(name), train_set, bs, seed, dev) for p in paths}
     out: dict[str, Any] = {"recipe": name, "batch_size": bs, "threads": torch.get_num_threads(), "steps": steps,
                            "warmup": warmup, "crops": len(train_set), "device": str(dev)}
+    samples: dict[str, dict[str, list[float]]] = {p: {w: [] for w in WHAT} for p in paths}
+    for r in range(rounds):
+        for what in WHAT:
+            for p, arm in arms.items():
+                rate = getattr(arm, f"time_{what}")(steps, warmup)
+                samples[p][what].append(round(rate, 1))
+                log(f"[{name}] round {r + 1}/{rounds} {p:<10} {what:<8} {rate:7.1f} images/s")
     for p in paths:
-        out[p] = {}
-    for what in ("data", "compute", "total"):
-        for p, arm in arms.items():
-            rate = getattr(arm, f"time_{what}")(steps, warmup)
-            out[p][what] = round(rate, 1)
-            log(f"[{name}] {p:<10} {what:<8} {rate:7.1f} images/s")
+        out[p] = {w: float(np.median(v)) for w, v in samples[p].items()}
+    out["rounds"] = rounds
+    out["samples"] = samples
     if "old" in out and "new" in out:
         out["speedup_total"] = round(out["new"]["total"] / out["old"]["total"], 2)
     return out
@@ -136,7 +147,7 @@ def benchmark(name: str, steps: int = 20, warmup: int = 3, threads: int | None =
 def format_table(res: dict[str, Any]) -> str:
     paths = [p for p in PATHS if p in res]
     rows = [f"{res['recipe']}: batch {res['batch_size']}, {res['threads']} threads, {res['device']}, "
-            f"{res['steps']} timed steps after {res['warmup']} warm-up; images/s",
+            f"median of {res['rounds']} rounds of {res['steps']} timed steps after {res['warmup']} warm-up; images/s",
             f"{'path':<11} {'data':>8} {'compute':>8} {'total':>8}"]
     rows += [f"{p:<11} {res[p]['data']:8.1f} {res[p]['compute']:8.1f} {res[p]['total']:8.1f}" for p in paths]
     if "speedup_total" in res:

@@ -22,6 +22,10 @@ def _row(r: dict) -> str:
             f"{b['overall']:.2f} | {r['failures']} |")
 
 
+# what models trained before the resumable schedule (issue 11) had; their training facts record no schedule
+LEGACY_SCHEDULE = ("warm-up + cosine over each run's own epochs, restarted (warm) by every `--resume --epochs N` "
+                   "(the pre-issue-11 harness)")
+
 # extra protocol-mode evaluations of a method's own variants, for the paper's ablations
 ABLATIONS = {"3dstn": [("before refinement (projected landmarks of the TPS-warped face)", {"refine": False})],
              "mtcnn3d": [("stage 1 only (no MSIF refinement)", {"stages": 1})]}
@@ -129,14 +133,15 @@ def write_card(name: str, e2e: bool = True) -> str:
 - Parameters: {facts['parameters']:,}; multiply-accumulates per 120x120 crop: {facts['macs'] / 1e6:.1f} M
 - Files: `weights/{name}.onnx` (sha256 {sha256(onnx)}…), final torch checkpoint `weights/{name}.pt`
   (`python main.py train {name} --epochs N --resume` continues from it, with a fresh optimizer, when
-  `runs/{name}/last.pt` is absent).
+  `runs/{name}/last.pt` is absent, at the learning rate it stopped at; `--rewarm` goes back to the base rate).
 
 ## Data and training
 - Training set: ../shared/data/aflw_train (19,080 AFLW crops), teacher 3DMM labels + AFLW human 21 points.
 - Validation: ../shared/data/aflw2000_dev (1,000 AFLW2000-3D images), never trained on.
 - Command: `{facts['command']}`; seed {facts['seed']}; {facts['epochs']} epochs, batch {facts['batch_size']},
-  AdamW lr {facts['lr']} (warm-up + cosine); {facts['train_seconds'] / 60:.0f} minutes on {facts['threads']} CPU
-  threads ({facts['host']}).
+  AdamW lr {facts['lr']}; {facts['train_seconds'] / 60:.0f} minutes on {facts['threads']} CPU
+  threads ({facts['host']}{', trained on ' + facts['device'] if facts.get('device', 'cpu') != 'cpu' else ''}).
+- Learning-rate schedule: {facts.get('schedule') or LEGACY_SCHEDULE}.
 - Augmentation: {json.dumps(facts['augment'])}
 
 | epoch | train points error (px) | aflw2000_dev balanced NME (torch, protocol) | seconds |

@@ -76,6 +76,7 @@ class STN3D(nn.Module):
         size = x.shape[-1]
         grid = ((lm + 0.5) / size * 2 - 1)[:, :, None, :]                 # pixel centres -> [-1, 1]
         sampled = F.grid_sample(f, grid, mode="bilinear", padding_mode="border", align_corners=False)
-        sampled = sampled[..., 0].transpose(1, 2)                         # (B, 68, D)
+        sampled = sampled[..., 0].transpose(1, 2).contiguous()            # (B, 68, D); contiguous: the per-landmark
+        # einsum below is a bmm over 68 that ran 10x slower on the strided view of a channels_last feature map
         refined = lm + torch.einsum("bld,ldo->blo", sampled, self.lm_weight) + self.lm_bias
         return camera, tps, shape, points, refined
