@@ -13,7 +13,7 @@ def _keep_freed_buffers() -> None:
     A batch's tail allocates (B, 536, 68) float64 temporaries (TPS kernel, distances): several MB each, every
     frame. By default glibc hands such blocks back to the OS and the next frame page-faults them in again, which
     cost more than the arithmetic (16 faces: 3DSTN's TPS warp 4.3 -> 1.9 ms, /tmp line profile). Blocks up to
-    32 MB now come from the heap, which is trimmed only beyond 256 MB free. No effect off glibc.
+    32 MB now come from the heap, which is trimmed only beyond 64 MB free. No effect off glibc.
     """
     import ctypes
     import sys
@@ -24,7 +24,7 @@ def _keep_freed_buffers() -> None:
         libc = ctypes.CDLL("libc.so.6")
         m_trim_threshold, m_mmap_threshold = -1, -3
         libc.mallopt(m_mmap_threshold, 32 * 1024 * 1024)
-        libc.mallopt(m_trim_threshold, 256 * 1024 * 1024)
+        libc.mallopt(m_trim_threshold, 64 * 1024 * 1024)
     except (OSError, AttributeError):  # not glibc (musl, ...): keep its defaults
         pass
 
