@@ -28,6 +28,11 @@ def tps_kernel_sq(d2: np.ndarray, overwrite: bool = False) -> np.ndarray:
     return u
 
 
+def _squared_norms(x: np.ndarray) -> np.ndarray:
+    """|x|^2 over the last (size-3) axis: the same sums as (x * x).sum(-1), several times faster in numpy."""
+    return x[..., 0] * x[..., 0] + x[..., 1] * x[..., 1] + x[..., 2] * x[..., 2]
+
+
 def tps_apply(points: np.ndarray, controls: np.ndarray, params: np.ndarray) -> np.ndarray:
     """Warp (N, 3) points with a TPS on (K, 3) control points; params (3, K + 4). Leading batch axes (B, ...)
     on all three warp B shapes at once."""
@@ -36,8 +41,8 @@ def tps_apply(points: np.ndarray, controls: np.ndarray, params: np.ndarray) -> n
     # squared distances by |p|^2 + |c|^2 - 2 p.c: one matrix product instead of an (N, K, 3) array
     d2 = points @ ct
     d2 *= -2.0
-    d2 += (points * points).sum(-1)[..., :, None]
-    d2 += (controls * controls).sum(-1)[..., None, :]
+    d2 += _squared_norms(points)[..., :, None]
+    d2 += _squared_norms(controls)[..., None, :]
     u = tps_kernel_sq(d2, overwrite=True)                                               # (N, K)
     return (u @ np.swapaxes(params[..., :k], -1, -2) + points @ np.swapaxes(params[..., k + 1:], -1, -2)
             + params[..., None, :, k])
@@ -67,7 +72,7 @@ def _tps_system(controls: np.ndarray, targets: np.ndarray, reg: float) -> tuple[
     k = controls.shape[-2]
     d2 = controls @ np.swapaxes(controls, -1, -2)
     d2 *= -2.0
-    sq = (controls * controls).sum(-1)
+    sq = _squared_norms(controls)
     d2 += sq[..., :, None]
     d2 += sq[..., None, :]
     u = tps_kernel_sq(d2, overwrite=True) + reg * np.eye(k)
