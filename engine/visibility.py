@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from engine.facemodel import N_LMK, N_MESH, FaceModel
+from engine.geometry.rotation import best_rotations
 from engine.geometry.mesh import (boundary_loops, occluded_by_mesh, occluded_by_mesh_batch,
                                   point_visibility, stitch_polylines, vertex_normals, vertex_rings)
 
@@ -127,8 +128,7 @@ class _BatchTables:
     ignore: np.ndarray        # (68, T + S) bool: pairs that may not occlude (inner: the strip; jaw: own patch)
     normal_corners: np.ndarray  # (K * 3,) corner vertices of the K mesh triangles touching an inner anchor
     incidence: np.ndarray     # (51, K) 0/1: which of them each inner anchor's normal sums
-    mean_centred: np.ndarray  # (536, 3) the mean shape, pixel frame, centred (the jaw's rotation)
-    mean_colsum: np.ndarray   # (3,) its column sums (zero up to rounding; kept so the covariance is exact)
+    mean_pixel: np.ndarray    # (536, 3) the mean shape, pixel frame (the jaw's rotation is taken from it)
 
 
 _BATCH_TABLES: dict[int, _BatchTables] = {}
@@ -145,9 +145,8 @@ def _batch_tables(fm: FaceModel) -> _BatchTables:
         inc = _anchor_incidence(fm)[N_JAW:]
         used = np.nonzero(inc.any(0))[0]
         src = _pixel_frame(fm.mean)
-        centred = src - src.mean(0)
         _BATCH_TABLES[key] = _BatchTables(surface.triangles, ignore, fm.triangles[used].ravel(),
-                                          np.ascontiguousarray(inc[:, used]), centred, centred.sum(0))
+                                          np.ascontiguousarray(inc[:, used]), src)
     return _BATCH_TABLES[key]
 
 
@@ -173,12 +172,7 @@ def landmark_visibility_batch(fm: FaceModel, points: np.ndarray) -> np.ndarray:
     facing = np.empty(p.shape[:1] + (N_LMK,), bool)
     facing[:, N_JAW:] = normals[:, :, 2] / length > GRAZING
     # jaw: the rotation of the best similarity from the mean, as rotation_from_mean, batched
-    # (p - mean(p))^T S = p^T S - mean(p) (1^T S), both as matrix products (a mean over the point axis is slow)
-    mean = (np.ones(p.shape[1]) / p.shape[1]) @ p                                # (B, 3)
-    cov = np.swapaxes(p, 1, 2) @ t.mean_centred - mean[:, :, None] * t.mean_colsum[None, None, :]
-    u, _, vt = np.linalg.svd(cov)
-    d = np.sign(np.linalg.det(u @ vt))
-    rot = u @ (np.stack([np.ones_like(d), np.ones_like(d), d], 1)[:, :, None] * vt)
+    rot = best_rotations(t.mean_pixel[: p.shape[1]], p)
     facing[:, :N_JAW] = rot[:, 2] @ jaw_surface(fm).jaw_normals.T > GRAZING   # z of the turned jaw normals
     eps = EPS_FRACTION * (np.ptp(mesh[:, :, 0], axis=1) + 1e-9)
     return facing & ~occluded_by_mesh_batch(p[:, N_MESH:], p, t.tris, eps, t.ignore)

@@ -61,6 +61,21 @@ def camera_to_euler_batch(p: np.ndarray) -> np.ndarray:
     return matrix_to_euler_batch(np.stack([a, b, np.cross(a, b)], 1))
 
 
+def best_rotations(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """(B, 3, 3) rotations of the best similarities taking (N, 3) ``src`` onto each of (B, N, 3) ``dst``
+    (orthogonal Procrustes, reflection excluded): one batched 3x3 SVD."""
+    src = np.asarray(src, np.float64)
+    dst = np.asarray(dst, np.float64)
+    src_c = src - src.mean(0)
+    # (dst - mean(dst))^T src_c as dst^T src_c - mean(dst) (1^T src_c): matrix products only (numpy's mean over
+    # the point axis of a (B, N, 3) array is slow); 1^T src_c is zero up to rounding
+    mean = (np.ones(dst.shape[1]) / dst.shape[1]) @ dst
+    cov = np.swapaxes(dst, 1, 2) @ src_c - mean[:, :, None] * src_c.sum(0)[None, None, :]
+    u, _, vt = np.linalg.svd(cov)
+    d = np.sign(np.linalg.det(u @ vt))
+    return u @ (np.stack([np.ones_like(d), np.ones_like(d), d], 1)[:, :, None] * vt)
+
+
 def decompose_camera(p: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
     """Split a 3x4 scaled-orthographic camera [s R | t] into (s, R, t), R orthonormalised."""
     p = np.asarray(p, dtype=np.float64).reshape(3, 4)

@@ -18,7 +18,7 @@ from typing import ClassVar
 import numpy as np
 
 from engine.facemodel import N_MESH, FaceModel
-from engine.geometry.rotation import matrix_to_euler, matrix_to_euler_batch
+from engine.geometry.rotation import best_rotations, matrix_to_euler, matrix_to_euler_batch
 from engine.result import AlignmentResult
 from engine.visibility import landmark_visibility
 
@@ -177,11 +177,8 @@ def frontal_shape(fm: FaceModel, shape: np.ndarray) -> np.ndarray:
 def frontal_shape_batch(fm: FaceModel, shapes: np.ndarray) -> np.ndarray:
     """(B, 468, 3) ``frontal_shape`` of (B, 536 or 468, 3) model-frame shapes: one batched SVD."""
     mesh = np.asarray(shapes, np.float64)[:, :N_MESH]
-    mesh = mesh - mesh.mean(1, keepdims=True)
-    src = fm.mean[:N_MESH].astype(np.float64)
-    u, _, vt = np.linalg.svd(np.swapaxes(mesh, 1, 2) @ (src - src.mean(0)))
-    d = np.sign(np.linalg.det(u @ vt))
-    rot = u @ (np.stack([np.ones_like(d), np.ones_like(d), d], 1)[:, :, None] * vt)
+    rot = best_rotations(fm.mean[:N_MESH], mesh)
+    mesh = mesh - (np.ones(N_MESH) / N_MESH) @ mesh[:, None, :, :]
     return (mesh @ rot) * np.array([1.0, -1.0, 1.0])
 
 
@@ -198,12 +195,7 @@ def pose_from_points_batch(fm: FaceModel, points: np.ndarray) -> np.ndarray:
     """(B, 3) ``pose_from_points`` of (B, N, 3) points: one batched SVD."""
     pts = np.asarray(points, np.float64) * np.array([1.0, -1.0, 1.0])
     n = min(pts.shape[1], fm.n_points)
-    src = fm.mean[:n].astype(np.float64)
-    dst = pts[:, :n]
-    u, _, vt = np.linalg.svd(np.swapaxes(dst - dst.mean(1, keepdims=True), 1, 2) @ (src - src.mean(0)))
-    d = np.sign(np.linalg.det(u @ vt))
-    rot = u @ (np.stack([np.ones_like(d), np.ones_like(d), d], 1)[:, :, None] * vt)
-    return matrix_to_euler_batch(rot)
+    return matrix_to_euler_batch(best_rotations(fm.mean[:n], pts[:, :n]))
 
 
 def finish_from_points(fm: FaceModel, points: np.ndarray, pose: np.ndarray, t0: float, timings: dict,
