@@ -318,8 +318,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--workers", type=int, help="local worker processes, one inference thread each "
                                                "(default: the core count; with --ray: a local cluster's CPUs)")
     s.add_argument("--ray", nargs="?", const="", metavar="ADDRESS",
-                   help="run on Ray: no ADDRESS starts a local cluster (or joins RAY_ADDRESS); 'auto', HOST:6379 or "
-                        "ray://HOST:10001 joins a running one (pip install -e '.[cluster]')")
+                   help="run on Ray (pip install -e '.[cluster]'): no ADDRESS starts a local cluster of --workers "
+                        "CPUs for this command; 'auto' joins the cluster `ray start` runs here; HOST:6379 joins "
+                        "that cluster (README: Batch annotation)")
     s.set_defaults(func=cmd_annotate_batch)
     s = sub.add_parser("compare", help="side-by-side grid video + report comparing methods")
     s.add_argument("input")

@@ -295,16 +295,21 @@ def import_ray():
 
 def run_ray(jobs: list[BatchJob], common: tuple, address: str, workers: int | None) -> Iterator[Outcome]:
     """One Ray task per input (1 CPU each), retried by Ray when its worker dies; results come back to this driver,
-    which alone writes the manifest. ``address``: '' starts a local cluster (or joins RAY_ADDRESS / the one
-    `ray start` runs on this machine); 'auto', 'HOST:6379' or 'ray://HOST:10001' join that cluster."""
+    which alone writes the manifest. ``address``: '' starts a local cluster of ``workers`` CPUs (all by default)
+    for this command, or joins RAY_ADDRESS when set; 'auto' joins the cluster `ray start` runs on this machine;
+    'HOST:6379' joins that cluster (with RAY_AUTH_MODE=token and its token, README)."""
     ray = import_ray()
     started = False
     if not ray.is_initialized():
         kw: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
-        if address:
-            kw["address"] = address
-        elif workers and not os.environ.get("RAY_ADDRESS"):
-            kw["num_cpus"] = workers
+        if address or os.environ.get("RAY_ADDRESS"):
+            kw["address"] = address or os.environ["RAY_ADDRESS"]
+        else:
+            # a private cluster for this command: Ray's own default would also join whatever
+            # /tmp/ray/ray_current_cluster names, and hangs when that cluster is gone
+            kw["address"] = "local"
+            if workers:
+                kw["num_cpus"] = workers
         ray.init(**kw)
         started = True
     try:
@@ -352,9 +357,14 @@ def run_batch(specs: Iterable[str], out: str | Path, methods: list[str], formats
         raise ValueError("no method given")
     from engine.methods.base import registry
 
-    unknown = [m for m in methods if m not in registry()]
+    reg = registry()
+    unknown = [m for m in methods if m not in reg]
     if unknown:
-        raise KeyError(f"unknown method(s) {', '.join(unknown)}; known: {', '.join(sorted(registry()))}")
+        raise KeyError(f"unknown method(s) {', '.join(unknown)}; known: {', '.join(sorted(reg))}")
+    for m in methods:   # weights missing: say so once, not once per input
+        reason = reg[m].unavailable_reason() if hasattr(reg[m], "unavailable_reason") else None
+        if reason:
+            raise ValueError(reason)
     if ray_address is not None:
         import_ray()  # fail before any work when Ray is missing
     jobs = plan(specs)
