@@ -74,7 +74,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.benchmark:
         from engine.training.benchmark import benchmark, format_table
 
-        paths = ("old",) if args.legacy else ("old", "new", "new_worker")
+        # the worker variant only on request: it lost to the prefetch thread on 2 cores (README)
+        paths = ("old",) if args.legacy else ("old", "new") + (("new_worker",) if args.overlap == "worker" else ())
         res = benchmark(args.name, steps=args.steps, threads=args.threads, limit=args.limit,
                         batch_size=args.batch_size, seed=args.seed, paths=paths, device=args.device,
                         rounds=args.rounds, log=(lambda s: print(s, file=sys.stderr)) if args.json else print)
@@ -286,7 +287,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="today's data path (per-sample targets in the loop, NCHW, no prefetch); with --benchmark: "
                         "time only that path")
     s.add_argument("--overlap", choices=["none", "thread", "worker"],
-                   help="how batches are prepared during compute (default thread)")
+                   help="how batches are prepared during compute (default thread); with --benchmark, worker adds "
+                        "the worker variant to the comparison")
     s.add_argument("--device", help="torch device (default: cuda when present, else cpu)")
     s.add_argument("--rewarm", action="store_true",
                    help="with --resume: go back up to the base learning rate on purpose (default: a run that had "
