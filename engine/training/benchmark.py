@@ -6,20 +6,22 @@ instead of the thread), side by side in one run on the real training data.
 
 Each measurement times ``steps`` batches after ``warmup`` untimed ones (thread start, worker fork, oneDNN kernel
 selection); the three quantities are measured in turn for every path, so slow drifts of a shared machine hit all
-paths alike, and the table reports the median of ``rounds`` such rounds. "data" is the cost of preparing batches
-in the loop, for every path (a prefetch queue would hide its first batches); "total" is each path's own loop,
-overlap included.
+paths alike, and the table reports the median of ``rounds`` such rounds. "data" is the cost of preparing batches,
+timed batch by batch where each path prepares them (the training thread for "old"; a thread with single-threaded
+kernels, as the prefetch thread and the worker run, for the new ones); "total" is each path's own loop, overlap
+included.
 """
 from __future__ import annotations
 
 import os
+import threading
 import time
 from typing import Any, Callable
 
 import numpy as np
 import torch
 
-from engine.training.batches import batches, make_loader, pick_device, prepare_model
+from engine.training.batches import batches, make_loader, pick_device, prepare_model, single_threaded_kernels
 from engine.training.harness import seed_everything
 from engine.training.targets import load_training_set
 
@@ -70,17 +72,40 @@ class _Arm:
             torch.cuda.synchronize(self.device)
 
     def time_data(self, steps: int, warmup: int) -> float:
-        # the cost of preparing batches, measured in the loop: a prefetcher's queue would hide its first batches
-        it = self.stream("none")
-        for _ in range(warmup):
-            next(it)
-        t = time.perf_counter()
-        for _ in range(steps):
-            next(it)
-        self._sync()
-        dt = time.perf_counter() - t
-        it.close()
-        return steps * self.batch_size / dt
+        """The cost of preparing batches, timed batch by batch (a prefetch queue would hide its first ones): in the
+        training thread for the old path, in a thread with single-threaded kernels (as the prefetch thread and the
+        worker run them) for the new ones."""
+        def measure() -> float:
+            it = self.stream("none")
+            for _ in range(warmup):
+                next(it)
+            t = time.perf_counter()
+            for _ in range(steps):
+                next(it)
+            self._sync()
+            dt = time.perf_counter() - t
+            it.close()
+            return steps * self.batch_size / dt
+
+        if self.overlap == "none":
+            return measure()
+        out: list = []
+
+        def run() -> None:
+            single_threaded_kernels()
+            try:
+                out.append(measure())
+            except BaseException as e:  # noqa: BLE001 (re-raised below)
+                out.append(e)
+
+        main_threads = torch.get_num_threads()
+        th = threading.Thread(target=run)
+        th.start()
+        th.join()
+        torch.set_num_threads(main_threads)
+        if isinstance(out[0], BaseException):
+            raise out[0]
+        return out[0]
 
     def time_compute(self, steps: int, warmup: int) -> float:
         it = self.stream()
