@@ -74,8 +74,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.benchmark:
         from engine.training.benchmark import benchmark, format_table
 
-        # the worker variant only on request: it lost to the prefetch thread on 2 cores (README)
-        paths = ("old",) if args.legacy else ("old", "new") + (("new_worker",) if args.overlap == "worker" else ())
+        # other overlap variants only on request (README: which won on 2 cores)
+        extra = {"worker": ("new_worker",), "none": ("new_serial",)}.get(args.overlap or "", ())
+        paths = ("old",) if args.legacy else ("old", "new") + extra
         res = benchmark(args.name, steps=args.steps, threads=args.threads, limit=args.limit,
                         batch_size=args.batch_size, seed=args.seed, paths=paths, device=args.device,
                         rounds=args.rounds, log=(lambda s: print(s, file=sys.stderr)) if args.json else print)
@@ -287,8 +288,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="today's data path (per-sample targets in the loop, NCHW, no prefetch); with --benchmark: "
                         "time only that path")
     s.add_argument("--overlap", choices=["none", "thread", "worker"],
-                   help="how batches are prepared during compute (default thread); with --benchmark, worker adds "
-                        "the worker variant to the comparison")
+                   help="how batches are prepared during compute (default thread); with --benchmark, worker or none "
+                        "adds that variant of the new path to the comparison")
     s.add_argument("--device", help="torch device (default: cuda when present, else cpu)")
     s.add_argument("--rewarm", action="store_true",
                    help="with --resume: go back up to the base learning rate on purpose (default: a run that had "

@@ -30,6 +30,7 @@ PATHS = {  # name -> (legacy data path, overlap, channels_last)
     "old": (True, "none", False),
     "new": (False, "thread", True),
     "new_worker": (False, "worker", True),
+    "new_serial": (False, "none", True),   # the new path with no overlap: batches prepared between steps
 }
 
 
