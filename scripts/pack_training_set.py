@@ -11,9 +11,9 @@ Writes, into an ignored folder (``/.pack/`` is in .gitignore; never commit it):
                                still reports validation NME per epoch
     manifest.json              counts, WebP quality, sizes, the source fingerprint
 WebP quality 85 makes the 19,080 crops about 53 MiB, but what travels is the whole checkout (about 24 MiB of
-tracked files, mostly weights/) plus the carried pack, at most 64 MiB: when quality 85 would not fit
-``--budget-mib``, the script takes the highest quality (85, 80, 75, 70) whose estimate, from 400 sampled crops,
-fits, says so, and records it in the manifest. ``--quality Q`` forces Q.
+tracked files, mostly weights/) plus the carried pack (labels about 7 MiB, dev crops about 2 MiB), at most 64 MiB:
+when quality 85 would not fit ``--budget-mib``, the script takes the highest quality (85, 80, ..., 60) whose
+estimate, from 400 sampled crops, fits, says so, and records it in the manifest. ``--quality Q`` forces Q.
 
 Training from it (any machine; the harness decodes the pack once into its validated uint8 cache in runs/cache/):
     FACEALIGN_PACK=.pack/aflw_train python main.py train NAME [--epochs N] [--resume]
@@ -46,8 +46,8 @@ sys.path.insert(0, str(ROOT))
 from engine.paths import data_path  # noqa: E402
 from engine.training.cache import files_fingerprint  # noqa: E402
 
-QUALITIES = (85, 80, 75, 70)
-DEV_QUALITY = 90
+QUALITIES = (85, 80, 75, 70, 65, 60)
+DEV_QUALITY = 75
 
 
 def encode(images, quality: int) -> tuple[np.ndarray, np.ndarray]:
@@ -102,35 +102,17 @@ def main(argv: list[str] | None = None) -> int:
 
         dev = Validator(None if args.limit is None else min(args.limit, 1000))
     checkout = travelling_checkout_bytes()
-    budget = args.budget_mib * 2**20 - checkout - (1 << 20)  # 1 MiB for labels and slack
-
-    quality = args.quality
-    if quality is None:
-        rng = np.random.default_rng(0)
-        sample = ts.images[np.sort(rng.choice(n, size=min(400, n), replace=False))]
-        dev_bytes = 0 if dev is None else len(encode(dev.crops[:50], DEV_QUALITY)[0]) / min(50, dev.n) * dev.n
-        for q in QUALITIES:
-            estimate = len(encode(sample, q)[0]) / len(sample) * n + dev_bytes
-            quality = q
-            if estimate <= budget:
-                break
-        if quality != QUALITIES[0]:
-            print(f"WebP quality {QUALITIES[0]} would not fit: the checkout already takes {checkout / 2**20:.1f} MiB "
-                  f"of the {args.budget_mib:g} MiB that travel; using quality {quality}")
-
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
     (tmp / "dev").mkdir(parents=True) if dev is not None else tmp.mkdir(parents=True)
     try:
-        blob, offsets = encode(ts.images, quality)
-        blob.tofile(tmp / "images.bin")
-        np.save(tmp / "offsets.npy", offsets)
+        # labels and dev crops first: the crops get what is left of the budget
         np.savez_compressed(tmp / "labels.npz", names=lab["names"][:n],
                             teacher_params=lab["teacher_params"][:n].astype(np.float32),
                             pts21=lab["pts21"][:n].astype(np.float32))
-        manifest = {"format": 1, "count": n, "webp_quality": quality, "images_bytes": int(len(blob)),
-                    "source": str(src), "source_fingerprint": files_fingerprint([src / "labels.npz"], {"n": n}),
+        manifest = {"format": 1, "count": n, "source": str(src),
+                    "source_fingerprint": files_fingerprint([src / "labels.npz"], {"n": n}),
                     "checkout_bytes_when_packed": checkout}
         if dev is not None:
             dblob, doff = encode(dev.crops, DEV_QUALITY)
@@ -139,6 +121,25 @@ def main(argv: list[str] | None = None) -> int:
             np.savez_compressed(tmp / "dev" / "labels.npz", roi_box=dev.roi_box, pts68=dev.pts68[:, :, :2],
                                 yaw=dev.yaw)
             manifest["dev"] = {"count": dev.n, "webp_quality": DEV_QUALITY, "images_bytes": int(len(dblob))}
+        side = sum(f.stat().st_size for f in tmp.rglob("*") if f.is_file())
+        budget = args.budget_mib * 2**20 - checkout - side - (1 << 19)  # 0.5 MiB slack (offsets, manifest)
+
+        quality = args.quality
+        if quality is None:
+            rng = np.random.default_rng(0)
+            sample = ts.images[np.sort(rng.choice(n, size=min(400, n), replace=False))]
+            for q in QUALITIES:
+                quality = q
+                if len(encode(sample, q)[0]) / len(sample) * n * 1.02 <= budget:  # 2% for the estimate's error
+                    break
+            if quality != QUALITIES[0]:
+                print(f"WebP quality {QUALITIES[0]} would not fit: the checkout takes {checkout / 2**20:.1f} MiB and "
+                      f"labels + dev crops {side / 2**20:.1f} MiB of the {args.budget_mib:g} MiB that travel; using "
+                      f"quality {quality}")
+        blob, offsets = encode(ts.images, quality)
+        blob.tofile(tmp / "images.bin")
+        np.save(tmp / "offsets.npy", offsets)
+        manifest.update(webp_quality=quality, images_bytes=int(len(blob)))
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
         if out.exists():
             shutil.rmtree(out)
