@@ -1,4 +1,7 @@
 import os
+import shutil
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -23,3 +26,18 @@ def train_dir() -> Path:
 @pytest.fixture(scope="session")
 def dev_dir() -> Path:
     return _need("aflw2000_dev", "labels.npz").parent
+
+
+@pytest.fixture(scope="session")
+def display():
+    """A private Xvfb display for the GUI tests (.ci/run installs Xvfb; VisPy cannot render under Qt's offscreen
+    platform)."""
+    if not shutil.which("Xvfb"):
+        pytest.skip("Xvfb is not installed (apt-get install xvfb; .ci/run does): the GUI tests need a display")
+    num = 90 + os.getpid() % 100
+    proc = subprocess.Popen(["Xvfb", f":{num}", "-screen", "0", "1600x1000x24", "-nolisten", "tcp"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(1.0)
+    yield f":{num}"
+    proc.terminate()
+    proc.wait(5)

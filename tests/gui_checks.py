@@ -13,18 +13,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import engine  # noqa: E402,F401  (pins BLAS threads before numpy loads, as main.py does)
-from app.qt import QtCore, QtGui, QtWidgets  # noqa: E402
+from gui_common import start_app, wait_until as _wait_until  # noqa: E402
+from app.qt import QtCore, QtWidgets  # noqa: E402
 
 
 def wait_until(app, cond, timeout: float) -> bool:
-    t0 = time.time()
-    while time.time() - t0 < timeout:
-        app.processEvents(QtCore.QEventLoop.AllEvents, 50)
-        if cond():
-            return True
-        time.sleep(0.005)
-    return False
+    return _wait_until(app, cond, timeout, poll=0.005)
 
 
 def post_key(app, key) -> None:
@@ -62,13 +56,7 @@ class KeyPresser(QtCore.QObject):
 
 def main(video: str, folder: str, out_dir: str) -> None:
     out = Path(out_dir)
-    app = QtWidgets.QApplication(sys.argv[:1])
-    from vispy import app as vispy_app
-
-    vispy_app.use_app("pyside6")
-    from PySide6.QtTest import QTest
-
-    from app.main_window import MainWindow
+    app, MainWindow = start_app()
 
     rep: dict = {}
     seen: list = []

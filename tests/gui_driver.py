@@ -11,26 +11,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from app.qt import QtCore, QtWidgets  # noqa: E402
-
-
-def wait_until(app, cond, timeout: float) -> bool:
-    t0 = time.time()
-    while time.time() - t0 < timeout:
-        app.processEvents(QtCore.QEventLoop.AllEvents, 50)
-        if cond():
-            return True
-        time.sleep(0.01)
-    return False
+from gui_common import start_app, wait_until  # noqa: E402
 
 
 def main(video: str, out_dir: str) -> None:
     out = Path(out_dir)
-    app = QtWidgets.QApplication(sys.argv[:1])
-    from vispy import app as vispy_app
-
-    vispy_app.use_app("pyside6")
-    from app.main_window import MainWindow
+    app, MainWindow = start_app()
 
     report: dict = {}
     win = MainWindow(source=video, method="mediapipe")

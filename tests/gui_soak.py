@@ -12,8 +12,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import engine  # noqa: E402,F401  (pins BLAS threads before numpy loads, as main.py does)
-from app.qt import QtCore, QtWidgets  # noqa: E402
+from gui_common import start_app  # noqa: E402  (pins BLAS threads before numpy loads, as main.py does)
+from app.qt import QtCore  # noqa: E402
 
 
 def rss_mb() -> float:
@@ -25,11 +25,7 @@ def rss_mb() -> float:
 
 def main(clip: str, out_dir: str, seconds: float) -> None:
     out = Path(out_dir)
-    app = QtWidgets.QApplication(sys.argv[:1])
-    from vispy import app as vispy_app
-
-    vispy_app.use_app("pyside6")
-    from app.main_window import MainWindow
+    app, MainWindow = start_app()
     from engine.methods.base import registry
 
     every = sorted(n for n, info in registry().items() if info.available)

@@ -4,27 +4,12 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 
 import cv2
 import numpy as np
 import pytest
 
 from engine.paths import PROJECT_ROOT
-
-
-@pytest.fixture(scope="module")
-def display():
-    """A private Xvfb display (.ci/run installs Xvfb; VisPy cannot render under Qt's offscreen platform)."""
-    if not shutil.which("Xvfb"):
-        pytest.skip("Xvfb is not installed (apt-get install xvfb; .ci/run does): the GUI tests need a display")
-    num = 90 + os.getpid() % 50
-    proc = subprocess.Popen(["Xvfb", f":{num}", "-screen", "0", "1600x1000x24", "-nolisten", "tcp"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(1.0)
-    yield f":{num}"
-    proc.terminate()
-    proc.wait(5)
 
 
 @pytest.fixture(scope="module")

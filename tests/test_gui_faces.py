@@ -1,28 +1,12 @@
 """The app's face limit (issue 10, point 10): a visible setting that limits, reports and persists."""
 import json
 import os
-import shutil
 import subprocess
 import sys
-import time
 
 import cv2
-import pytest
 
 from engine.paths import PROJECT_ROOT
-
-
-@pytest.fixture(scope="module")
-def display():
-    if not shutil.which("Xvfb"):
-        pytest.skip("Xvfb is not installed (apt-get install xvfb; .ci/run does): the GUI tests need a display")
-    num = 140 + os.getpid() % 50
-    proc = subprocess.Popen(["Xvfb", f":{num}", "-screen", "0", "1600x1000x24", "-nolisten", "tcp"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(1.0)
-    yield f":{num}"
-    proc.terminate()
-    proc.wait(5)
 
 
 def test_max_faces_control_limits_reports_and_persists(display, dev_dir, tmp_path):
