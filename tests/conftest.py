@@ -1,7 +1,6 @@
 import os
 import shutil
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -34,10 +33,17 @@ def display():
     platform)."""
     if not shutil.which("Xvfb"):
         pytest.skip("Xvfb is not installed (apt-get install xvfb; .ci/run does): the GUI tests need a display")
-    num = 90 + os.getpid() % 100
-    proc = subprocess.Popen(["Xvfb", f":{num}", "-screen", "0", "1600x1000x24", "-nolisten", "tcp"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(1.0)
+    # -displayfd: Xvfb picks a free display number itself and writes it to the pipe, so concurrent test runs on
+    # one machine never share (and kill) each other's server
+    read_end, write_end = os.pipe()
+    proc = subprocess.Popen(["Xvfb", "-displayfd", str(write_end), "-screen", "0", "1600x1000x24", "-nolisten", "tcp"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, pass_fds=(write_end,))
+    os.close(write_end)
+    with os.fdopen(read_end) as f:
+        num = f.readline().strip()
+    if not num:
+        proc.kill()
+        pytest.fail("Xvfb did not start (no display number on -displayfd)")
     yield f":{num}"
     proc.terminate()
     proc.wait(5)
