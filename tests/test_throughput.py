@@ -279,3 +279,23 @@ def test_training_from_a_pack_resumes_on_cpu(train_dir, tmp_path):
     assert "val_nme" in first["history"][0]  # validated on the pack's dev crops
     more = train(get_recipe("baseline"), epochs=2, resume=True, **{**kw, "pack": None})  # back on shared data
     assert len(more["history"]) == 2 and more["history"][0] == first["history"][0]
+
+
+def test_checkpoint_handed_over_in_weights_resumes_with_its_optimizer(train_dir, tmp_path, monkeypatch):
+    """An unfinished run's checkpoint copied to weights/NAME.pt (a fresh clone has no runs/) resumes exactly:
+    optimizer and sampler state come with it, and the history goes on from its last epoch."""
+    import engine.training.harness as harness
+    from engine.training.recipes import get_recipe
+
+    monkeypatch.setattr(harness, "RUNS_DIR", tmp_path / "runs")
+    monkeypatch.setattr(harness, "weights_path", lambda name: tmp_path / "weights" / name)
+    (tmp_path / "weights").mkdir()
+    kw = dict(limit=32, val_limit=10, batch_size=4, threads=1, export=False)
+    harness.train(get_recipe("baseline"), epochs=1, log=lambda s: None, **kw)
+    ck_path = tmp_path / "runs" / "baseline" / "last.pt"
+    (tmp_path / "weights" / "baseline.pt").write_bytes(ck_path.read_bytes())
+    ck_path.unlink()
+    lines: list[str] = []
+    more = harness.train(get_recipe("baseline"), epochs=2, resume=True, log=lines.append, **kw)
+    assert any("resumed from baseline.pt after epoch 1 (its optimizer state)" in s for s in lines), lines[:3]
+    assert len(more["history"]) == 2

@@ -290,13 +290,18 @@ def train(recipe: Recipe, epochs: int | None = None, resume: bool = False, seed:
         last_lr, segments = _resume_point(ck, steps_per_epoch, recipe.lr)
         log(f"[{recipe.name}] resumed from epoch {start_epoch}")
     elif resume and out_dir is None and shipped.exists():
-        # a fresh clone has no runs/: continue from the shipped weights (the optimizer restarts)
+        # a fresh clone has no runs/: continue from weights/NAME.pt, either shipped weights (the optimizer restarts)
+        # or a run's checkpoint handed over unfinished to the next session (optimizer and sampler state kept)
         ck = torch.load(shipped, map_location="cpu", weights_only=False)
         model.load_state_dict(ck["model"])
+        opt_state = ck.get("optimizer")
+        if ck.get("generator") is not None:
+            g.set_state(ck["generator"])
         history = ck["history"]
         start_epoch = len(history)
         last_lr, segments = _resume_point(ck, steps_per_epoch, recipe.lr)
-        log(f"[{recipe.name}] resumed from the shipped weights after epoch {start_epoch} (fresh optimizer)")
+        log(f"[{recipe.name}] resumed from {shipped.name} after epoch {start_epoch} "
+            f"({'its optimizer state' if opt_state is not None else 'fresh optimizer'})")
     elif resume:
         log(f"[{recipe.name}] nothing to resume in {run_dir} or {shipped}; starting fresh")
     model = prepare_model(model, dev, use_cl)
