@@ -1,4 +1,6 @@
-"""Training recipe of `prnet`: weighted MSE on the UV position map with the paper's 16 : 4 : 3 : 0 mask."""
+"""The first-layout `prnet` recipe (64x64 map mixed from the 536 face-model points): weighted MSE with the paper's
+16 : 4 : 3 : 0 mask. It trained the shipped weights and is kept, until the dense recipe (train_dense.py, now the
+registry's) has trained weights, for those weights' resumes and the throughput benchmark's legacy arm."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
