@@ -1,0 +1,141 @@
+"""CPRFA geometry: DAFI rendering (engine/geometry/dafi.py), vertex retrieval, vertex selection and the CPR kernels
+(engine/geometry/cpr.py, torch_cpr.py), each against a direct computation."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from engine.geometry import mesh
+from engine.geometry.dafi import (build_codebook, dafi_from_vertices, rasterize_vectorized, render_dafi,
+                                  render_dafi_batch)
+from tests.conftest import _need
+
+
+@pytest.fixture(scope="module")
+def bfm() -> dict[str, np.ndarray]:
+    path = _need("bfm", "bfm_3ddfa.npz")
+    return {k: v for k, v in np.load(path).items()}
+
+
+@pytest.fixture(scope="module")
+def codebook(bfm):
+    return build_codebook(bfm)
+
+
+@pytest.fixture(scope="module")
+def train_params() -> np.ndarray:
+    path = _need("aflw_train", "labels.npz")
+    labels = np.load(path)
+    return labels["teacher_params"].astype(np.float64), labels["teacher_pose"].astype(np.float64)
+
+
+def _random_mesh(rng: np.random.Generator, n_tris: int = 60, size: int = 24) -> tuple[np.ndarray, np.ndarray]:
+    """Overlapping random triangles of a few pixels, random depths and windings."""
+    centres = rng.uniform(0, size, (n_tris, 1, 3))
+    verts = (centres + rng.normal(0, 2.5, (n_tris, 3, 3))).reshape(-1, 3)
+    return verts, np.arange(3 * n_tris).reshape(-1, 3)
+
+
+# ---------------------------------------------------------------------------------------------------- DAFI
+def test_vectorized_raster_matches_the_triangle_loop():
+    rng = np.random.default_rng(0)
+    verts, tris = _random_mesh(rng)
+    tri_id, bary, depth = rasterize_vectorized(verts, tris, 24, 20, cull_back=False)
+    ref_id, ref_bary = mesh.rasterize(verts, tris, 24, 20)
+    assert (tri_id >= 0).sum() > 50
+    np.testing.assert_array_equal(tri_id, ref_id)
+    np.testing.assert_allclose(bary, ref_bary, atol=1e-6)
+    fg = tri_id >= 0
+    z = (bary[fg] * verts[tris[tri_id[fg]], 2]).sum(1)
+    np.testing.assert_allclose(depth[fg], z, atol=1e-4)
+
+
+def test_back_face_culling_is_the_loop_over_front_facing_triangles():
+    rng = np.random.default_rng(1)
+    verts, tris = _random_mesh(rng)
+    front = mesh.face_normals(verts, tris)[:, 2] > 0
+    tri_id, bary, _ = rasterize_vectorized(verts, tris, 24, 24, cull_back=True)
+    ref_id, ref_bary = mesh.rasterize(verts, tris[front], 24, 24)
+    ref_id = np.where(ref_id >= 0, np.flatnonzero(front)[ref_id], -1)
+    np.testing.assert_array_equal(tri_id, ref_id)
+    np.testing.assert_allclose(bary, ref_bary, atol=1e-6)
+
+
+def test_codebook_normalisation(codebook, bfm):
+    assert codebook.codes.shape == (len(bfm["noneck_indices"]), 3)
+    np.testing.assert_allclose(codebook.codes.min(0), 0.0, atol=1e-6)
+    np.testing.assert_allclose(codebook.codes.max(0), 1.0, atol=1e-6)
+    mean = bfm["mean"].reshape(-1, 3)[bfm["noneck_indices"]]
+    np.testing.assert_allclose(codebook.normalise(mean), codebook.codes, atol=1e-6)
+    # nose tip (largest model z) has z code 1; the winding was fixed so a frontal mean face faces the camera
+    frontal = codebook.mean * np.array([1.0, -1.0, 1.0])
+    assert (mesh.face_normals(frontal, codebook.tris)[:, 2] > 0).mean() > 0.8
+
+
+def test_codebook_vertices_match_the_data_readme_formula(codebook, bfm, train_params):
+    params = train_params[0][7]
+    mean = bfm["mean"].reshape(-1, 3)[codebook.rows].astype(np.float64)
+    ws = bfm["w_shp"].reshape(-1, 3, 40)[codebook.rows].astype(np.float64)
+    we = bfm["w_exp"].reshape(-1, 3, 10)[codebook.rows].astype(np.float64)
+    s = mean + ws @ params[12:52] + we @ params[52:62]
+    m = params[:12].reshape(3, 4)
+    v = s @ m[:, :3].T + m[:, 3]
+    ref = np.stack([v[:, 0] - 1, 120 - v[:, 1], v[:, 2]], 1)
+    np.testing.assert_allclose(codebook.vertices(params), ref, atol=1e-3)
+
+
+@pytest.mark.parametrize("which", ["frontal", "profile"])
+def test_render_dafi_against_brute_force_pixels(codebook, train_params, which):
+    """Sampled pixels: the front-most front-facing triangle over the pixel centre, searched over all triangles,
+    and its barycentric code mix."""
+    params, pose = train_params
+    i = int(np.argmin(np.abs(pose[:, 0]))) if which == "frontal" else int(np.argmax(np.abs(pose[:, 0])))
+    dafi, mask = render_dafi(codebook, None, params[i])
+    assert dafi.shape == (120, 120, 3) and dafi.dtype == np.float32 and mask.dtype == bool
+    assert 2000 < mask.sum() < 12000
+    assert (dafi[~mask] == 0).all() and dafi[mask].min() >= 0 and dafi[mask].max() <= 1
+    v = codebook.vertices(params[i])
+    a, b, c = (v[codebook.tris[:, k]] for k in range(3))
+    front = mesh.face_normals(v, codebook.tris)[:, 2] > 0
+    rng = np.random.default_rng(2)
+    ys, xs = np.nonzero(mask)
+    pick = rng.choice(len(ys), 40, replace=False)
+    bg_ys, bg_xs = np.nonzero(~mask)
+    pick_bg = rng.choice(len(bg_ys), 40, replace=False)
+    for y, x, fg in [(ys[j], xs[j], True) for j in pick] + [(bg_ys[j], bg_xs[j], False) for j in pick_bg]:
+        lam = mesh._barycentrics(v, codebook.tris, np.arange(len(a)), np.full(len(a), float(x)),
+                                 np.full(len(a), float(y)))
+        inside = front & (np.nan_to_num(lam, nan=-1).min(1) >= -1e-9)
+        assert inside.any() == fg, (y, x)
+        if fg:
+            z = (lam * np.stack([a[:, 2], b[:, 2], c[:, 2]], 1)).sum(1)
+            t = np.flatnonzero(inside)[np.argmax(z[inside])]
+            code = (lam[t, :, None] * codebook.codes[codebook.tris[t]]).sum(0)
+            np.testing.assert_allclose(dafi[y, x], code, atol=1e-5)
+
+
+def test_render_dafi_sizes_and_batch(codebook, train_params):
+    params = train_params[0][:3]
+    dafi, mask = render_dafi_batch(codebook, params)
+    assert dafi.shape == (3, 120, 120, 3) and mask.shape == (3, 120, 120)
+    one, one_mask = render_dafi(codebook, None, params[1])
+    np.testing.assert_array_equal(dafi[1], one)
+    np.testing.assert_array_equal(mask[1], one_mask)
+    # the same crop at 60 px: each 2x2 block of the 120 render mostly agrees with the 60 px pixel at its centre
+    small, small_mask = render_dafi(codebook, None, params[1], size=60)
+    block = mask[1].reshape(60, 2, 60, 2).mean((1, 3))
+    assert ((block > 0.5) == small_mask).mean() > 0.98
+    both = small_mask & (block == 1)
+    block_code = dafi[1].reshape(60, 2, 60, 2, 3).mean((1, 3))
+    err = np.abs(block_code[both] - small[both]).max(1)
+    # smooth surface: the block mean and the centre sample agree; only pixels astride a fold (nose side) differ more
+    assert np.percentile(err, 99) < 0.01 and err.max() < 0.1
+
+
+def test_dafi_bad_input_is_refused(codebook):
+    with pytest.raises(ValueError, match="62 parameters"):
+        render_dafi(codebook, None, np.zeros(50))
+    with pytest.raises(ValueError, match="no-neck vertices"):
+        dafi_from_vertices(codebook, np.zeros((10, 3)))
+    with pytest.raises(ValueError, match=r"\(B, 62\)"):
+        render_dafi_batch(codebook, np.zeros(62))
