@@ -7,7 +7,7 @@ import pytest
 
 from engine.geometry import mesh
 from engine.geometry.dafi import (build_codebook, dafi_from_vertices, rasterize_vectorized, render_dafi,
-                                  render_dafi_batch)
+                                  check_sparse, render_dafi_batch, retrieve_kdtree)
 from tests.conftest import _need
 
 
@@ -139,3 +139,142 @@ def test_dafi_bad_input_is_refused(codebook):
         dafi_from_vertices(codebook, np.zeros((10, 3)))
     with pytest.raises(ValueError, match=r"\(B, 62\)"):
         render_dafi_batch(codebook, np.zeros(62))
+
+
+# ------------------------------------------------------------------------------------------------ retrieval
+def _retrieve_loop(dafi, mask, codes, threshold):
+    """Direct loop: every foreground pixel against every searched vertex."""
+    h, w = mask.shape
+    sums, counts = np.zeros((len(codes), 2)), np.zeros(len(codes), int)
+    for y in range(h):
+        for x in range(w):
+            if mask[y, x]:
+                d = np.linalg.norm(codes - dafi[y, x], axis=1)
+                k = int(np.argmin(d))
+                if d[k] < threshold:
+                    sums[k] += (x, y)
+                    counts[k] += 1
+    return np.where(counts[:, None] > 0, sums / np.maximum(counts, 1)[:, None], 0.0), counts > 0, counts
+
+
+def test_kdtree_retrieval_matches_a_direct_loop():
+    rng = np.random.default_rng(3)
+    codes = rng.uniform(0, 1, (12, 3))
+    dafi = (codes[rng.integers(0, 12, (14, 16))] + rng.normal(0, 0.02, (14, 16, 3))).astype(np.float32)
+    mask = rng.uniform(size=(14, 16)) < 0.8
+    pos, found, counts = retrieve_kdtree(dafi, mask, codes, threshold=0.03)
+    ref_pos, ref_found, ref_counts = _retrieve_loop(dafi.astype(np.float64), mask, codes, 0.03)
+    assert 0 < found.sum() < 12 or found.all()
+    assert counts.sum() > 20
+    np.testing.assert_array_equal(counts, ref_counts)
+    np.testing.assert_array_equal(found, ref_found)
+    np.testing.assert_allclose(pos, ref_pos, atol=1e-12)
+
+
+def _sparse_codes(rng: np.random.Generator, n: int, separation: float) -> np.ndarray:
+    out = []
+    while len(out) < n:
+        c = rng.uniform(0, 1, 3)
+        if all(np.linalg.norm(c - o) > separation for o in out):
+            out.append(c)
+    return np.array(out)
+
+
+def test_dense_torch_retrieval_matches_the_kdtree():
+    torch = pytest.importorskip("torch")
+    from engine.geometry.torch_dafi import retrieve_dense
+
+    rng = np.random.default_rng(4)
+    codes = _sparse_codes(rng, 20, 0.085)
+    check_sparse(codes, 0.04)
+    dafis, masks = [], []
+    for _ in range(3):
+        dafis.append((codes[rng.integers(0, 20, (18, 18))] + rng.normal(0, 0.03, (18, 18, 3))).astype(np.float32))
+        masks.append(rng.uniform(size=(18, 18)) < 0.7)
+    dafi_t = torch.from_numpy(np.stack(dafis)).permute(0, 3, 1, 2)
+    pos, found = retrieve_dense(dafi_t, torch.from_numpy(np.stack(masks)), torch.from_numpy(codes).float(), 0.04)
+    for i in range(3):
+        ref_pos, ref_found, _ = retrieve_kdtree(dafis[i], masks[i], codes, 0.04)
+        assert 0 < ref_found.sum()
+        np.testing.assert_array_equal(found[i].numpy() > 0, ref_found)
+        np.testing.assert_allclose(pos[i].numpy(), ref_pos, atol=1e-4)
+
+
+def test_dense_retrieval_equals_kdtree_on_rendered_dafis(codebook, train_params):
+    """Real DAFIs and the sparse candidate set: the same vertices found at the same positions (a pixel whose
+    distance lies within float32 rounding of the threshold may fall either way: such vertices are excluded)."""
+    torch = pytest.importorskip("torch")
+    from scipy.spatial import cKDTree
+
+    from engine.geometry.dafi import candidate_vertices
+    from engine.geometry.torch_dafi import retrieve_dense
+
+    cand = candidate_vertices(codebook)
+    codes = codebook.codes[cand]
+    check_sparse(codes, 0.01)
+    params, pose = train_params
+    for i in (0, int(np.argmax(np.abs(pose[:, 0])))):
+        dafi, mask = render_dafi(codebook, None, params[i])
+        ref_pos, ref_found, _ = retrieve_kdtree(dafi, mask, codes)
+        d, j = cKDTree(codes.astype(np.float64)).query(dafi[mask].astype(np.float64))
+        borderline = np.zeros(len(codes), bool)
+        borderline[j[np.abs(d - 0.01) < 1e-5]] = True
+        pos, found = retrieve_dense(torch.from_numpy(dafi).permute(2, 0, 1)[None], torch.from_numpy(mask)[None],
+                                    torch.from_numpy(codes))
+        ok = ~borderline
+        assert ref_found.sum() > 300 and borderline.sum() < 10
+        np.testing.assert_array_equal(found[0].numpy()[ok] > 0, ref_found[ok])
+        np.testing.assert_allclose(pos[0].numpy()[ok], ref_pos[ok], atol=1e-4)
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_dense_retrieval_exports_to_onnx(tmp_path):
+    torch = pytest.importorskip("torch")
+    ort = pytest.importorskip("onnxruntime")
+    from engine.geometry.torch_dafi import pixel_centre_grid, retrieve_dense
+
+    rng = np.random.default_rng(5)
+    codes = torch.from_numpy(_sparse_codes(rng, 16, 0.11).astype(np.float32))
+
+    class Retrieval(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.register_buffer("codes", codes)
+            self.register_buffer("xy", pixel_centre_grid(12, 12))
+
+        def forward(self, dafi, mask_logit):
+            return retrieve_dense(dafi, mask_logit > 0, self.codes, 0.05, self.xy)
+
+    dafi = torch.from_numpy(codes.numpy()[rng.integers(0, 16, (2, 12, 12))] +
+                            rng.normal(0, 0.03, (2, 12, 12, 3)).astype(np.float32)).permute(0, 3, 1, 2).contiguous()
+    logit = torch.from_numpy(rng.normal(0, 1, (2, 12, 12)).astype(np.float32))
+    path = tmp_path / "retrieval.onnx"
+    torch.onnx.export(Retrieval(), (dafi, logit), str(path), opset_version=18, dynamo=False,
+                      input_names=["dafi", "mask_logit"], output_names=["positions", "found"])
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    pos, found = sess.run(None, {"dafi": dafi.numpy(), "mask_logit": logit.numpy()})
+    ref_pos, ref_found = Retrieval()(dafi, logit)
+    assert ref_found.sum() > 0
+    np.testing.assert_array_equal(found, ref_found.numpy())
+    np.testing.assert_allclose(pos, ref_pos.numpy(), atol=1e-5)
+
+
+def test_check_sparse_refuses_close_vertices():
+    check_sparse(np.array([[0.0, 0, 0], [0.03, 0, 0]]), 0.01)
+    with pytest.raises(ValueError, match="apart in code space"):
+        check_sparse(np.array([[0.0, 0, 0], [0.015, 0, 0]]), 0.01)
+
+
+def test_dense_retrieval_ignores_background_pixels():
+    torch = pytest.importorskip("torch")
+    from engine.geometry.torch_dafi import retrieve_dense
+
+    codes = torch.tensor([[0.2, 0.2, 0.2], [0.8, 0.8, 0.8]])
+    dafi = torch.zeros(1, 3, 2, 2)
+    dafi[0, :, 0, 0] = 0.2
+    dafi[0, :, 1, 1] = 0.2
+    dafi[0, :, 0, 1] = 0.8
+    mask = torch.tensor([[[1.0, 1.0], [0.0, 0.0]]])
+    pos, found = retrieve_dense(dafi, mask, codes)
+    np.testing.assert_array_equal(found.numpy(), [[1.0, 1.0]])
+    np.testing.assert_allclose(pos.numpy(), [[[0.0, 0.0], [1.0, 0.0]]])   # the masked (1, 1) pixel not counted

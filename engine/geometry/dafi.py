@@ -174,3 +174,81 @@ def render_dafi_batch(codebook: DafiCodebook, params: np.ndarray, size: int = 12
     for i, p in enumerate(params):
         dafi[i], mask[i] = render_dafi(codebook, None, p, size)
     return dafi, mask
+
+
+# ------------------------------------------------------------------------------------------------ vertex retrieval
+# Which vertices are searched. A KD-tree over all 38,365 no-neck codes is the literal reading, but at 120 px it
+# detects few of them: the vertices lie about 0.006 apart in code space and the pixel centres about 0.0125
+# (a face is about 80 px across), so most vertices are the nearest vertex of no pixel (measured in the selection
+# script, engine/geometry/dafi.py's docstring of ``candidate_vertices``). The search set is therefore a SPARSE
+# set of vertices at least 2 x threshold apart in code space (the candidates when selecting, the C selected
+# vertices at run time): then at most one searched vertex lies within the threshold of any pixel, the nearest one
+# is that one, and a vertex's pixels are all the pixels whose code falls within the threshold of its code (about
+# two pixel centres on a frontal surface at 0.01). In-graph this is a (pixels x C) distance and an argmin, cheap
+# enough for ONNX, and equal to the KD-tree (tested).
+
+def pixel_centres(height: int, width: int) -> np.ndarray:
+    """(H*W, 2) float64 (x, y) of the pixel centres, row-major (the order of ``dafi.reshape(-1, 3)``)."""
+    ys, xs = np.mgrid[0:height, 0:width]
+    return np.stack([xs.ravel(), ys.ravel()], 1).astype(np.float64)
+
+
+def retrieve_kdtree(dafi: np.ndarray, mask: np.ndarray, vertex_codes: np.ndarray, threshold: float = 0.01
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The reference vertex retrieval (scipy cKDTree).
+
+    dafi (H, W, 3) codes, mask (H, W) bool foreground, vertex_codes (K, 3) the searched vertices' codes. Each
+    foreground pixel goes to its nearest searched vertex if that lies strictly within ``threshold`` (Euclidean, code
+    space); a vertex's observed position is the mean (x, y) of its pixels' centres (pixel units of the DAFI).
+    Returns (positions (K, 2) float64, 0 where not found; found (K,) bool; counts (K,) int64 pixels per vertex).
+    """
+    from scipy.spatial import cKDTree
+
+    dafi = np.asarray(dafi)
+    mask = np.asarray(mask, bool)
+    codes = np.asarray(vertex_codes, np.float64)
+    if dafi.ndim != 3 or dafi.shape[2] != 3 or mask.shape != dafi.shape[:2]:
+        raise ValueError(f"expected dafi (H, W, 3) and mask (H, W), got {dafi.shape} and {mask.shape}")
+    if codes.ndim != 2 or codes.shape[1] != 3 or len(codes) == 0:
+        raise ValueError(f"expected vertex codes (K, 3), got {codes.shape}")
+    xy = pixel_centres(*mask.shape)[mask.ravel()]
+    dist, nearest = cKDTree(codes).query(dafi[mask].astype(np.float64), distance_upper_bound=threshold)
+    hit = dist < threshold                                   # a miss comes back as inf with index K
+    counts = np.bincount(nearest[hit], minlength=len(codes))
+    sums = np.stack([np.bincount(nearest[hit], weights=xy[hit, d], minlength=len(codes)) for d in range(2)], 1)
+    found = counts > 0
+    positions = np.where(found[:, None], sums / np.maximum(counts, 1)[:, None], 0.0)
+    return positions, found, counts
+
+
+def candidate_vertices(codebook: DafiCodebook, min_separation: float = 0.025, seed: int = 0) -> np.ndarray:
+    """A sparse, even subset of the no-neck vertices: indices into ``codebook.rows`` of vertices at least
+    ``min_separation`` apart in code space (greedy Poisson-disk in a seeded random order). With a separation above
+    2 x the retrieval threshold, the selection statistics measured on these candidates are exactly what the
+    selected subset will see at run time (each vertex's pixels depend on no other searched vertex)."""
+    from scipy.spatial import cKDTree
+
+    codes = codebook.codes.astype(np.float64)
+    tree = cKDTree(codes)
+    blocked = np.zeros(len(codes), bool)
+    chosen = []
+    for i in np.random.default_rng(seed).permutation(len(codes)):
+        if blocked[i]:
+            continue
+        chosen.append(i)
+        blocked[tree.query_ball_point(codes[i], min_separation)] = True
+    return np.sort(np.array(chosen, np.int64))
+
+
+def check_sparse(vertex_codes: np.ndarray, threshold: float = 0.01) -> None:
+    """Raise ValueError unless the searched vertices are more than 2 x threshold apart in code space (the
+    in-graph retrieval's contract, torch_dafi.retrieve_dense)."""
+    from scipy.spatial import cKDTree
+
+    codes = np.asarray(vertex_codes, np.float64)
+    if len(codes) < 2:
+        return
+    gap = float(cKDTree(codes).query(codes, k=2)[0][:, 1].min())
+    if gap <= 2 * threshold:
+        raise ValueError(f"searched vertices only {gap:.4f} apart in code space; the in-graph retrieval needs "
+                         f"more than 2 x threshold = {2 * threshold:.4f}")
