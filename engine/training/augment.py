@@ -115,3 +115,77 @@ def augment(img: np.ndarray, point_sets: list[np.ndarray], permutations: list[np
     """
     out, pts, _, _ = augment_with_affine(img, point_sets, permutations, rng, cfg)
     return out, pts
+
+
+# --- the batched data path (AlignmentDataset.batch): the same draws and the same pixels, cheaper ----------------------
+# Measured per crop on one thread (python /tmp/w11/prof.py under bash /tmp/quiet.sh, baseline, 1,024 crops): the
+# per-pixel float colour jitter above was 0.19 of 0.50 ms, per-sample tensors + collation 0.08 ms, the uint8 -> float
+# conversion 0.04 ms. Below, the jitter is a 256-entry table per channel (uint8 in, uint8 out), the crop is written
+# in place into the batch, and the conversion to float happens once per batch.
+
+def colour_table(gain: np.ndarray, bias: float) -> np.ndarray:
+    """(256, 3) uint8: ``colour_jitter``'s output for each input level and channel without blur (the same float
+    maths: float32 level * float64 gain + bias, clipped, truncated), so applying it is a lookup."""
+    return np.clip(np.arange(256, dtype=np.float32)[:, None] * gain + bias, 0, 255).astype(np.uint8)
+
+
+def colour_jitter_inplace(img: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig) -> None:
+    """``colour_jitter`` written into ``img`` (uint8 HWC, 3 channels): same draws, same output bytes."""
+    gain = rng.uniform(*cfg.colour, size=3)
+    bias = rng.uniform(-cfg.brightness, cfg.brightness)
+    if rng.random() < cfg.blur:  # the blur runs on the unclipped float image: keep the per-pixel maths
+        out = cv2.GaussianBlur(img.astype(np.float32) * gain + bias, (0, 0), rng.uniform(0.5, 1.5))
+        img[...] = np.clip(out, 0, 255).astype(np.uint8)
+        return
+    cv2.LUT(img, colour_table(gain, bias)[None], dst=img)
+
+
+def add_occluder_inplace(img: np.ndarray, rng: np.random.Generator) -> None:
+    """``add_occluder`` written into ``img``: same draws, same output bytes, no copy of the crop."""
+    area = rng.uniform(0.05, 0.25) * SIZE * SIZE
+    aspect = rng.uniform(0.5, 2.0)
+    w = int(np.sqrt(area * aspect))
+    h = int(area / max(w, 1))
+    x, y = rng.integers(0, SIZE - min(w, SIZE - 1)), rng.integers(0, SIZE - min(h, SIZE - 1))
+    mask = np.zeros((SIZE, SIZE), np.uint8)
+    if rng.random() < 0.5:
+        cv2.rectangle(mask, (int(x), int(y)), (int(x + w), int(y + h)), 1, -1)
+    else:
+        cv2.ellipse(mask, (int(x + w / 2), int(y + h / 2)), (max(w // 2, 1), max(h // 2, 1)),
+                    float(rng.uniform(0, 180)), 0, 360, 1, -1)
+    inside = mask.view(bool)
+    if rng.random() < 0.5:
+        img[inside] = rng.integers(0, 256, size=(SIZE, SIZE, 3), dtype=np.uint8)[inside]
+    else:
+        img[inside] = rng.integers(0, 256, size=3).astype(np.uint8)
+
+
+def augment_image_into(img: np.ndarray, out: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig
+                       ) -> tuple[np.ndarray, bool]:
+    """The image half of ``augment_with_affine``, written into ``out`` ((120, 120, 3) uint8, e.g. a row of the
+    batch): the same draws in the same order and the same output bytes. Returns (2x3 affine, flipped); the points
+    go through ``warp_point_batch`` with that affine."""
+    flip = bool(rng.random() < cfg.flip)
+    m = geometric_matrix(rng, cfg, flip)
+    cv2.warpAffine(img, m, (SIZE, SIZE), dst=out, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+    colour_jitter_inplace(out, rng, cfg)
+    if rng.random() < cfg.occlude:
+        add_occluder_inplace(out, rng)
+    return m, flip
+
+
+# numpy 1.x multiplies a float32 array by a float64 scalar in float32, numpy 2 in float64: warp_points' depth scale
+# (a scalar per sample) follows that rule, so the batched version (a float64 column) multiplies in the same type
+_SCALAR_PRODUCT = (np.zeros(1, np.float32) * np.float64(1.0)).dtype
+
+
+def warp_point_batch(points: np.ndarray, m: np.ndarray, flipped: np.ndarray, permutation: np.ndarray) -> np.ndarray:
+    """``warp_points`` then, for mirrored samples, the relabelling ``q[permutation]``, for a batch: points (B, N, 2
+    or 3), m (B, 2, 3) float64, flipped (B,) bool. Same float maths per sample, so the same float32 results."""
+    m = np.asarray(m, np.float64)
+    out = np.array(points, dtype=np.float32, copy=True)
+    out[..., :2] = points[..., :2] @ np.swapaxes(m[:, :, :2], 1, 2) + m[:, None, :, 2]
+    if points.shape[-1] > 2:
+        scale = np.sqrt(np.abs(np.linalg.det(m[:, :, :2])))[:, None]
+        out[..., 2] = np.multiply(points[..., 2], scale, dtype=_SCALAR_PRODUCT)
+    return np.where(flipped[:, None, None], out[:, permutation], out)

@@ -15,7 +15,9 @@ import threading
 from typing import Any, Callable, Iterable, Iterator
 
 import torch
-from torch.utils.data import DataLoader, Dataset, default_collate
+from torch.utils.data import DataLoader, Dataset
+
+from engine.training.dataset import collate
 
 OVERLAPS = ("none", "thread", "worker")
 PREFETCH_DEPTH = 3
@@ -56,13 +58,14 @@ def _worker_init(_: int) -> None:
 
 
 class _TargetsCollate:
-    """default_collate, then the recipe's batched targets (in a worker process, on CPU tensors)."""
+    """collate (default_collate, or the dataset's own batch), then the recipe's batched targets (in a worker
+    process, on CPU tensors)."""
 
     def __init__(self, batch_targets: Callable[[dict], dict]) -> None:
         self.batch_targets = batch_targets
 
     def __call__(self, samples: list) -> dict:
-        return self.batch_targets(default_collate(samples))
+        return self.batch_targets(collate(samples))
 
 
 def make_loader(dataset: Dataset, batch_size: int, generator: torch.Generator, overlap: str,
@@ -71,9 +74,9 @@ def make_loader(dataset: Dataset, batch_size: int, generator: torch.Generator, o
     ``batch_targets``, the worker also builds the targets (the device is the CPU then)."""
     if overlap not in OVERLAPS:
         raise ValueError(f"overlap must be one of {', '.join(OVERLAPS)}, not {overlap!r}")
-    kw: dict[str, Any] = {}
+    kw: dict[str, Any] = {"collate_fn": collate}  # a batched dataset (AlignmentDataset.batched) collates itself
     if overlap == "worker":
-        kw = dict(num_workers=1, prefetch_factor=PREFETCH_DEPTH, worker_init_fn=_worker_init,
+        kw.update(num_workers=1, prefetch_factor=PREFETCH_DEPTH, worker_init_fn=_worker_init,
                   persistent_workers=False)
         if batch_targets is not None:
             kw["collate_fn"] = _TargetsCollate(batch_targets)
@@ -156,8 +159,9 @@ def batches(loader: DataLoader, batch_targets: Callable[[dict], dict], device: t
         batch = to_device(batch, device)
         if not targets_in_worker:
             batch = batch_targets(batch)
-        if channels_last:
-            batch["image"] = batch["image"].contiguous(memory_format=torch.channels_last)
+        # a batch-wise augmented image already has channels_last strides (AlignmentDataset.batch): a no-op then
+        fmt = torch.channels_last if channels_last else torch.contiguous_format
+        batch["image"] = batch["image"].contiguous(memory_format=fmt)
         return batch
 
     if overlap == "thread":

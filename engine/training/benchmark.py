@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from engine.training.batches import batches, make_loader, pick_device, prepare_model, single_threaded_kernels
+from engine.training.dataset import use_batched_augmentation
 from engine.training.harness import seed_everything
 from engine.training.targets import load_training_set
 
@@ -49,6 +50,7 @@ class _Arm:
         self.model.train()
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=self.recipe.lr, weight_decay=self.recipe.weight_decay)
         self.dataset = self.recipe.make_dataset(train_set, seed)
+        use_batched_augmentation(self.dataset, not self.legacy)
         self.batch_size = batch_size
         self.seed = seed
 

@@ -25,7 +25,7 @@ from engine.evaluation.nme import bucket_summary, nme_per_image
 from engine.geometry.projection import crop_to_image
 from engine.paths import PROJECT_ROOT, data_path, weights_path
 from engine.training.augment import AugmentConfig
-from engine.training.dataset import AlignmentDataset, image_to_tensor
+from engine.training.dataset import AlignmentDataset, image_to_tensor, use_batched_augmentation
 from engine.training.batches import OVERLAPS, batches, make_loader, pick_device, prepare_model
 from engine.training.cache import cached_uint8, files_fingerprint
 from engine.training.schedule import LEGACY_KIND, default_warmup, describe, legacy_lr, plan
@@ -269,6 +269,7 @@ def train(recipe: Recipe, epochs: int | None = None, resume: bool = False, seed:
     validator = Validator(val_limit, pack=pack) if Validator.available(pack) else None
     model = recipe.build(train_set)
     ds = recipe.make_dataset(train_set, seed)
+    use_batched_augmentation(ds, not legacy)  # whole batches in uint8 (the same draws and values)
     g = torch.Generator()
     g.manual_seed(seed)
     loader = make_loader(ds, bs, g, overlap, recipe.batch_targets if dev.type == "cpu" else None,
