@@ -278,3 +278,274 @@ def test_dense_retrieval_ignores_background_pixels():
     pos, found = retrieve_dense(dafi, mask, codes)
     np.testing.assert_array_equal(found.numpy(), [[1.0, 1.0]])
     np.testing.assert_allclose(pos.numpy(), [[[0.0, 0.0], [1.0, 0.0]]])   # the masked (1, 1) pixel not counted
+
+
+# ------------------------------------------------------------------------------------------- pose and CPR kernels
+def _frame():
+    from engine.geometry.cpr import PoseFrame
+
+    return PoseFrame(centre=np.array([1500.0, 8000.0, 60000.0]), scale=5.8e-4)
+
+
+def test_euler_matrix_follows_the_project_convention():
+    from engine.geometry.cpr import euler_matrix
+    from engine.geometry.rotation import euler_to_matrix
+
+    yaw, pitch, roll = 37.0, -12.0, 8.0
+    r = euler_matrix(np.deg2rad(pitch), np.deg2rad(-yaw), np.deg2rad(roll))
+    np.testing.assert_allclose(r, euler_to_matrix(yaw, pitch, roll), atol=1e-12)
+
+
+def test_pose_params_round_trip_and_projection():
+    from engine.geometry.cpr import params_to_pose, pose_to_params, project
+    from engine.geometry.uv_dense import camera_to_crop
+
+    rng = np.random.default_rng(6)
+    frame = _frame()
+    pose = np.stack([rng.uniform(-0.6, 0.6, 5), rng.uniform(-1.4, 1.4, 5), rng.uniform(-0.5, 0.5, 5),
+                     rng.uniform(0.7, 1.3, 5), rng.uniform(-0.1, 0.1, 5), rng.uniform(-0.1, 0.1, 5)], 1)
+    alpha = rng.normal(0, 1, (5, 50))
+    params = pose_to_params(frame, pose, alpha)
+    back, alpha_back = params_to_pose(frame, params)
+    np.testing.assert_allclose(back, pose, atol=1e-9)
+    np.testing.assert_allclose(alpha_back, alpha)
+    pts = rng.normal(0, 5e4, (7, 3))
+    for i in range(5):
+        np.testing.assert_allclose(project(frame, pose[i], pts), camera_to_crop(pts, params[i]), atol=1e-6)
+    # the init is the mean face's box centre at the crop centre
+    np.testing.assert_allclose(project(frame, np.array([0, 0, 0, 1.0, 0, 0]), frame.centre[None])[0, :2], [59.5, 59.5])
+
+
+def _kernel_inputs(rng, c=10, b=None, missing=(2, 7)):
+    shape = (c, 2) if b is None else (b, c, 2)
+    obs = rng.uniform(20, 100, shape)
+    gen = obs + rng.normal(0, 4, shape)
+    found = np.ones(shape[:-1], bool)
+    found[..., list(missing)] = False
+    layout = np.array([[0, 1, 2, 3, 4], [5, 6, 7, 8, 9], [0, 2, 4, 6, 8]])
+    return obs, gen, found, layout
+
+
+def _kernels_by_loop(obs, gen, found, layout, eps=1.0):
+    """The cpr.py docstring's rules, one entry at a time."""
+    n = layout.shape[1]
+    t = np.zeros((6, n, n)); s = np.zeros((3, n, n)); r = np.zeros((3, n, n)); c = np.zeros((6, n, n))
+    for ch in range(3):
+        ids = layout[ch]
+        f = found[ids]
+        cen_o = obs[ids][f].mean(0) if f.any() else np.zeros(2)
+        cen_g = gen[ids][f].mean(0) if f.any() else np.zeros(2)
+        for i in range(n):
+            for j in range(n):
+                a, b = ids[i], ids[j]
+                if not (found[a] and found[b]):
+                    continue
+                d = ((obs[a] - gen[a]) + (obs[b] - gen[b])) / 2
+                t[ch, i, j], t[3 + ch, i, j] = d
+                do, dg = obs[b] - obs[a], gen[b] - gen[a]
+                if i != j:
+                    s[ch, i, j] = (np.hypot(*dg) + eps) / (np.hypot(*do) + eps)
+                r[ch, i, j] = (dg[0] * do[1] - dg[1] * do[0]) / (np.hypot(*dg) * np.hypot(*do) + eps ** 2)
+                for k, (pts, cen) in enumerate(((obs, cen_o), (gen, cen_g))):
+                    u, v = pts[a] - cen, pts[b] - cen
+                    c[3 * k + ch, i, j] = u @ v / (np.hypot(*u) * np.hypot(*v) + eps ** 2)
+    return np.concatenate([t, s, r, c])
+
+
+def test_cpr_kernels_match_a_direct_loop():
+    from engine.geometry.cpr import cpr_all
+
+    obs, gen, found, layout = _kernel_inputs(np.random.default_rng(7))
+    got = cpr_all(obs, gen, found, layout)
+    assert got.shape == (18, 5, 5)
+    np.testing.assert_allclose(got, _kernels_by_loop(obs, gen, found, layout), atol=1e-12)
+    # missing vertex 2 (channel 0 position 2, channel 2 position 1): its rows and columns are zero everywhere
+    assert (got[[0, 3, 6, 9, 12, 15], 2] == 0).all() and (got[[0, 3, 6, 9, 12, 15], :, 2] == 0).all()
+    assert (got[[2, 5, 8, 11, 14, 17], 1] == 0).all()
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered")
+def test_cpr_kernel_properties():
+    from engine.geometry.cpr import cpr_in_plane, cpr_out_of_plane, cpr_scale, cpr_translation, euler_matrix
+
+    rng = np.random.default_rng(8)
+    gen = rng.uniform(20, 100, (10, 2))
+    found = np.ones(10, bool)
+    layout = np.arange(10).reshape(2, 5)[[0, 1, 0]]
+    # translation: O = G + shift -> every entry is the shift
+    t = cpr_translation(gen + [3.0, -2.0], gen, found, layout)
+    np.testing.assert_allclose(t[:3], 3.0)
+    np.testing.assert_allclose(t[3:], -2.0)
+    # scale: O = k G about any point -> 1/k off the diagonal (eps = 0)
+    s = cpr_scale(1.5 * (gen - 50) + 50, gen, found, layout, eps=0.0)
+    np.testing.assert_allclose(s[:, ~np.eye(5, dtype=bool)], 1 / 1.5)
+    # in-plane: O = G turned the way +delta of rz turns the image -> -sin(delta) everywhere (eps = 0)
+    delta = 0.3
+    r = euler_matrix(0.0, 0.0, delta)[:2, :2]
+    flip = np.diag([1.0, -1.0])                      # model y up <-> image y down
+    obs = (gen - 60) @ (flip @ r @ flip).T + 60
+    rot = cpr_in_plane(obs, gen, found, layout, eps=0.0)
+    np.testing.assert_allclose(rot[:, ~np.eye(5, dtype=bool)], -np.sin(delta), atol=1e-12)
+    # out-of-plane cosines are unchanged by a 2D similarity of O (eps = 0)
+    cos = cpr_out_of_plane(2.0 * (obs - 60) + 80, gen, found, layout, eps=0.0)
+    np.testing.assert_allclose(cos[:3], cos[3:], atol=1e-12)
+
+
+def test_torch_kernels_match_numpy_in_value_and_gradient():
+    torch = pytest.importorskip("torch")
+    from engine.geometry import cpr, torch_cpr
+
+    obs, gen, found, layout = _kernel_inputs(np.random.default_rng(9), b=2)
+    lay = torch.from_numpy(layout)
+    o, g, f = (torch.from_numpy(a) for a in (obs, gen, found))
+    got = torch_cpr.cpr_all(o, g, f, lay)
+    for i in range(2):
+        np.testing.assert_allclose(got[i].numpy(), cpr.cpr_all(obs[i], gen[i], found[i], layout), atol=1e-12)
+    # gradient: torch's autograd against central differences of the numpy kernels (a random linear read-out)
+    w = np.random.default_rng(10).normal(size=(18, 5, 5))
+    g_t = g.clone().requires_grad_(True)
+    o_t = o.clone().requires_grad_(True)
+    (torch_cpr.cpr_all(o_t, g_t, f, lay)[0] * torch.from_numpy(w)).sum().backward()
+    h = 1e-6
+    for which, grad in (("gen", g_t.grad[0].numpy()), ("obs", o_t.grad[0].numpy())):
+        num = np.zeros((10, 2))
+        for v in range(10):
+            for d in range(2):
+                plus, minus = [a[0].copy() for a in (obs, gen)], [a[0].copy() for a in (obs, gen)]
+                k = 1 if which == "gen" else 0
+                plus[k][v, d] += h
+                minus[k][v, d] -= h
+                num[v, d] = ((cpr.cpr_all(plus[0], plus[1], found[0], layout) * w).sum() -
+                             (cpr.cpr_all(minus[0], minus[1], found[0], layout) * w).sum()) / (2 * h)
+        np.testing.assert_allclose(grad, num, atol=1e-5)
+        assert np.abs(grad[[2, 7]]).max() == 0          # missing vertices get no gradient
+
+
+def test_torch_kernels_gradcheck():
+    torch = pytest.importorskip("torch")
+    from engine.geometry import torch_cpr
+
+    obs, gen, found, layout = _kernel_inputs(np.random.default_rng(11), c=6, b=1, missing=(1,))
+    layout = np.array([[0, 1, 2], [3, 4, 5], [0, 2, 4]])
+    o = torch.from_numpy(obs).requires_grad_(True)
+    g = torch.from_numpy(gen).requires_grad_(True)
+    f, lay = torch.from_numpy(found), torch.from_numpy(layout)
+    for kernel in (torch_cpr.cpr_translation, torch_cpr.cpr_scale, torch_cpr.cpr_in_plane, torch_cpr.cpr_out_of_plane):
+        assert torch.autograd.gradcheck(lambda a, b: kernel(a, b, f, lay), (o, g), eps=1e-6, atol=1e-6)
+
+
+def test_torch_projection_matches_numpy_and_gradchecks():
+    torch = pytest.importorskip("torch")
+    from engine.geometry import cpr, torch_cpr
+
+    rng = np.random.default_rng(12)
+    frame = _frame()
+    pose = np.array([[0.2, -0.9, 0.1, 1.1, 0.03, -0.02], [-0.3, 0.5, -0.2, 0.9, -0.05, 0.04]])
+    mean, basis = rng.normal(0, 5e4, (6, 3)), rng.normal(0, 1, (6, 3, 50))
+    alpha = rng.normal(0, 100, (2, 50))
+    pts = torch_cpr.shape_points(torch.from_numpy(mean), torch.from_numpy(basis), torch.from_numpy(alpha))
+    np.testing.assert_allclose(pts.numpy(), cpr.shape_points(mean, basis, alpha), rtol=1e-12)
+    got = torch_cpr.project(torch.from_numpy(pose), pts, torch.from_numpy(frame.centre), frame.scale)
+    np.testing.assert_allclose(got.numpy(), cpr.project(frame, pose, pts.numpy()), atol=1e-9)
+    p = torch.from_numpy(pose).requires_grad_(True)
+    assert torch.autograd.gradcheck(
+        lambda q: torch_cpr.project(q, pts, torch.from_numpy(frame.centre), frame.scale), (p,), eps=1e-7, atol=1e-5)
+
+
+def _reprojection_by_loop(frame, pose, direction, pts, obs, found, m, kappa):
+    from engine.geometry.cpr import project
+
+    ids = [i for i in range(len(found)) if found[i]]          # default keys: the vertex order
+    chosen = ids[:int(np.ceil(kappa * found.sum()))]
+    out = []
+    for k in range(1, 2 * m + 1):
+        proj = project(frame, pose + k / m * direction, pts)[:, :2]
+        out.append(np.mean([np.linalg.norm(proj[i] - obs[i]) for i in chosen]))
+    return np.array(out), chosen
+
+
+def test_reprojection_sampling_matches_a_loop_and_gradchecks():
+    torch = pytest.importorskip("torch")
+    from engine.geometry import torch_cpr
+    from engine.geometry.cpr import project
+
+    rng = np.random.default_rng(13)
+    frame = _frame()
+    c = 40
+    pts = rng.normal(0, 5e4, (2, c, 3))
+    pose = np.array([[0.1, -0.4, 0.05, 1.0, 0.01, 0.0], [-0.2, 0.8, -0.1, 0.95, -0.02, 0.03]])
+    truth = pose + rng.normal(0, 0.05, pose.shape)
+    obs = np.stack([project(frame, truth[i], pts[i])[:, :2] for i in range(2)]) + rng.normal(0, 1.0, (2, c, 2))
+    obs[0, :5] += 25.0                                      # outlying detections
+    found = rng.uniform(size=(2, c)) < 0.8
+    direction = (truth - pose) / 1.3
+    args = [torch.from_numpy(a) for a in (pose, direction, pts, obs, found)]
+    got = torch_cpr.sample_reprojection_errors(*args, torch.from_numpy(frame.centre), frame.scale, m=5, kappa=0.1)
+    assert got.shape == (2, 10)
+    for i in range(2):
+        ref, chosen = _reprojection_by_loop(frame, pose[i], direction[i], pts[i], obs[i], found[i], 5, 0.1)
+        assert len(chosen) == int(np.ceil(0.1 * found[i].sum()))
+        np.testing.assert_allclose(got[i].numpy(), ref, rtol=1e-9)
+    # the error is smallest near t = 1.3 (the true pose) along the direction
+    assert int(np.argmin(got[1].numpy())) in (5, 6, 7)
+    # other keys choose other vertices (the same count)
+    keys = torch.from_numpy(rng.permutation(c).astype(np.float64))
+    other = torch_cpr.sample_reprojection_errors(*args, torch.from_numpy(frame.centre), frame.scale, keys=keys)
+    assert not torch.allclose(other, got)
+    p = args[0].clone().requires_grad_(True)
+    d = args[1].clone().requires_grad_(True)
+    assert torch.autograd.gradcheck(
+        lambda a, b: torch_cpr.sample_reprojection_errors(a, b, args[2], args[3], args[4],
+                                                          torch.from_numpy(frame.centre), frame.scale),
+        (p, d), eps=1e-7, atol=1e-4)
+
+
+def test_kappa_subset_counts_per_face():
+    torch = pytest.importorskip("torch")
+    from engine.geometry.torch_cpr import kappa_subset
+
+    found = torch.zeros(3, 50)
+    found[0, :50] = 1
+    found[1, ::3] = 1                        # 17 found
+    w = kappa_subset(found, 0.1)
+    assert w.sum(1).tolist() == [5.0, 2.0, 0.0]
+    assert (w <= found).all()
+    assert w[1].nonzero().flatten().tolist() == [0, 3]
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_cpr_and_reprojection_export_to_onnx(tmp_path):
+    torch = pytest.importorskip("torch")
+    ort = pytest.importorskip("onnxruntime")
+    from engine.geometry import torch_cpr
+
+    frame = _frame()
+    obs, gen, found, layout = _kernel_inputs(np.random.default_rng(14), b=2)
+    rng = np.random.default_rng(15)
+    pts = rng.normal(0, 5e4, (2, 10, 3)).astype(np.float32)
+
+    class Graph(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.register_buffer("layout", torch.from_numpy(layout))
+            self.register_buffer("centre", torch.from_numpy(frame.centre.astype(np.float32)))
+
+        def forward(self, obs, gen, found, pose, direction, pts):
+            cpr = torch_cpr.cpr_all(obs, gen, found, self.layout)
+            err = torch_cpr.sample_reprojection_errors(pose, direction, pts, obs, found, self.centre, frame.scale)
+            return cpr, err
+
+    inputs = (torch.from_numpy(obs.astype(np.float32)), torch.from_numpy(gen.astype(np.float32)),
+              torch.from_numpy(found.astype(np.float32)),
+              torch.tensor([[0.1, -0.3, 0.0, 1.0, 0.0, 0.0], [0.0, 0.4, 0.1, 0.9, 0.02, -0.01]]),
+              torch.tensor([[0.05, 0.1, -0.02, 0.05, 0.01, 0.0], [0.0, -0.1, 0.0, 0.0, 0.0, 0.01]]),
+              torch.from_numpy(pts))
+    names = ["obs", "gen", "found", "pose", "direction", "pts"]
+    path = tmp_path / "cpr.onnx"
+    torch.onnx.export(Graph(), inputs, str(path), opset_version=18, dynamo=False, input_names=names,
+                      output_names=["cpr", "errors"])
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = sess.run(None, {n: t.numpy() for n, t in zip(names, inputs)})
+    want = Graph()(*inputs)
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w.numpy(), rtol=1e-4, atol=1e-4)

@@ -1,0 +1,158 @@
+"""Torch twins of engine/geometry/cpr.py (pose projection and the CPR kernels, batched), and round 2's
+consistency-aware sampling of reprojection errors. Written with ONNX-exportable operations (no torch.cross,
+linalg.norm or topk); the rules, shapes and conventions are cpr.py's module docstring.
+
+Shapes: B faces, C selected vertices, layout (3, n) long (n = C/2), kernels (B, channels, n, n).
+Norms of vectors that can be zero (a pair with itself) are taken as sqrt(max(|v|^2, 1e-12)), so their gradient is
+0 instead of NaN there; those entries are masked to 0 in the kernels anyway.
+"""
+from __future__ import annotations
+
+import torch
+
+from engine.geometry.cpr import CENTRE, CROP, EPS_PX
+
+TINY = 1e-12
+
+
+def _norm(v: torch.Tensor) -> torch.Tensor:
+    return torch.sqrt((v * v).sum(-1).clamp(min=TINY))
+
+
+def euler_matrix(angles: torch.Tensor) -> torch.Tensor:
+    """(..., 3) [rx, ry, rz] radians -> (..., 3, 3) R = Rz(rz) Ry(ry) Rx(rx), written out in closed form."""
+    cx, cy, cz = torch.cos(angles[..., 0]), torch.cos(angles[..., 1]), torch.cos(angles[..., 2])
+    sx, sy, sz = torch.sin(angles[..., 0]), torch.sin(angles[..., 1]), torch.sin(angles[..., 2])
+    rows = [cz * cy, cz * sy * sx - sz * cx, cz * sy * cx + sz * sx,
+            sz * cy, sz * sy * sx + cz * cx, sz * sy * cx - cz * sx,
+            -sy, cy * sx, cy * cx]
+    return torch.stack(rows, -1).reshape(*angles.shape[:-1], 3, 3)
+
+
+def shape_points(mean: torch.Tensor, basis: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+    """(N, 3) mean, (N, 3, 50) bases, (B, 50) alpha -> (B, N, 3) model-frame points."""
+    return mean[None] + (basis.reshape(-1, basis.shape[-1]) @ alpha.t()).t().reshape(alpha.shape[0], -1, 3)
+
+
+def project(pose: torch.Tensor, model_points: torch.Tensor, centre: torch.Tensor, scale: float | torch.Tensor
+            ) -> torch.Tensor:
+    """(B, 6) poses, (B, N, 3) model-frame points, frame centre (3,) and scale S -> (B, N, 3) crop pixels
+    (x, y, relative z): cpr.project."""
+    r = euler_matrix(pose[:, :3])
+    u = (model_points - centre) @ r.transpose(1, 2)
+    ss = (pose[:, 3] * scale)[:, None]
+    x = CENTRE + ss * u[..., 0] + CROP * pose[:, 4:5]
+    y = CENTRE - ss * u[..., 1] + CROP * pose[:, 5:6]
+    return torch.stack([x, y, ss * u[..., 2]], -1)
+
+
+# --------------------------------------------------------------------------------------------- the CPR kernels
+def channel_points(points: torch.Tensor, found: torch.Tensor, layout: torch.Tensor
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, C, 2), (B, C), (3, n) -> ((B, 3, n, 2), (B, 3, n))."""
+    return points[:, layout], found[:, layout].to(points.dtype)
+
+
+def pair_mask(f: torch.Tensor) -> torch.Tensor:
+    return f[..., :, None] * f[..., None, :]
+
+
+def cpr_translation(obs: torch.Tensor, gen: torch.Tensor, found: torch.Tensor, layout: torch.Tensor) -> torch.Tensor:
+    """-> (B, 6, n, n): T_x of the 3 channels, then T_y."""
+    o, f = channel_points(obs, found, layout)
+    g, _ = channel_points(gen, found, layout)
+    d = o - g
+    t = (d[:, :, :, None, :] + d[:, :, None, :, :]) / 2.0 * pair_mask(f)[..., None]
+    return torch.cat([t[..., 0], t[..., 1]], 1)
+
+
+def cpr_scale(obs: torch.Tensor, gen: torch.Tensor, found: torch.Tensor, layout: torch.Tensor,
+              eps: float = EPS_PX) -> torch.Tensor:
+    """-> (B, 3, n, n): Lambda_s^G / Lambda_s^O = (|G_i - G_j| + eps) / (|O_i - O_j| + eps)."""
+    o, f = channel_points(obs, found, layout)
+    g, _ = channel_points(gen, found, layout)
+    lo = _norm(o[:, :, :, None] - o[:, :, None, :])
+    lg = _norm(g[:, :, :, None] - g[:, :, None, :])
+    n = o.shape[2]
+    off_diag = 1.0 - torch.eye(n, dtype=o.dtype, device=o.device)
+    return (lg + eps) / (lo + eps) * pair_mask(f) * off_diag
+
+
+def cpr_in_plane(obs: torch.Tensor, gen: torch.Tensor, found: torch.Tensor, layout: torch.Tensor,
+                 eps: float = EPS_PX) -> torch.Tensor:
+    """-> (B, 3, n, n): signed cross product of the pair vectors d_ij = X_j - X_i of G and O, as a sine."""
+    o, f = channel_points(obs, found, layout)
+    g, _ = channel_points(gen, found, layout)
+    do = o[:, :, None, :, :] - o[:, :, :, None, :]
+    dg = g[:, :, None, :, :] - g[:, :, :, None, :]
+    cross = dg[..., 0] * do[..., 1] - dg[..., 1] * do[..., 0]
+    return cross / (_norm(dg) * _norm(do) + eps * eps) * pair_mask(f)
+
+
+def centred(points: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+    """(B, 3, n, 2) minus each channel's centroid over its found vertices."""
+    c = (points * f[..., None]).sum(2, keepdim=True) / f.sum(2).clamp(min=1.0)[:, :, None, None]
+    return points - c
+
+
+def cpr_out_of_plane(obs: torch.Tensor, gen: torch.Tensor, found: torch.Tensor, layout: torch.Tensor,
+                     eps: float = EPS_PX) -> torch.Tensor:
+    """-> (B, 6, n, n): triplet cosines at the channel centroid, cos^O (3 channels) then cos^G."""
+    o, f = channel_points(obs, found, layout)
+    g, _ = channel_points(gen, found, layout)
+    out = []
+    for x in (centred(o, f), centred(g, f)):
+        dot = x @ x.transpose(-1, -2)
+        n = _norm(x)
+        out.append(dot / (n[..., :, None] * n[..., None, :] + eps * eps) * pair_mask(f))
+    return torch.cat(out, 1)
+
+
+def cpr_all(obs: torch.Tensor, gen: torch.Tensor, found: torch.Tensor, layout: torch.Tensor) -> torch.Tensor:
+    """-> (B, 18, n, n): translation (6), scale (3), in-plane (3), out-of-plane (6) (cpr.KERNELS order)."""
+    return torch.cat([cpr_translation(obs, gen, found, layout), cpr_scale(obs, gen, found, layout),
+                      cpr_in_plane(obs, gen, found, layout), cpr_out_of_plane(obs, gen, found, layout)], 1)
+
+
+# --------------------------------------------------------------------------------- round 2: consistency-aware
+def kappa_subset(found: torch.Tensor, kappa: float, keys: torch.Tensor | None = None) -> torch.Tensor:
+    """(B, C) found flags -> (B, C) float 0/1: the first ceil(kappa x found count) found vertices in ``keys`` order
+    ((C,) or (B, C) distinct sort keys; default the vertex index, which is already a seeded shuffle of the face in
+    the selection file's order, so the subset is a fixed random sample of the detected vertices). Ranks come from a
+    (C x C) comparison, so the count can vary per face inside an ONNX graph (no TopK with a data-dependent k)."""
+    f = found.to(torch.float32 if not found.is_floating_point() else found.dtype)
+    c = f.shape[1]
+    if keys is None:
+        keys = torch.arange(c, device=f.device, dtype=f.dtype)
+    keys = keys.to(f.dtype).expand(f.shape[0], c)
+    ahead = (keys[:, None, :] < keys[:, :, None]).to(f.dtype)                  # [b, i, j]: j comes before i
+    rank = (ahead * f[:, None, :]).sum(-1)                                      # found vertices ahead of i
+    k = torch.ceil(kappa * f.sum(1, keepdim=True))
+    return f * (rank < k).to(f.dtype)
+
+
+def sample_reprojection_errors(pose: torch.Tensor, direction: torch.Tensor, shape_model_points: torch.Tensor,
+                               observed: torch.Tensor, found: torch.Tensor, centre: torch.Tensor,
+                               scale: float | torch.Tensor, m: int = 5, kappa: float = 0.1,
+                               keys: torch.Tensor | None = None) -> torch.Tensor:
+    """Round 2's evidence for beta: reprojection errors at 2M poses along the predicted update direction.
+
+    pose (B, 6) the current estimate; direction (B, 6) the round-2 network's update (beta scales it: the new pose is
+    pose + beta direction, beta in [0, 2]); shape_model_points (B, C, 3) the selected vertices of the current
+    (frozen) shape, model frame; observed (B, C, 2) and found (B, C) from the DAFI.
+    Samples t_k = k / M, k = 1..2M (= 0.2, 0.4, ..., 2.0 for M = 5: beta's range), and at each the mean 2D
+    distance |proj(pose + t_k direction) - O| over kappa of the detected vertices (``kappa_subset``: a fixed random
+    sample by default; pass random ``keys`` per batch in training to vary it). A subset chosen by the errors
+    themselves (say the best-fitting 10% at t = 0) was tried and rejected: it picks the vertices the current,
+    wrong pose already fits, whose error then grows along any direction, so the samples point away from the truth.
+    Returns (B, 2M) errors in pixels, differentiable in pose, direction and the shape.
+    """
+    w = kappa_subset(found, kappa, keys).to(pose.dtype)                           # (B, C)
+    steps = torch.arange(1, 2 * m + 1, dtype=pose.dtype, device=pose.device) / m  # (2M,)
+    b = pose.shape[0]
+    poses = (pose[:, None, :] + steps[None, :, None] * direction[:, None, :]).reshape(b * 2 * m, 6)
+    pts = shape_model_points[:, None].expand(b, 2 * m, *shape_model_points.shape[1:]).reshape(
+        b * 2 * m, *shape_model_points.shape[1:])
+    proj = project(poses, pts, centre, scale)[..., :2].reshape(b, 2 * m, -1, 2)
+    err = _norm(proj - observed[:, None])                                         # (B, 2M, C)
+    return (err * w[:, None, :]).sum(-1) / w.sum(-1, keepdim=True).clamp(min=1.0)
