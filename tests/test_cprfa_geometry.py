@@ -549,3 +549,94 @@ def test_cpr_and_reprojection_export_to_onnx(tmp_path):
     want = Graph()(*inputs)
     for g, w in zip(got, want):
         np.testing.assert_allclose(g, w.numpy(), rtol=1e-4, atol=1e-4)
+
+
+# ------------------------------------------------------------------------------------------------ vertex selection
+def _toy_codebook(n_vertices: int = 40):
+    from engine.geometry.dafi import DafiCodebook
+
+    rng = np.random.default_rng(16)
+    mean = rng.uniform(-1, 1, (n_vertices, 3)).astype(np.float32)
+    return DafiCodebook(rows=np.arange(n_vertices), tris=np.zeros((0, 3), np.int64), codes=(mean + 1) / 2,
+                        lo=-np.ones(3), hi=np.ones(3), mean=mean, basis=np.zeros((n_vertices, 3, 50), np.float32))
+
+
+def test_select_vertices_layout_and_ranking():
+    from engine.geometry.dafi_selection import SelectionStats, select_vertices, selection_score
+
+    cb = _toy_codebook()
+    candidates = np.arange(0, 40, 2)                 # 20 candidates
+    rng = np.random.default_rng(17)
+    stats = SelectionStats(visible=rng.uniform(size=20), found=rng.uniform(size=20), error=rng.uniform(0, 2, 20),
+                           false_found=np.zeros(20), n=10)
+    stats.error[3] = np.inf
+    side = cb.mean[candidates, 0] >= 0
+    c = 8 if min(side.sum(), (~side).sum()) >= 4 else 4
+    vertex, layout = select_vertices(cb, candidates, stats, c=c, seed=3)
+    n = c // 2
+    assert vertex.shape == (c,) and layout.shape == (3, n) and len(set(vertex.tolist())) == c
+    assert (cb.mean[vertex[:n], 0] < 0).all() and (cb.mean[vertex[n:], 0] >= 0).all()
+    assert (layout[0] < n).all() and (layout[1] >= n).all()
+    assert (layout[2] < n).sum() == n // 2 and len(set(layout[2].tolist())) == n
+    score = selection_score(stats)
+    assert score[3] == 0
+    for s, part in ((False, vertex[:n]), (True, vertex[n:])):
+        ids = np.flatnonzero(side == s)
+        best = set(candidates[ids[np.argsort(-score[ids])[:n]]].tolist())
+        assert set(part.tolist()) == best
+    again, layout_again = select_vertices(cb, candidates, stats, c=c, seed=3)
+    np.testing.assert_array_equal(again, vertex)
+    np.testing.assert_array_equal(layout_again, layout)
+    with pytest.raises(ValueError, match="multiple of 4"):
+        select_vertices(cb, candidates, stats, c=6)
+
+
+def test_visibility_from_the_zbuffer():
+    from engine.geometry.dafi_selection import visible_in_render
+
+    depth = np.full((4, 4), -np.inf, np.float32)
+    depth[1:3, 1:3] = 5.0
+    verts = np.array([[1.2, 1.1, 5.0], [2.0, 2.0, 1.0], [0.0, 0.0, 9.0], [1.0, 2.0, 4.5], [7.0, 1.0, 5.0]])
+    np.testing.assert_array_equal(visible_in_render(verts, depth, eps=1.0), [True, False, False, True, False])
+
+
+def test_selection_statistics_use_the_given_dafis(codebook, train_params):
+    from engine.geometry.dafi import candidate_vertices
+    from engine.geometry.dafi_selection import selection_statistics
+
+    params, pose = train_params
+    rows = [int(np.argmin(np.abs(pose[:, 0]))), int(np.argmin(np.abs(np.abs(pose[:, 0]) - 60)))]
+    cand = candidate_vertices(codebook)
+    clean = selection_statistics(codebook, cand, params[rows])
+    assert clean.n == 2 and 0.4 < clean.visible.mean() < 0.95
+    assert clean.found[clean.visible == 1].mean() > 0.8
+    assert np.median(clean.error[np.isfinite(clean.error)]) < 0.5
+    rng = np.random.default_rng(18)
+
+    def noisy(i):
+        dafi, mask = render_dafi(codebook, None, params[rows[i]])
+        return (dafi + rng.normal(0, 0.01, dafi.shape)).astype(np.float32), mask
+
+    worse = selection_statistics(codebook, cand, params[rows], noisy)
+    np.testing.assert_array_equal(worse.visible, clean.visible)      # visibility is the label's, not the DAFI's
+    assert worse.found[clean.visible == 1].mean() < clean.found[clean.visible == 1].mean() - 0.1
+    assert np.nanmean(np.where(np.isfinite(worse.error), worse.error, np.nan)) > \
+        np.nanmean(np.where(np.isfinite(clean.error), clean.error, np.nan))
+
+
+def test_committed_vertex_selection_is_consistent(codebook):
+    from engine.geometry.dafi_selection import load_vertex_selection
+    from engine.paths import weights_path
+
+    if not weights_path("cprfa_vertices.npz").exists():
+        pytest.skip("weights/cprfa_vertices.npz not built (python -m engine.geometry.dafi_selection)")
+    sel = load_vertex_selection()
+    c = len(sel.vertex)
+    assert c in (128, 256, 512) and sel.layout.shape == (3, c // 2)
+    np.testing.assert_array_equal(codebook.rows[sel.vertex], sel.bfm_vertex)
+    np.testing.assert_allclose(sel.codes, codebook.codes[sel.vertex])
+    np.testing.assert_allclose(sel.mean, codebook.mean[sel.vertex])
+    np.testing.assert_allclose(sel.basis, codebook.basis[sel.vertex])
+    check_sparse(sel.codes, sel.threshold)
+    np.testing.assert_allclose(sel.frame.centre, (codebook.lo + codebook.hi) / 2)
+    assert 3e-4 < sel.frame.scale < 1e-3

