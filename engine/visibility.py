@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from engine.facemodel import N_LMK, N_MESH, FaceModel
-from engine.geometry.rotation import best_rotations
+from engine.geometry.rotation import best_rotations, centred_source
 from engine.geometry.mesh import (boundary_loops, occluded_by_mesh, occluded_by_mesh_batch,
                                   point_visibility, stitch_polylines, vertex_normals, vertex_rings)
 
@@ -129,6 +129,7 @@ class _BatchTables:
     normal_corners: np.ndarray  # (K * 3,) corner vertices of the K mesh triangles touching an inner anchor
     incidence: np.ndarray     # (51, K) 0/1: which of them each inner anchor's normal sums
     mean_pixel: np.ndarray    # (536, 3) the mean shape, pixel frame (the jaw's rotation is taken from it)
+    mean_pixel_centred: tuple[np.ndarray, np.ndarray]  # centred_source(mean_pixel)
 
 
 _BATCH_TABLES: dict[int, _BatchTables] = {}
@@ -146,16 +147,18 @@ def _batch_tables(fm: FaceModel) -> _BatchTables:
         used = np.nonzero(inc.any(0))[0]
         src = _pixel_frame(fm.mean)
         _BATCH_TABLES[key] = _BatchTables(surface.triangles, ignore, fm.triangles[used].ravel(),
-                                          np.ascontiguousarray(inc[:, used]), src)
+                                          np.ascontiguousarray(inc[:, used]), src, centred_source(src))
     return _BATCH_TABLES[key]
 
 
-def landmark_visibility_batch(fm: FaceModel, points: np.ndarray) -> np.ndarray:
+def landmark_visibility_batch(fm: FaceModel, points: np.ndarray, rotations: np.ndarray | None = None) -> np.ndarray:
     """(B, 68) ``landmark_visibility`` of (B, 536, 3) pixel-frame points, every face of a frame at once.
 
     The same tests in float64: inner landmarks by their anchor normal (summed over the triangles that touch the
     anchor only) and a z-test against the mesh; jaw points by the model's jaw normals turned by each face's
     rotation and a z-test against the jaw surface outside their own patch; one batched z-test for all 68.
+    ``rotations``: (B, 3, 3) those rotations (pixel frame, best similarity from the mean to ``points``) when the
+    caller has already computed them for the pose; otherwise they are computed here.
     """
     t = _batch_tables(fm)
     p = np.asarray(points, np.float64)
@@ -172,7 +175,12 @@ def landmark_visibility_batch(fm: FaceModel, points: np.ndarray) -> np.ndarray:
     facing = np.empty(p.shape[:1] + (N_LMK,), bool)
     facing[:, N_JAW:] = normals[:, :, 2] / length > GRAZING
     # jaw: the rotation of the best similarity from the mean, as rotation_from_mean, batched
-    rot = best_rotations(t.mean_pixel[: p.shape[1]], p)
+    if rotations is not None:
+        rot = rotations
+    elif p.shape[1] == len(t.mean_pixel):
+        rot = best_rotations(t.mean_pixel, p, t.mean_pixel_centred)
+    else:
+        rot = best_rotations(t.mean_pixel[: p.shape[1]], p)
     facing[:, :N_JAW] = rot[:, 2] @ jaw_surface(fm).jaw_normals.T > GRAZING   # z of the turned jaw normals
     eps = EPS_FRACTION * (np.ptp(mesh[:, :, 0], axis=1) + 1e-9)
     return facing & ~occluded_by_mesh_batch(p[:, N_MESH:], p, t.tris, eps, t.ignore)

@@ -74,6 +74,24 @@ def test_batched_occlusion_equals_the_per_face_test():
     assert not occluded_by_mesh_batch(pts[:, :0], faces, fm.triangles, eps).size
 
 
+def test_batched_occlusion_decides_points_on_triangle_box_edges_like_the_per_face_test():
+    # points whose x (and y) equal mesh vertices' coordinates lie exactly on triangle boxes' edges, where the
+    # x-sweep's binary searches (and the shift between faces) must still keep every candidate pair
+    rng = np.random.default_rng(4)
+    fm = load_face_model()
+    faces = posed_faces(5, seed=5)
+    pick = rng.integers(0, N_MESH, (5, N_LMK))
+    pts = np.take_along_axis(faces, pick[:, :, None], 1)
+    pts[:, :, 2] += rng.choice([-3.0, 3.0], (5, N_LMK))                                  # under or over the surface
+    pts[:, ::2, 1] += rng.normal(0, 1.0, (5, (N_LMK + 1) // 2))                         # half: only x on an edge
+    eps = 0.02 * np.ptp(faces[:, :N_MESH, 0], axis=1)
+    got = occluded_by_mesh_batch(pts, faces, fm.triangles, eps)
+    want = np.array([occluded_by_mesh(pts[b], faces[b], fm.triangles, eps[b]) for b in range(5)])
+    assert want.sum() > 20 and (~want).sum() > 20
+    assert np.array_equal(got, want)
+    assert np.array_equal(occluded_by_mesh_batch(pts[:1], faces[:1], fm.triangles, eps[:1]), want[:1])
+
+
 # --- 3DSTN's re-warp as it was before batching (commit 90f8712), the reference for the batched decode ---
 
 def _ref_project(camera, pts):
@@ -177,6 +195,18 @@ def test_batched_frontal_shape_and_pose_equal_the_per_face_functions(faces):
     assert np.allclose(got, np.array([frontal_shape(fm, s) for s in model_frame]), atol=1e-9)
     assert np.allclose(pose_from_points_batch(fm, faces), np.array([pose_from_points(fm, f) for f in faces]),
                        atol=1e-9)
+
+
+def test_visibility_with_the_pose_rotation_equals_its_own(faces):
+    # 3dstn and prnet hand their pose's model-frame rotation R to the visibility test as diag(1,-1,1) R diag(1,-1,1)
+    from engine.methods.base import rotations_from_points_batch
+    from engine.methods.onnx_method import _FLIP_Y_BOTH_SIDES
+
+    fm = load_face_model()
+    rotations = rotations_from_points_batch(fm, faces) * _FLIP_Y_BOTH_SIDES
+    assert np.array_equal(landmark_visibility_batch(fm, faces, rotations), landmark_visibility_batch(fm, faces))
+    wrong = rotations_from_points_batch(fm, faces)          # without the frame change the jaw decisions differ
+    assert not np.array_equal(landmark_visibility_batch(fm, faces, wrong), landmark_visibility_batch(fm, faces))
 
 
 def test_batched_euler_angles_equal_the_per_matrix_functions():

@@ -61,19 +61,29 @@ def camera_to_euler_batch(p: np.ndarray) -> np.ndarray:
     return matrix_to_euler_batch(np.stack([a, b, np.cross(a, b)], 1))
 
 
-def best_rotations(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-    """(B, 3, 3) rotations of the best similarities taking (N, 3) ``src`` onto each of (B, N, 3) ``dst``
-    (orthogonal Procrustes, reflection excluded): one batched 3x3 SVD."""
+def centred_source(src: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(``src`` minus its mean, that difference's column sums): what ``best_rotations`` needs of a fixed source,
+    computed once by callers that align many batches to the same shape (the mean face)."""
     src = np.asarray(src, np.float64)
-    dst = np.asarray(dst, np.float64)
     src_c = src - src.mean(0)
+    return src_c, src_c.sum(0)
+
+
+def best_rotations(src: np.ndarray, dst: np.ndarray,
+                   centred: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+    """(B, 3, 3) rotations of the best similarities taking (N, 3) ``src`` onto each of (B, N, 3) ``dst``
+    (orthogonal Procrustes, reflection excluded): one batched 3x3 SVD. ``centred``: ``centred_source(src)``
+    when the caller keeps it (same values; saves re-centring a fixed source on every call)."""
+    src_c, src_sum = centred if centred is not None else centred_source(src)
+    dst = np.asarray(dst, np.float64)
     # (dst - mean(dst))^T src_c as dst^T src_c - mean(dst) (1^T src_c): matrix products only (numpy's mean over
     # the point axis of a (B, N, 3) array is slow); 1^T src_c is zero up to rounding
     mean = (np.ones(dst.shape[1]) / dst.shape[1]) @ dst
-    cov = np.swapaxes(dst, 1, 2) @ src_c - mean[:, :, None] * src_c.sum(0)[None, None, :]
+    cov = np.swapaxes(dst, 1, 2) @ src_c - mean[:, :, None] * src_sum[None, None, :]
     u, _, vt = np.linalg.svd(cov)
     d = np.sign(np.linalg.det(u @ vt))
-    return u @ (np.stack([np.ones_like(d), np.ones_like(d), d], 1)[:, :, None] * vt)
+    vt[:, 2] *= d[:, None]    # diag(1, 1, d) @ vt, in place (a sign flip: the same values)
+    return u @ vt
 
 
 def decompose_camera(p: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:

@@ -18,7 +18,7 @@ from typing import ClassVar
 import numpy as np
 
 from engine.facemodel import N_MESH, FaceModel
-from engine.geometry.rotation import best_rotations, matrix_to_euler, matrix_to_euler_batch
+from engine.geometry.rotation import best_rotations, centred_source, matrix_to_euler, matrix_to_euler_batch
 from engine.result import AlignmentResult
 from engine.visibility import landmark_visibility
 
@@ -73,6 +73,9 @@ class DecodeResult:
     pose: np.ndarray                    # (3,) yaw, pitch, roll in degrees
     dense: np.ndarray | None = None     # (M, 3) crop pixels: a denser surface (PRNet's position map), if any
     shape: np.ndarray | None = None     # (536, 3) the pose-free model-frame shape (3DSTN's warp), if the method has one
+    # (3, 3) model-frame rotation of the best similarity from the mean shape to ``points`` where the decode took
+    # its pose from it (``rotations_from_points_batch``): the visibility test reuses it instead of a second SVD
+    rotation: np.ndarray | None = None
 
 
 class Method(ABC):
@@ -174,10 +177,21 @@ def frontal_shape(fm: FaceModel, shape: np.ndarray) -> np.ndarray:
     return mesh * np.array([1.0, -1.0, 1.0])
 
 
+_CENTRED_MEAN: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
+
+
+def _centred_mean(fm: FaceModel, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """``centred_source`` of the mean shape's first n points, computed once per face model."""
+    key = (id(fm.mean), n)
+    if key not in _CENTRED_MEAN:
+        _CENTRED_MEAN[key] = centred_source(fm.mean[:n])
+    return _CENTRED_MEAN[key]
+
+
 def frontal_shape_batch(fm: FaceModel, shapes: np.ndarray) -> np.ndarray:
     """(B, 468, 3) ``frontal_shape`` of (B, 536 or 468, 3) model-frame shapes: one batched SVD."""
     mesh = np.asarray(shapes, np.float64)[:, :N_MESH]
-    rot = best_rotations(fm.mean[:N_MESH], mesh)
+    rot = best_rotations(fm.mean[:N_MESH], mesh, _centred_mean(fm, N_MESH))
     mesh = mesh - (np.ones(N_MESH) / N_MESH) @ mesh[:, None, :, :]
     return (mesh @ rot) * np.array([1.0, -1.0, 1.0])
 
@@ -191,11 +205,17 @@ def pose_from_points(fm: FaceModel, points: np.ndarray) -> np.ndarray:
     return matrix_to_euler(_rotation_from_mean(fm, np.asarray(points, np.float64) * np.array([1.0, -1.0, 1.0])))
 
 
-def pose_from_points_batch(fm: FaceModel, points: np.ndarray) -> np.ndarray:
-    """(B, 3) ``pose_from_points`` of (B, N, 3) points: one batched SVD."""
+def rotations_from_points_batch(fm: FaceModel, points: np.ndarray) -> np.ndarray:
+    """(B, 3, 3) model-frame rotations of the best similarities from the mean to (B, N, 3) pixel-frame points:
+    what ``pose_from_points_batch`` turns into angles."""
     pts = np.asarray(points, np.float64) * np.array([1.0, -1.0, 1.0])
     n = min(pts.shape[1], fm.n_points)
-    return matrix_to_euler_batch(best_rotations(fm.mean[:n], pts[:, :n]))
+    return best_rotations(fm.mean[:n], pts[:, :n], _centred_mean(fm, n))
+
+
+def pose_from_points_batch(fm: FaceModel, points: np.ndarray) -> np.ndarray:
+    """(B, 3) ``pose_from_points`` of (B, N, 3) points: one batched SVD."""
+    return matrix_to_euler_batch(rotations_from_points_batch(fm, points))
 
 
 def finish_from_points(fm: FaceModel, points: np.ndarray, pose: np.ndarray, t0: float, timings: dict,

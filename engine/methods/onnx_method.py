@@ -13,6 +13,10 @@ from engine.runtime import OnnxModel, crop_to_input
 from engine.visibility import landmark_visibility_batch
 
 
+# diag(1, -1, 1) R diag(1, -1, 1) as an element-wise sign pattern
+_FLIP_Y_BOTH_SIDES = np.array([[1.0, -1.0, 1.0], [-1.0, 1.0, -1.0], [1.0, -1.0, 1.0]])
+
+
 class OnnxMethod(Method):
     backend = "onnxruntime"
     dense_faces: np.ndarray | None = None
@@ -50,7 +54,11 @@ class OnnxMethod(Method):
         decoded = self.decode_batch(out)
         t2 = time.perf_counter()
         points = np.stack([d.points for d in decoded])
-        visible = landmark_visibility_batch(self.fm, points)
+        rotations = None
+        if all(d.rotation is not None for d in decoded):
+            # the pose's model-frame rotation R in the pixel frame (y flipped): F R F, a sign pattern
+            rotations = np.stack([d.rotation for d in decoded]) * _FLIP_Y_BOTH_SIDES
+        visible = landmark_visibility_batch(self.fm, points, rotations)
         t3 = time.perf_counter()
         with_shape = [i for i, d in enumerate(decoded) if d.shape is not None]
         frontal: dict[int, np.ndarray] = {}

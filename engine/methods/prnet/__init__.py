@@ -15,7 +15,8 @@ from functools import lru_cache
 
 import numpy as np
 
-from engine.methods.base import DecodeResult, MethodInfo, pose_from_points, pose_from_points_batch
+from engine.geometry.rotation import matrix_to_euler_batch
+from engine.methods.base import DecodeResult, MethodInfo, pose_from_points, rotations_from_points_batch
 from engine.methods.onnx_method import OnnxMethod
 
 MAP_SIZE = 64
@@ -72,8 +73,9 @@ class PRNetMethod(OnnxMethod):
             side_by_side = pmap.transpose(1, 2, 0, 3).reshape(size[0], size[1], n * 3)
             points = self.layout.sample(side_by_side).reshape(-1, n, 3).transpose(1, 0, 2)
         dense = pmap[:, self.valid]
-        poses = pose_from_points_batch(self.fm, points)
-        return [DecodeResult(p, pose, dense=d) for p, pose, d in zip(points, poses, dense)]
+        rotations = rotations_from_points_batch(self.fm, points)
+        poses = matrix_to_euler_batch(rotations)
+        return [DecodeResult(p, pose, dense=d, rotation=r) for p, pose, d, r in zip(points, poses, dense, rotations)]
 
 
 # the recipe trains the dense layout; the shipped weights may still be the first layout (both decode, see above)

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine.methods.base import DecodeResult, MethodInfo, pose_from_points, pose_from_points_batch
+from engine.geometry.rotation import matrix_to_euler_batch
+from engine.methods.base import DecodeResult, MethodInfo, pose_from_points, rotations_from_points_batch
 from engine.methods.onnx_method import OnnxMethod
 
 
@@ -41,8 +42,9 @@ class STN3DMethod(OnnxMethod):
         else:
             shape = rewarp_to_landmarks(camera, shape, outputs["refined"].astype(np.float64))
             points = project(camera, shape)
-        poses = pose_from_points_batch(self.fm, points)
-        return [DecodeResult(p, pose, shape=s) for p, pose, s in zip(points, poses, shape)]
+        rotations = rotations_from_points_batch(self.fm, points)
+        poses = matrix_to_euler_batch(rotations)
+        return [DecodeResult(p, pose, shape=s, rotation=r) for p, pose, s, r in zip(points, poses, shape, rotations)]
 
 
 METHOD = MethodInfo("3dstn", "3DSTN: camera + 3D TPS warp + landmark refinement", STN3DMethod, weights="3dstn.onnx",

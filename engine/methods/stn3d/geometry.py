@@ -31,14 +31,26 @@ def project(camera: np.ndarray, pts: np.ndarray) -> np.ndarray:
     """(3, 4) projective camera (P[2, 3] = 1) applied to (N, 3) points -> (N, 3): x, y in crop pixels and a
     depth z = s (n . X) along the camera's viewing axis n = r1 x r2 (same pixel scale). A leading batch axis on
     both projects B faces at once."""
-    h = np.concatenate([pts, np.ones(pts.shape[:-1] + (1,))], -1) @ np.swapaxes(camera, -1, -2)
+    # one product with the camera's 3x3 part and its translation added: [X, 1] @ P^T without building [X, 1]
+    h = pts @ np.swapaxes(camera[..., :3], -1, -2) + camera[..., None, :, 3]
     xy = h[..., :2] / h[..., 2:3]
     r1, r2 = camera[..., 0, :3], -camera[..., 1, :3]  # row 1 carries the image's y flip
-    n1, n2 = np.linalg.norm(r1, axis=-1)[..., None], np.linalg.norm(r2, axis=-1)[..., None]
+    n1, n2 = _norm(r1)[..., None], _norm(r2)[..., None]
     s = (n1 + n2) / 2
-    n = np.cross(r1 / n1, r2 / n2)
-    n /= np.linalg.norm(n, axis=-1)[..., None]
+    n = _cross(r1 / n1, r2 / n2)
+    n /= _norm(n)[..., None]
     return np.concatenate([xy, ((pts @ n[..., :, None])[..., 0] * s)[..., None]], -1)
+
+
+def _norm(v: np.ndarray) -> np.ndarray:
+    """Euclidean norm over the last (size-3) axis; numpy's linalg.norm costs several times more on small arrays."""
+    return np.sqrt(v[..., 0] * v[..., 0] + v[..., 1] * v[..., 1] + v[..., 2] * v[..., 2])
+
+
+def _cross(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """a x b over the last axis, written out (np.cross costs more in axis bookkeeping than in arithmetic)."""
+    return np.stack([a[..., 1] * b[..., 2] - a[..., 2] * b[..., 1], a[..., 2] * b[..., 0] - a[..., 0] * b[..., 2],
+                     a[..., 0] * b[..., 1] - a[..., 1] * b[..., 0]], -1)
 
 
 def closest_on_rays(camera: np.ndarray, xy: np.ndarray, anchors: np.ndarray) -> np.ndarray:
