@@ -533,7 +533,7 @@ def test_cpr_and_reprojection_export_to_onnx(tmp_path):
         def forward(self, obs, gen, found, pose, direction, pts):
             cpr = torch_cpr.cpr_all(obs, gen, found, self.layout)
             err = torch_cpr.sample_reprojection_errors(pose, direction, pts, obs, found, self.centre, frame.scale)
-            return cpr, err
+            return cpr, err, torch_cpr.pose_euler_degrees(pose)
 
     inputs = (torch.from_numpy(obs.astype(np.float32)), torch.from_numpy(gen.astype(np.float32)),
               torch.from_numpy(found.astype(np.float32)),
@@ -543,7 +543,7 @@ def test_cpr_and_reprojection_export_to_onnx(tmp_path):
     names = ["obs", "gen", "found", "pose", "direction", "pts"]
     path = tmp_path / "cpr.onnx"
     torch.onnx.export(Graph(), inputs, str(path), opset_version=18, dynamo=False, input_names=names,
-                      output_names=["cpr", "errors"])
+                      output_names=["cpr", "errors", "euler"])
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     got = sess.run(None, {n: t.numpy() for n, t in zip(names, inputs)})
     want = Graph()(*inputs)
@@ -640,3 +640,33 @@ def test_committed_vertex_selection_is_consistent(codebook):
     check_sparse(sel.codes, sel.threshold)
     np.testing.assert_allclose(sel.frame.centre, (codebook.lo + codebook.hi) / 2)
     assert 3e-4 < sel.frame.scale < 1e-3
+    assert sel.lmk68_mean.shape == (68, 3) and sel.lmk68_basis.shape == (68, 3, 50)
+    assert sel.lmk68_layout.shape == (3, 34) and sorted(sel.lmk68_layout[:2].ravel().tolist()) == list(range(68))
+
+
+def test_landmark_layout_splits_the_sides():
+    from engine.geometry.dafi_selection import landmark_layout, reference_rows
+
+    rng = np.random.default_rng(20)
+    mean = rng.normal(0, 1, (68, 3))
+    layout = landmark_layout(mean, seed=1)
+    assert layout.shape == (3, 34)
+    assert mean[layout[0], 0].max() <= mean[layout[1], 0].min()
+    assert np.isin(layout[2], layout[0]).sum() == 17 and len(set(layout[2].tolist())) == 34
+    np.testing.assert_array_equal(landmark_layout(mean, seed=1), layout)
+    np.testing.assert_array_equal(reference_rows(45), [0, 20, 40])
+
+
+def test_pose_euler_degrees_follow_rotation_py():
+    torch = pytest.importorskip("torch")
+    from engine.geometry import cpr, torch_cpr
+    from engine.geometry.rotation import matrix_to_euler
+
+    rng = np.random.default_rng(19)
+    pose = np.concatenate([rng.uniform(-1.5, 1.5, (6, 3)), np.ones((6, 1)), np.zeros((6, 2))], 1)
+    pose[0, :3] = [0.1, -0.5, 0.2]
+    got = cpr.pose_euler_degrees(pose)
+    np.testing.assert_allclose(got[0], np.rad2deg([0.5, 0.1, 0.2]), atol=1e-9)     # yaw = -ry, pitch, roll
+    for i in range(6):
+        np.testing.assert_allclose(got[i], matrix_to_euler(cpr.euler_matrix(*pose[i, :3])), atol=1e-9)
+    np.testing.assert_allclose(torch_cpr.pose_euler_degrees(torch.from_numpy(pose)).numpy(), got, atol=1e-9)

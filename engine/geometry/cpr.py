@@ -195,3 +195,14 @@ def cpr_all(obs: np.ndarray, gen: np.ndarray, found: np.ndarray, layout: np.ndar
     """-> (18, n, n): translation (6), scale (3), in-plane (3), out-of-plane (6), in ``KERNELS`` order."""
     return np.concatenate([cpr_translation(obs, gen, found, layout), cpr_scale(obs, gen, found, layout),
                            cpr_in_plane(obs, gen, found, layout), cpr_out_of_plane(obs, gen, found, layout)], 0)
+
+
+def pose_euler_degrees(pose: np.ndarray) -> np.ndarray:
+    """(..., 6) poses -> (..., 3) (yaw, pitch, roll) in degrees, the project's convention
+    (rotation.matrix_to_euler of the pose's R: yaw = -ry, pitch = rx, roll = rz while |ry| < 90 degrees)."""
+    pose = np.asarray(pose, np.float64)
+    r = euler_matrix(pose[..., 0], pose[..., 1], pose[..., 2])
+    yaw = np.arcsin(np.clip(r[..., 2, 0], -1.0, 1.0))
+    pitch = np.arctan2(r[..., 2, 1], r[..., 2, 2])
+    roll = np.arctan2(r[..., 1, 0], r[..., 0, 0])
+    return np.rad2deg(np.stack([yaw, pitch, roll], -1))

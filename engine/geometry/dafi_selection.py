@@ -5,6 +5,7 @@ channels. Also the pose frame (engine/geometry/cpr.py: m and S) measured on the 
 Rule (the paper names p1 and p2, not how they combine):
 - candidates: ``dafi.candidate_vertices`` (no-neck vertices at least 0.025 apart in code space, so each one's
   retrieval is independent of the others and its statistics are what it will see at run time);
+- reference split: every 20th aflw_train label (``reference_rows``, 954 labels);
 - per candidate over the reference labels: p1 = fraction of labels where it is visible (its pixel's z-buffer depth
   within 2% of the face width of its own depth, back faces culled: the DAFI's own visibility);
   found = fraction of those where retrieval (threshold 0.01) finds it; p2 = mean distance in pixels between the
@@ -16,7 +17,9 @@ The DAFIs are an input (``dafi_for``): ground-truth renders until the HS-U-Net e
 p2 can be re-measured on predicted DAFIs with the same code (``--predicted``).
 
 Build the committed file (about a minute on one core):
-    python -m engine.geometry.dafi_selection --reference 2000 --c 256 --out weights/cprfa_vertices.npz
+    python -m engine.geometry.dafi_selection --stride 20 --c 256 --out weights/cprfa_vertices.npz
+It also holds CPR-H's inputs: the 68 landmarks' mean and bases (BFM keypoints) and their layout
+(``landmark_layout``), and the pose frame.
 """
 from __future__ import annotations
 
@@ -36,6 +39,24 @@ THRESHOLD = 0.01          # the paper's retrieval distance threshold (code space
 MIN_SEPARATION = 0.025    # candidates' spacing in code space (> 2 x THRESHOLD)
 VISIBLE_EPS = 0.02        # z-buffer tolerance, fraction of the face width (as mesh.point_visibility)
 SELECTION_FILE = "cprfa_vertices.npz"
+REFERENCE_STRIDE = 20     # the reference split: every 20th aflw_train label (held out of the HS-U-Net's training,
+                          # engine/methods/cprfa, so p2 can be re-measured on its held-out predictions)
+
+
+def reference_rows(n_labels: int, stride: int = REFERENCE_STRIDE) -> np.ndarray:
+    """Rows of the reference split among ``n_labels`` training labels."""
+    return np.arange(0, n_labels, stride, dtype=np.int64)
+
+
+def landmark_layout(lmk68_mean: np.ndarray, seed: int = 0) -> np.ndarray:
+    """CPR-H's layout over the 68 landmarks, the same rule as the vertices': (3, 34) indices into the 68; channel 0
+    the 34 with the smallest model x (one side, with half the midline points), channel 1 the other 34, channel 2
+    17 of each; each channel's order a seeded shuffle."""
+    order = np.argsort(np.asarray(lmk68_mean)[:, 0], kind="stable")
+    rng = np.random.default_rng(seed)
+    left, right = rng.permutation(order[:34]), rng.permutation(order[34:])
+    mixed = rng.permutation(np.concatenate([rng.choice(left, 17, replace=False), rng.choice(right, 17, replace=False)]))
+    return np.stack([left, right, mixed]).astype(np.int64)
 
 
 def pose_frame(codebook: DafiCodebook, params: np.ndarray) -> PoseFrame:
@@ -142,6 +163,9 @@ class VertexSelection:
     layout: np.ndarray     # (3, C/2) int64 indices into the C vertices
     frame: PoseFrame
     threshold: float
+    lmk68_mean: np.ndarray    # (68, 3) float32: CPR-H's landmarks (BFM keypoints), model frame
+    lmk68_basis: np.ndarray   # (68, 3, 50) float32
+    lmk68_layout: np.ndarray  # (3, 34) int64 indices into the 68
 
 
 def load_vertex_selection(path: str | Path | None = None) -> VertexSelection:
@@ -154,7 +178,8 @@ def load_vertex_selection(path: str | Path | None = None) -> VertexSelection:
     return VertexSelection(vertex=z["vertex"], bfm_vertex=z["bfm_vertex"], codes=z["codes"], mean=z["mean"],
                            basis=z["basis"], layout=z["layout"],
                            frame=PoseFrame(centre=z["pose_centre"], scale=float(z["pose_scale"])),
-                           threshold=float(z["threshold"]))
+                           threshold=float(z["threshold"]), lmk68_mean=z["lmk68_mean"],
+                           lmk68_basis=z["lmk68_basis"], lmk68_layout=z["lmk68_layout"])
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -162,7 +187,7 @@ def main(argv: list[str] | None = None) -> None:
     from engine.paths import data_path, weights_path
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--reference", type=int, default=2000, help="training labels in the reference split")
+    ap.add_argument("--stride", type=int, default=REFERENCE_STRIDE, help="reference split: every STRIDE-th label")
     ap.add_argument("--c", type=int, default=256)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--predicted", type=Path, help="npz with rows (N,), dafi (N,120,120,3), mask (N,120,120) of "
@@ -180,7 +205,7 @@ def main(argv: list[str] | None = None) -> None:
         dafi_for = lambda i: (pred["dafi"][i].astype(np.float32), pred["mask"][i].astype(bool))  # noqa: E731
         source = f"predicted DAFIs ({args.predicted.name})"
     else:
-        rows = np.sort(np.random.default_rng(args.seed).permutation(len(params))[:args.reference])
+        rows = reference_rows(len(params), args.stride)
         dafi_for = None
         source = "ground-truth DAFIs"
     candidates = candidate_vertices(codebook, MIN_SEPARATION, args.seed)
@@ -192,6 +217,9 @@ def main(argv: list[str] | None = None) -> None:
     from engine.geometry.uv_dense import bfm_vertices
     bfm = load_bfm()
     lmk = np.asarray(bfm["keypoints"][::3] // 3)
+    lmk_mean = bfm["mean"].reshape(-1, 3)[lmk].astype(np.float32)
+    lmk_basis = np.concatenate([bfm["w_shp"].reshape(-1, 3, 40)[lmk], bfm["w_exp"].reshape(-1, 3, 10)[lmk]],
+                               2).astype(np.float32)
     pose, alpha = params_to_pose(frame, params[rows])
     back = pose_to_params(frame, pose, alpha)
     lm_err = np.array([np.linalg.norm(bfm_vertices(bfm, back[i], lmk)[:, :2] - bfm_vertices(bfm, params[r], lmk)[:, :2],
@@ -209,8 +237,8 @@ def main(argv: list[str] | None = None) -> None:
     print(json.dumps(report, indent=1))
     description = (f"CPRFA vertex selection: {args.c} of {len(candidates)} candidates (no-neck BFM vertices >= "
                    f"{MIN_SEPARATION} apart in DAFI code space), scored p1 x found / (1 + p2) on {source} of "
-                   f"{len(rows)} aflw_train labels (seed {args.seed}), retrieval threshold {THRESHOLD}. Built by: "
-                   f"python -m engine.geometry.dafi_selection --reference {args.reference} --c {args.c} "
+                   f"{len(rows)} aflw_train labels (every {args.stride}th), retrieval threshold {THRESHOLD}, seed {args.seed}. "
+                   f"Built by: python -m engine.geometry.dafi_selection --stride {args.stride} --c {args.c} "
                    f"--seed {args.seed}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.out.with_suffix(".tmp.npz")
@@ -220,6 +248,7 @@ def main(argv: list[str] | None = None) -> None:
                         found_rate=stats.found[at].astype(np.float32), error_px=stats.error[at].astype(np.float32),
                         pose_centre=frame.centre, pose_scale=np.float64(frame.scale), threshold=np.float64(THRESHOLD),
                         min_separation=np.float64(MIN_SEPARATION), seed=np.int64(args.seed), reference_rows=rows,
+                        lmk68_mean=lmk_mean, lmk68_basis=lmk_basis, lmk68_layout=landmark_layout(lmk_mean, args.seed),
                         description=np.array(description), report=np.array(json.dumps(report)))
     tmp.replace(args.out)
     print(f"wrote {args.out}")

@@ -29,6 +29,15 @@ def euler_matrix(angles: torch.Tensor) -> torch.Tensor:
     return torch.stack(rows, -1).reshape(*angles.shape[:-1], 3, 3)
 
 
+def pose_euler_degrees(pose: torch.Tensor) -> torch.Tensor:
+    """(B, 6) poses -> (B, 3) (yaw, pitch, roll) degrees: cpr.pose_euler_degrees."""
+    r = euler_matrix(pose[:, :3])
+    yaw = torch.asin(r[:, 2, 0].clamp(-1.0, 1.0))
+    pitch = torch.atan2(r[:, 2, 1], r[:, 2, 2])
+    roll = torch.atan2(r[:, 1, 0], r[:, 0, 0])
+    return torch.stack([yaw, pitch, roll], -1) * (180.0 / torch.pi)
+
+
 def shape_points(mean: torch.Tensor, basis: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
     """(N, 3) mean, (N, 3, 50) bases, (B, 50) alpha -> (B, N, 3) model-frame points."""
     return mean[None] + (basis.reshape(-1, basis.shape[-1]) @ alpha.t()).t().reshape(alpha.shape[0], -1, 3)
