@@ -670,3 +670,39 @@ def test_pose_euler_degrees_follow_rotation_py():
     for i in range(6):
         np.testing.assert_allclose(got[i], matrix_to_euler(cpr.euler_matrix(*pose[i, :3])), atol=1e-9)
     np.testing.assert_allclose(torch_cpr.pose_euler_degrees(torch.from_numpy(pose)).numpy(), got, atol=1e-9)
+
+
+def test_similarity_pose_moves_the_projection_with_the_image():
+    import cv2
+
+    from engine.geometry.cpr import project, similarity_pose
+
+    frame = _frame()
+    rng = np.random.default_rng(21)
+    pts = rng.normal(0, 5e4, (9, 3)) + frame.centre
+    pose = np.array([0.2, -0.7, 0.1, 1.05, 0.02, -0.03])
+    affine = cv2.getRotationMatrix2D((61.0, 57.5), 17.0, 1.12)
+    affine[:, 2] += [3.0, -4.0]
+    new = similarity_pose(pose, affine)
+    before, after = project(frame, pose, pts), project(frame, new, pts)
+    np.testing.assert_allclose(after[:, :2], before[:, :2] @ affine[:, :2].T + affine[:, 2], atol=1e-9)
+    np.testing.assert_allclose(after[:, 2], 1.12 * before[:, 2], atol=1e-9)
+    with pytest.raises(ValueError, match="not a similarity"):
+        similarity_pose(pose, np.array([[-1.0, 0, 119], [0, 1, 0]]))
+
+
+def test_pnp_recovers_a_weak_perspective_pose():
+    from engine.geometry.cpr import fit_pose_pnp, project
+
+    frame = _frame()
+    rng = np.random.default_rng(22)
+    pts = rng.normal(0, 5e4, (40, 3)) + frame.centre
+    pose = np.array([0.3, -1.1, 0.2, 0.93, 0.04, -0.02])
+    obs = project(frame, pose, pts)[:, :2]
+    found = rng.uniform(size=40) < 0.7
+    obs[~found] = 0.0                                       # missing entries carry nothing
+    np.testing.assert_allclose(fit_pose_pnp(frame, obs, found, pts), pose, atol=1e-9)
+    noisy = fit_pose_pnp(frame, obs + rng.normal(0, 0.5, obs.shape), found, pts)
+    assert np.abs(noisy[:3] - pose[:3]).max() < 0.05 and abs(noisy[3] - pose[3]) < 0.02
+    with pytest.raises(ValueError, match="at least 4"):
+        fit_pose_pnp(frame, obs, np.arange(40) < 3, pts)

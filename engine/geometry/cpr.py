@@ -206,3 +206,66 @@ def pose_euler_degrees(pose: np.ndarray) -> np.ndarray:
     pitch = np.arctan2(r[..., 2, 1], r[..., 2, 2])
     roll = np.arctan2(r[..., 1, 0], r[..., 0, 0])
     return np.rad2deg(np.stack([yaw, pitch, roll], -1))
+
+
+# ---------------------------------------------------------------------------------------- augmentation and PnP
+def similarity_pose(pose: np.ndarray, affine: np.ndarray) -> np.ndarray:
+    """The pose of the face after the crop is warped by ``affine`` (2, 3), a similarity in crop pixels
+    (x' = A x + d with A = k [[cos, -sin], [sin, cos]], y down: what cv2.warpAffine applies to the image).
+
+    Exact: with F = diag(1, -1) (model y up, image y down), A F = k F Rot(-theta), so the model rotation gains
+    Rz(-theta) on the left (rz' = rz - theta: Rz's compose by adding angles), s' = k s, and the crop-centre term
+    gives t' = (A (c + 120 t) + d - c) / 120. Relative depth scales by k with the image, as the DAFI's z does not
+    (codes never change). Raises ValueError for a matrix that is not a similarity (a shear or a mirror: a mirrored
+    face is another face's shape, not a pose).
+    """
+    a = np.asarray(affine, np.float64)
+    if a.shape != (2, 3):
+        raise ValueError(f"expected a (2, 3) affine, got {a.shape}")
+    lin = a[:, :2]
+    if not np.allclose(lin[0, 0], lin[1, 1], atol=1e-9 * np.abs(lin).max()) or \
+            not np.allclose(lin[0, 1], -lin[1, 0], atol=1e-9 * np.abs(lin).max()):
+        raise ValueError("affine is not a similarity (rotation + uniform scale + shift, no mirror or shear)")
+    k = float(np.hypot(lin[0, 0], lin[1, 0]))
+    theta = float(np.arctan2(lin[1, 0], lin[0, 0]))
+    out = np.array(pose, np.float64, copy=True)
+    c = np.array([CENTRE, CENTRE])
+    out[..., 2] = pose[..., 2] - theta
+    out[..., 3] = pose[..., 3] * k
+    out[..., 4:6] = ((c + CROP * np.asarray(pose, np.float64)[..., 4:6]) @ lin.T + a[:, 2] - c) / CROP
+    return out
+
+
+def fit_pose_pnp(frame: PoseFrame, observed: np.ndarray, found: np.ndarray, model_points: np.ndarray
+                 ) -> np.ndarray:
+    """DAFI + PnP (the paper's geometric baseline): the weak-perspective pose that best maps the model points
+    (C, 3) onto the observed 2D points (C, 2) where found.
+
+    Linear least squares for a 2x4 affine camera over the found points, then the nearest scaled rotation (polar
+    decomposition, as ``params_to_pose``), the translation matched at the found points' model centroid. Exact for
+    noise-free weak-perspective data. Needs 4 found points not all in one plane; raises ValueError otherwise.
+    Returns (6,) pose.
+    """
+    f = np.asarray(found, bool)
+    x = np.asarray(model_points, np.float64)[f]
+    o = np.asarray(observed, np.float64)[f]
+    if len(x) < 4:
+        raise ValueError(f"PnP needs at least 4 found points, got {len(x)}")
+    xc = x - x.mean(0)
+    if np.linalg.matrix_rank(xc, tol=1e-6 * np.abs(xc).max()) < 3:
+        raise ValueError("PnP needs found points that are not all in one plane")
+    # image (x, -y) = S s (R (X - m))_{x, y} + const: solve for the 2x3 block M = S s R_{0:2}
+    target = np.stack([o[:, 0], -o[:, 1]], 1)
+    m_t, *_ = np.linalg.lstsq(xc, target - target.mean(0), rcond=None)     # (3, 2)
+    u, sv, vt = np.linalg.svd(m_t.T, full_matrices=False)
+    q = u @ vt
+    st = sv.mean()
+    r = np.concatenate([q, np.cross(q[0], q[1])[None]], 0)
+    ry = np.arcsin(np.clip(-r[2, 0], -1.0, 1.0))
+    rx = np.arctan2(r[2, 1], r[2, 2])
+    rz = np.arctan2(r[1, 0], r[0, 0])
+    pose = np.array([rx, ry, rz, st / frame.scale, 0.0, 0.0])
+    # translation: the found points' centroid lands on the observed centroid
+    centroid = project(frame, pose, x.mean(0)[None])[0, :2]
+    pose[4:6] = (o.mean(0) - centroid) / CROP
+    return pose

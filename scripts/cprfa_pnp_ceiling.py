@@ -1,0 +1,68 @@
+"""CPRFA's geometric ceiling on ground-truth DAFIs: retrieve the selected vertices from each reference label's
+exact DAFI (weights/cprfa_vertices.npz), fit the pose by DAFI + PnP (engine/geometry/cpr.py: fit_pose_pnp) with
+the mean shape and with the label's own shape, and report the 68 landmarks' NME (mean 2D distance / sqrt(w h) of
+the label's landmark box, in %) against the teacher's landmarks, per |yaw| bucket and balanced. What a perfect
+HS-U-Net would give with no CPR regression at all; the CPR rounds have to beat the mean-shape number on real
+DAFIs. Optional --noise adds Gaussian noise (code units) to the DAFI.
+    python scripts/cprfa_pnp_ceiling.py [--limit 954] [--noise 0.0]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from engine.geometry.cpr import fit_pose_pnp, params_to_pose, pose_to_params, shape_points  # noqa: E402
+from engine.geometry.dafi import build_codebook, render_dafi, retrieve_kdtree  # noqa: E402
+from engine.geometry.dafi_selection import load_vertex_selection  # noqa: E402
+from engine.geometry.uv_dense import bfm_vertices  # noqa: E402
+from engine.methods.prnet.dense import load_bfm  # noqa: E402
+from engine.paths import data_path, weights_path  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--limit", type=int, default=None)
+    ap.add_argument("--noise", type=float, default=0.0)
+    args = ap.parse_args()
+    bfm = load_bfm()
+    codebook = build_codebook(bfm)
+    sel = load_vertex_selection()
+    labels = np.load(data_path("aflw_train", "labels.npz"))
+    params = labels["teacher_params"].astype(np.float64)
+    yaw = np.abs(labels["aflw_yaw"].astype(np.float64))
+    rows = np.asarray(np.load(weights_path("cprfa_vertices.npz"))["reference_rows"])[:args.limit]
+    lmk = np.asarray(bfm["keypoints"][::3] // 3)
+    rng = np.random.default_rng(0)
+    nme = {"mean shape": [], "true shape": []}
+    found_frac = []
+    for r in rows:
+        truth = bfm_vertices(bfm, params[r], lmk)[:, :2]
+        dafi, mask = render_dafi(codebook, None, params[r])
+        if args.noise:
+            dafi = (dafi + rng.normal(0, args.noise, dafi.shape)).astype(np.float32)
+        obs, found, _ = retrieve_kdtree(dafi, mask, sel.codes, sel.threshold)
+        found_frac.append(found.mean())
+        _, alpha = params_to_pose(sel.frame, params[r])
+        norm = np.sqrt(np.prod(truth.max(0) - truth.min(0)))
+        for name, a in (("mean shape", np.zeros(50)), ("true shape", alpha)):
+            pose = fit_pose_pnp(sel.frame, obs, found, shape_points(sel.mean, sel.basis, a))
+            pred = bfm_vertices(bfm, pose_to_params(sel.frame, pose, a), lmk)[:, :2]
+            nme[name].append(np.linalg.norm(pred - truth, axis=1).mean() / norm * 100)
+    buckets = [(0, 30), (30, 60), (60, 180)]
+    out = {"labels": int(len(rows)), "noise": args.noise, "found_fraction": float(np.mean(found_frac))}
+    for name, v in nme.items():
+        v = np.array(v)
+        per = [float(v[(yaw[rows] >= lo) & (yaw[rows] < hi)].mean()) for lo, hi in buckets]
+        out[name] = {"0-30": per[0], "30-60": per[1], "60+": per[2], "balanced": float(np.mean(per)),
+                     "mean": float(v.mean())}
+    print(json.dumps(out, indent=1))
+
+
+if __name__ == "__main__":
+    main()
