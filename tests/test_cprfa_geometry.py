@@ -706,3 +706,42 @@ def test_pnp_recovers_a_weak_perspective_pose():
     assert np.abs(noisy[:3] - pose[:3]).max() < 0.05 and abs(noisy[3] - pose[3]) < 0.02
     with pytest.raises(ValueError, match="at least 4"):
         fit_pose_pnp(frame, obs, np.arange(40) < 3, pts)
+
+
+def test_the_chain_agrees_on_real_labels(codebook, train_params):
+    """DAFI render -> retrieval of the committed selection -> O, and teacher params -> pose -> G: the two meet (the
+    conventions of every module agree), and a perturbed estimate shows in the kernel that should carry it."""
+    from engine.geometry import cpr
+    from engine.geometry.dafi_selection import load_vertex_selection
+    from engine.paths import weights_path
+
+    if not weights_path("cprfa_vertices.npz").exists():
+        pytest.skip("weights/cprfa_vertices.npz not built (python -m engine.geometry.dafi_selection)")
+    sel = load_vertex_selection()
+    params, pose_deg = train_params
+    i = int(np.argmin(np.abs(np.abs(pose_deg[:, 0]) - 35)))
+    dafi, mask = render_dafi(codebook, None, params[i])
+    obs, found, _ = retrieve_kdtree(dafi, mask, sel.codes, sel.threshold)
+    pose, alpha = cpr.params_to_pose(sel.frame, params[i])
+    pts = cpr.shape_points(sel.mean, sel.basis, alpha)
+    gen = cpr.project(sel.frame, pose, pts)[:, :2]
+    assert found.mean() > 0.6
+    assert np.median(np.linalg.norm(obs - gen, axis=1)[found]) < 0.6
+    on = cpr.pair_mask(found[sel.layout].astype(float)) * (1 - np.eye(sel.layout.shape[1])) > 0
+
+    def kernels(p):
+        g = cpr.project(sel.frame, p, pts)[:, :2]
+        return (cpr.cpr_translation(obs, g, found, sel.layout), cpr.cpr_scale(obs, g, found, sel.layout),
+                cpr.cpr_in_plane(obs, g, found, sel.layout))
+
+    t, s, r = kernels(pose)
+    assert abs(np.median(t[:3][on])) < 0.5 and abs(np.median(s[on]) - 1) < 0.02 and abs(np.median(r[on])) < 0.02
+    shifted = pose + [0, 0, 0, 0, 4.0 / 120, 0]              # G 4 px right of O
+    assert abs(np.median(kernels(shifted)[0][:3][on]) + 4.0) < 0.5
+    bigger = pose * [1, 1, 1, 1.1, 1, 1]
+    assert abs(np.median(kernels(bigger)[1][on]) - 1.1) < 0.03
+    turned = pose + [0, 0, 0.1, 0, 0, 0]                     # G turned by +0.1 in rz: O is G turned by -0.1
+    assert abs(np.median(kernels(turned)[2][on]) - np.sin(0.1)) < 0.02
+    # DAFI + PnP from the retrieved points recovers the label's pose
+    fit = cpr.fit_pose_pnp(sel.frame, obs, found, pts)
+    assert np.abs(fit[:3] - pose[:3]).max() < 0.03 and abs(fit[3] - pose[3]) < 0.02
