@@ -34,7 +34,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from engine.evaluation.protocol import evaluate
     from engine.methods.base import create
 
-    method = create(args.method)
+    method = create(args.method, quantized=args.quantized)
     last = [0]
 
     def progress(i: int, n: int) -> None:
@@ -48,6 +48,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
         ced_plot({args.method: res["_per_image"]}, args.ced)
     out = {k: v for k, v in res.items() if not k.startswith("_")}
+    out["quantized"] = args.quantized
     if args.json:
         print(json.dumps(out))
     else:
@@ -140,7 +141,12 @@ def cmd_annotate(args: argparse.Namespace) -> int:
 
     bar = TerminalProgress("annotating")
     try:
-        s = annotate(args.input, args.method.split(","), args.out, args.formats.split(","), force=args.force,
+        methods = args.method.split(",")
+        if args.quantized:
+            from engine.methods.base import create
+
+            methods = [create(n, quantized=True) for n in methods]
+        s = annotate(args.input, methods, args.out, args.formats.split(","), force=args.force,
                      progress=bar, max_faces=args.max_faces)
     except KeyboardInterrupt:
         bar.done()
@@ -187,6 +193,19 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_quantize(args: argparse.Namespace) -> int:
+    from engine.quantize import quantize
+
+    try:
+        path = quantize(args.name, out=args.out, n_calibration=args.calibration, calibrate=args.calibrate,
+                        keep_float=[n for n in args.keep_float.split(",") if n])
+    except (FileNotFoundError, ValueError, KeyError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"{path} ({path.stat().st_size // 1024} KiB)")
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from engine.evaluation.bench import bench
     from engine.methods.base import registry
@@ -194,7 +213,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     names = args.methods.split(",") if args.methods else \
         [n for n, i in sorted(registry().items()) if weights_path(i.weights).exists()]
-    res = bench(names, repeats=args.repeats)
+    res = bench(names, repeats=args.repeats, quantized=args.quantized)
     if args.json:
         print(json.dumps(res))
     else:
@@ -268,6 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true")
     s.add_argument("--ced", help="write a cumulative error distribution plot (PNG)")
     s.add_argument("--limit", type=int)
+    s.add_argument("--quantized", action="store_true", help="the method's INT8 model (weights/NAME.int8.onnx)")
     s.set_defaults(func=cmd_eval)
     s = sub.add_parser("train", help="train a method on ../shared/data/aflw_train")
     s.add_argument("name")
@@ -310,6 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--force", action="store_true", help="overwrite existing outputs")
     s.add_argument("--max-faces", type=int, default=4, metavar="N",
                    help="track at most N faces per frame (default 4; 1-64); more detected faces are reported")
+    s.add_argument("--quantized", action="store_true", help="the methods' INT8 models (weights/NAME.int8.onnx)")
     s.set_defaults(func=cmd_annotate)
     s = sub.add_parser("annotate-batch", help="annotate many videos / image folders, resumable, on every core "
                                               "or a Ray cluster")
@@ -335,7 +356,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--methods")
     s.add_argument("--repeats", type=int, default=100)
     s.add_argument("--json", action="store_true")
+    s.add_argument("--quantized", action="store_true",
+                   help="also each method's INT8 model (weights/NAME.int8.onnx), right after its float model")
     s.set_defaults(func=cmd_bench)
+    s = sub.add_parser("quantize", help="write weights/NAME.int8.onnx: static INT8 quantization calibrated on "
+                                        "aflw_train crops")
+    s.add_argument("name")
+    s.add_argument("--out", help="another path than weights/NAME.int8.onnx")
+    s.add_argument("--calibration", type=int, default=200, help="training crops for the activation ranges")
+    s.add_argument("--calibrate", choices=["minmax", "percentile", "entropy"], default="minmax")
+    s.add_argument("--keep-float", default="", metavar="NODE[,NODE...]", help="graph nodes left in float")
+    s.set_defaults(func=cmd_quantize)
     s = sub.add_parser("stability", help="landmark jitter on aflw2000_dev clips with known motion, raw and "
                                          "One-Euro, and One-Euro's lag")
     s.add_argument("--methods", help="NAME[,NAME...] (default: every method with weights)")

@@ -151,20 +151,10 @@ def _batch_tables(fm: FaceModel) -> _BatchTables:
     return _BATCH_TABLES[key]
 
 
-def landmark_visibility_batch(fm: FaceModel, points: np.ndarray, rotations: np.ndarray | None = None) -> np.ndarray:
-    """(B, 68) ``landmark_visibility`` of (B, 536, 3) pixel-frame points, every face of a frame at once.
-
-    The same tests in float64: inner landmarks by their anchor normal (summed over the triangles that touch the
-    anchor only) and a z-test against the mesh; jaw points by the model's jaw normals turned by each face's
-    rotation and a z-test against the jaw surface outside their own patch; one batched z-test for all 68.
-    ``rotations``: (B, 3, 3) those rotations (pixel frame, best similarity from the mean to ``points``) when the
-    caller has already computed them for the pose; otherwise they are computed here.
-    """
-    t = _batch_tables(fm)
-    p = np.asarray(points, np.float64)
-    mesh = p[:, :N_MESH]
+def _inner_facing(t: _BatchTables, mesh: np.ndarray) -> np.ndarray:
+    """(B, 51) whether each inner landmark's anchor normal on (B, 468, 3) meshes faces the camera."""
     # inner anchors' normals: only the z component and the length decide "facing"
-    corners = np.take(mesh, t.normal_corners, axis=1).reshape(len(p), -1, 3, 3)  # (B, K, corner, xyz)
+    corners = np.take(mesh, t.normal_corners, axis=1).reshape(len(mesh), -1, 3, 3)  # (B, K, corner, xyz)
     e1, e2 = corners[:, :, 1] - corners[:, :, 0], corners[:, :, 2] - corners[:, :, 0]
     # face_normals' -cross(e1, e2), written out (np.cross costs more in axis bookkeeping than in arithmetic)
     fn = np.stack([e1[..., 2] * e2[..., 1] - e1[..., 1] * e2[..., 2], e1[..., 0] * e2[..., 2] - e1[..., 2] * e2[..., 0],
@@ -172,8 +162,29 @@ def landmark_visibility_batch(fm: FaceModel, points: np.ndarray, rotations: np.n
     normals = t.incidence @ fn                                              # (B, 51, 3)
     # the norm as linalg.norm computes it (sqrt of the same sum), without its slow size-3 reduction
     length = np.maximum(np.sqrt(normals[..., 0] ** 2 + normals[..., 1] ** 2 + normals[..., 2] ** 2), 1e-12)
+    return normals[:, :, 2] / length > GRAZING
+
+
+def landmark_visibility_batch(fm: FaceModel, points: np.ndarray, rotations: np.ndarray | None = None,
+                              normal_z: np.ndarray | None = None) -> np.ndarray:
+    """(B, 68) ``landmark_visibility`` of (B, 536, 3) pixel-frame points, every face of a frame at once.
+
+    The same tests in float64: inner landmarks by their anchor normal (summed over the triangles that touch the
+    anchor only) and a z-test against the mesh; jaw points by the model's jaw normals turned by each face's
+    rotation and a z-test against the jaw surface outside their own patch; one batched z-test for all 68.
+    ``rotations``: (B, 3, 3) those rotations (pixel frame, best similarity from the mean to ``points``) when the
+    caller has already computed them for the pose; otherwise they are computed here. ``normal_z``: (B, 68) z of
+    each landmark's unit anchor normal on ``points``' mesh when the method's graph computes it (MT-CNN 3D's
+    N_c . N_i: the same sum over the anchor's triangles, in float32); the inner landmarks' facing test uses it.
+    """
+    t = _batch_tables(fm)
+    p = np.asarray(points, np.float64)
+    mesh = p[:, :N_MESH]
     facing = np.empty(p.shape[:1] + (N_LMK,), bool)
-    facing[:, N_JAW:] = normals[:, :, 2] / length > GRAZING
+    if normal_z is not None:
+        facing[:, N_JAW:] = normal_z[:, N_JAW:] > GRAZING
+    else:
+        facing[:, N_JAW:] = _inner_facing(t, mesh)
     # jaw: the rotation of the best similarity from the mean, as rotation_from_mean, batched
     if rotations is not None:
         rot = rotations

@@ -209,6 +209,19 @@ def test_visibility_with_the_pose_rotation_equals_its_own(faces):
     assert not np.array_equal(landmark_visibility_batch(fm, faces, wrong), landmark_visibility_batch(fm, faces))
 
 
+def test_visibility_with_given_landmark_normals_equals_its_own(faces):
+    # mtcnn3d hands its graph's N_c . N_i (z of the anchors' unit normals) to the visibility test
+    from engine.geometry.mesh import vertex_normals
+
+    fm = load_face_model()
+    normal_z = np.stack([vertex_normals(f[:N_MESH], fm.triangles)[fm.lmk_anchor, 2] for f in faces])
+    assert np.array_equal(landmark_visibility_batch(fm, faces, normal_z=normal_z), landmark_visibility_batch(fm, faces))
+    assert np.array_equal(landmark_visibility_batch(fm, faces, normal_z=normal_z.astype(np.float32)),
+                          landmark_visibility_batch(fm, faces))
+    facing_none = np.full_like(normal_z, -1.0)          # all inner landmarks turned away: all hidden
+    assert not landmark_visibility_batch(fm, faces, normal_z=facing_none)[:, N_JAW:].any()
+
+
 def test_batched_euler_angles_equal_the_per_matrix_functions():
     from engine.geometry.rotation import (camera_to_euler, camera_to_euler_batch, euler_to_matrix,
                                           matrix_to_euler, matrix_to_euler_batch)

@@ -38,11 +38,17 @@ def synthetic_faces(n: int) -> list[np.ndarray]:
     return out
 
 
+def _create(name: str, threads: int, quantized: bool = False):
+    if name == "mediapipe":
+        return create(name)
+    return create(name, threads=threads, quantized=quantized)
+
+
 def ms_per_face(name: str, threads: int = 1, repeats: int = 100, warmup: int = 10,
-                crops: list[np.ndarray] | None = None) -> dict[str, float]:
-    """Median / min / max ms of ``align`` on fixed crops after a warm-up."""
+                crops: list[np.ndarray] | None = None, quantized: bool = False) -> dict[str, float]:
+    """Median / min / max ms of ``align`` on fixed crops after a warm-up (``quantized``: the INT8 model)."""
     crops = crops or fixed_crops()
-    m = create(name, threads=threads) if name != "mediapipe" else create(name)
+    m = _create(name, threads, quantized)
     provider = m.provider
     for k in range(warmup):
         try:
@@ -66,12 +72,12 @@ FACES_PER_FRAME = (1, 4, 16)
 
 
 def ms_per_face_batched(name: str, faces: int, threads: int = 1, repeats: int = 100, warmup: int = 3,
-                        crops: list[np.ndarray] | None = None) -> dict[str, float]:
+                        crops: list[np.ndarray] | None = None, quantized: bool = False) -> dict[str, float]:
     """Median ms per face when a frame holds ``faces`` faces, all aligned by one ``align_batch`` call, and the
     median per-face split of that call into network and tail (decode + visibility + result)."""
     crops = crops or fixed_crops()
     frame = [crops[k % len(crops)] for k in range(faces)]
-    m = create(name, threads=threads) if name != "mediapipe" else create(name)
+    m = _create(name, threads, quantized)
     for _ in range(warmup):
         m.align_batch(frame)
     times, network = [], []
@@ -99,7 +105,8 @@ def generated_clip(path: Path, frames: int = 40) -> Path:
     return path
 
 
-def pipeline_fps(name: str, video: str | Path | None = None, seconds: float = 5.0) -> dict[str, float]:
+def pipeline_fps(name: str, video: str | Path | None = None, seconds: float = 5.0,
+                 quantized: bool = False) -> dict[str, float]:
     """Frames per second the threaded pipeline delivers on a looping video, the capture thread decoding the next
     frame while the worker aligns the current one (measured for ``seconds`` after the first result, so start-up is
     excluded), and how many of the video's frames have a tracked face when every frame is processed in order."""
@@ -117,7 +124,8 @@ def pipeline_fps(name: str, video: str | Path | None = None, seconds: float = 5.
             tmp = tempfile.TemporaryDirectory()
             video = generated_clip(Path(tmp.name) / "clip.mp4")
     first = threading.Event()
-    pipe = LivePipeline(open_source(str(video), loop=True), [name], lambda res, fps: first.set(), realtime=False,
+    method = create(name, quantized=True) if quantized else name
+    pipe = LivePipeline(open_source(str(video), loop=True), [method], lambda res, fps: first.set(), realtime=False,
                         drop_frames=False)
     pipe.start()
     first.wait(120)
@@ -125,7 +133,7 @@ def pipeline_fps(name: str, video: str | Path | None = None, seconds: float = 5.
     time.sleep(seconds)
     n1, t1 = pipe.frames_processed, time.perf_counter()
     pipe.stop()
-    proc = FrameProcessor([name])
+    proc = FrameProcessor([create(name, quantized=True) if quantized else name])
     frames = tracked = 0
     for frame in open_source(str(video)).frames():
         frames += 1
@@ -136,15 +144,24 @@ def pipeline_fps(name: str, video: str | Path | None = None, seconds: float = 5.
     return {"fps": (n1 - n0) / (t1 - t0), "frames": frames, "with_face": tracked, "video": str(video)}
 
 
-def bench(methods: list[str], repeats: int = 100) -> dict:
+def bench(methods: list[str], repeats: int = 100, quantized: bool = False) -> dict:
+    """Every method's numbers; ``quantized``: each ONNX method's INT8 variant too, measured right after the float
+    model in the same run, under the key ``NAME:int8``."""
+    from engine.methods.base import registry
+    from engine.methods.onnx_method import OnnxMethod
+
     out = {}
     crops = fixed_crops()
-    for name in methods:
-        one = ms_per_face(name, 1, repeats, crops=crops)
-        two = ms_per_face(name, 2, repeats, crops=crops)
-        batched = {k: ms_per_face_batched(name, k, 1, repeats, crops=crops) for k in FACES_PER_FRAME}
-        pipe = pipeline_fps(name)
-        out[name] = {"ms_per_face_1t": round(one["median"], 3), "ms_per_face_2t": round(two["median"], 3),
+    runs = [(name, False) for name in methods]
+    if quantized:
+        runs = [r for name in methods for r in
+                [(name, False)] + ([(name, True)] if issubclass(registry()[name].factory, OnnxMethod) else [])]
+    for name, q in runs:
+        one = ms_per_face(name, 1, repeats, crops=crops, quantized=q)
+        two = ms_per_face(name, 2, repeats, crops=crops, quantized=q)
+        batched = {k: ms_per_face_batched(name, k, 1, repeats, crops=crops, quantized=q) for k in FACES_PER_FRAME}
+        pipe = pipeline_fps(name, quantized=q)
+        out[f"{name}:int8" if q else name] = {"ms_per_face_1t": round(one["median"], 3), "ms_per_face_2t": round(two["median"], 3),
                      # one thread, every face of a frame in one align_batch call: per face, and its split
                      "ms_per_face_by_faces": {str(k): round(v["ms_per_face"], 3) for k, v in batched.items()},
                      "network_ms_by_faces": {str(k): round(v["network"], 3) for k, v in batched.items()},

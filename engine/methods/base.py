@@ -76,6 +76,9 @@ class DecodeResult:
     # (3, 3) model-frame rotation of the best similarity from the mean shape to ``points`` where the decode took
     # its pose from it (``rotations_from_points_batch``): the visibility test reuses it instead of a second SVD
     rotation: np.ndarray | None = None
+    # (68,) z of each landmark's unit anchor normal on ``points``' mesh where the method computes it anyway
+    # (MT-CNN 3D's N_c . N_i): the visibility test's facing decision for the inner landmarks reuses it
+    normal_z: np.ndarray | None = None
 
 
 class Method(ABC):
@@ -146,15 +149,28 @@ def available_methods() -> list[str]:
     return [n for n, i in sorted(registry().items()) if i.available]
 
 
-def create(name: str, **kwargs) -> Method:
+def create(name: str, quantized: bool = False, **kwargs) -> Method:
     """An instance of method ``name``. Raises KeyError for an unknown name and ``MethodUnavailable`` (with the
-    reason) when its weights are missing."""
+    reason) when its weights are missing. ``quantized``: its INT8 ONNX variant (weights/NAME.int8.onnx, made by
+    ``python main.py quantize NAME``) instead of the float model; ValueError for a method with no ONNX model."""
     reg = registry()
     if name not in reg:
         raise KeyError(f"unknown method {name!r}; known: {', '.join(sorted(reg))}")
     reason = reg[name].unavailable_reason()
     if reason:
         raise MethodUnavailable(reason)
+    if quantized:
+        from engine.methods.onnx_method import OnnxMethod
+        from engine.paths import weights_path
+        from engine.quantize import quantized_name
+
+        if not issubclass(reg[name].factory, OnnxMethod):
+            raise ValueError(f"method {name!r} has no ONNX model, so no INT8 variant")
+        path = weights_path(quantized_name(reg[name].weights))
+        if not path.exists():
+            raise MethodUnavailable(f"method {name!r} has no INT8 variant: {path} is missing (make it with "
+                                    f"`python main.py quantize {name}`)")
+        kwargs["weights_file"] = path.name
     return reg[name].factory(**kwargs)
 
 

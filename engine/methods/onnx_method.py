@@ -21,9 +21,12 @@ class OnnxMethod(Method):
     backend = "onnxruntime"
     dense_faces: np.ndarray | None = None
 
-    def __init__(self, threads: int | None = None, providers: list[str] | None = None) -> None:
+    def __init__(self, threads: int | None = None, providers: list[str] | None = None,
+                 weights_file: str | None = None) -> None:
+        """``weights_file``: another file under weights/ than the method's own (its INT8 variant)."""
         self.fm = load_face_model()
-        self.model = OnnxModel(weights_path(self.weights), threads=threads, providers=providers)
+        self.quantized = weights_file is not None and weights_file.endswith(".int8.onnx")
+        self.model = OnnxModel(weights_path(weights_file or self.weights), threads=threads, providers=providers)
         self.provider = self.model.provider
         missing = [n for n in self.info.outputs if n not in self.model.output_names]
         if missing:
@@ -58,7 +61,8 @@ class OnnxMethod(Method):
         if all(d.rotation is not None for d in decoded):
             # the pose's model-frame rotation R in the pixel frame (y flipped): F R F, a sign pattern
             rotations = np.stack([d.rotation for d in decoded]) * _FLIP_Y_BOTH_SIDES
-        visible = landmark_visibility_batch(self.fm, points, rotations)
+        normal_z = np.stack([d.normal_z for d in decoded]) if all(d.normal_z is not None for d in decoded) else None
+        visible = landmark_visibility_batch(self.fm, points, rotations, normal_z)
         t3 = time.perf_counter()
         with_shape = [i for i, d in enumerate(decoded) if d.shape is not None]
         frontal: dict[int, np.ndarray] = {}

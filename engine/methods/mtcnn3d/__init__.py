@@ -35,7 +35,7 @@ class MTCNN3DMethod(OnnxMethod):
         else:                 # the ablation's final shape is stage 1's: same normals, in numpy
             self._normal_visibility = np.stack([
                 vertex_normals(p[:N_MESH], self.fm.triangles)[self.fm.lmk_anchor, 2] for p in points])
-        return [DecodeResult(p, q) for p, q in zip(points, pose)]
+        return [DecodeResult(p, q, normal_z=v) for p, q, v in zip(points, pose, self._normal_visibility)]
 
     def decode(self, outputs: dict[str, np.ndarray]) -> DecodeResult:
         return self.decode_batch(outputs)[0]
