@@ -1,0 +1,262 @@
+"""Training recipe ``cprfa``: CPRFA's CPR rounds on top of the frozen HS-U-Net (trained first by ``cprfa-dafi``).
+
+What the CPR networks see in training: ground-truth DAFIs (rendered from each label's dense 3DMM face, moved with
+the augmentation affine) corrupted the way the HS-U-Net errs (engine/methods/cprfa/corruption.py; the error model
+is measured in ``build`` from the U-Net's predictions on the reference split it never trained on), then the same
+in-graph retrieval as at run time. Never clean DAFIs: the robustness the paper claims must be trained.
+
+Loss: after every update of both rounds (15 updates in round 1, 12 in round 2), the mean 3D distance of the face
+model's 536 points (depth compared after removing each face's mean depth) to the label's, averaged over the updates,
+plus the final estimate's distance again, plus 0.5 x the L1 of its landmarks to AFLW's human 21 points where present.
+Round 2's beta gets its gradient through the loss of the updates it scales, and the direction through the sampled
+reprojection errors.
+
+Ablations (``python main.py train cprfa --ablation NAME``): ``one-round`` (round 1 only), ``mean-t`` (translation
+as the mean of its CPR instead of a network), ``cpr-h`` (CPR-H fusion with mtcnn3d's 68 landmarks: run once on
+the training crops and cached under runs/cache, moved with each crop's affine).
+
+Untrained stage 1: ``build`` loads weights/cprfa-dafi.pt. Without it only a smoke run (<= 256 crops, tests) may
+build, on an untrained U-Net; ``export_module`` refuses to export one, so nothing untrained is ever shipped.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from engine.facemodel import N_MESH, load_face_model
+from engine.methods.baseline.train import human_point_loss
+from engine.methods.cprfa import METHOD, OUTPUTS
+from engine.methods.cprfa.corruption import DafiErrorModel, batch_generator, corrupt, measure_errors
+from engine.methods.cprfa.dafi_targets import cached_dafis, dafi_tensor, reference_rows, warp_dafi
+from engine.methods.cprfa.geometry import Retrieval
+from engine.methods.cprfa.hsunet import DEFAULT_WIDTHS, HSUNet
+from engine.methods.cprfa.model import CPRFA, ExportCPRFA
+from engine.training.augment import AugmentConfig
+from engine.training.dataset import image_to_tensor
+from engine.training.harness import Recipe
+from engine.training.targets import TrainingSet
+
+STAGE_RECIPES = {"cprfa-dafi": "engine.methods.cprfa.train_dafi"}
+DAFI_WEIGHTS = "cprfa-dafi.pt"
+SMOKE_LIMIT = 256          # larger runs need the trained U-Net
+RETRIEVAL_CHUNK = 8        # faces per retrieval call in batch_targets: (8, 14400, 256) floats = 118 MB
+
+
+def load_unet(widths: tuple[int, int, int, int] = DEFAULT_WIDTHS) -> tuple[HSUNet, bool]:
+    """The HS-U-Net from weights/cprfa-dafi.pt, and whether it was trained (False: freshly initialised)."""
+    from engine.paths import weights_path
+
+    net = HSUNet(widths)
+    path = weights_path(DAFI_WEIGHTS)
+    if not path.exists():
+        return net, False
+    state = torch.load(path, map_location="cpu", weights_only=False)["model"]
+    net.load_state_dict(state)
+    return net, True
+
+
+@torch.no_grad()
+def measure_unet_errors(unet: HSUNet, train: TrainingSet, dafi_u8: np.ndarray, rows: np.ndarray,
+                        batch: int = 32) -> DafiErrorModel:
+    """Fit the corruption model to the U-Net's predictions on ``rows`` (its held-out reference split)."""
+    unet.eval()
+    preds, fgs, gts, masks = [], [], [], []
+    for s in range(0, len(rows), batch):
+        r = rows[s:s + batch]
+        x = torch.stack([image_to_tensor(np.asarray(train.images[i])) for i in r])
+        d, f = unet.dafi(x)
+        g, m = dafi_tensor(np.asarray(dafi_u8[r]))
+        preds.append(d), fgs.append(f), gts.append(g), masks.append(m)
+    return measure_errors(torch.cat(preds), torch.cat(fgs), torch.cat(gts), torch.cat(masks))
+
+
+def centred_distance(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean 3D distance of corresponding points with each face's mean depth difference removed (an orthographic
+    crop fixes no absolute depth), (B, P, 3) -> scalar."""
+    d = pred - target
+    d = torch.cat([d[..., :2], d[..., 2:] - d[..., 2:].mean(1, keepdim=True)], -1)
+    return torch.sqrt((d * d).sum(-1) + 1e-6).mean()
+
+
+@dataclass
+class CPRFARecipe(Recipe):
+    name: str = METHOD.name
+    description: str = ("CPRFA: HS-U-Net DAFI -> in-graph vertex retrieval -> CPR matrices -> five conv + GRU "
+                        "regressors over three recurrent steps, then consistency-aware pose updates")
+    epochs: int = 12
+    batch_size: int = 32
+    lr: float = 1e-3
+    # the affine moves the DAFI targets and the label points; the image is only used for validation (the U-Net is
+    # frozen), so colour jitter does not matter here; no mirror (the DAFI cache has none)
+    augment: AugmentConfig = field(default_factory=lambda: AugmentConfig(
+        flip=0.0, rotate=30.0, scale=(0.9, 1.1), shift=0.06, occlude=0.0))
+    output_names: tuple[str, ...] = OUTPUTS
+    opset: int = 18                  # the in-graph retrieval is tested at opset 18
+    rounds: int = 2
+    translation: str = "network"     # "mean": the paper's shortcut (mean of the translation CPR)
+    fusion: bool = False             # CPR-H with mtcnn3d's landmarks
+    human_weight: float = 0.5
+    allow_untrained_dafi: bool = False   # tests only: export with an untrained U-Net
+    ablations = {"one-round": {"rounds": 1}, "mean-t": {"translation": "mean"}, "cpr-h": {"fusion": True}}
+    notes: str = (
+        "HS-U-Net (recipe cprfa-dafi, frozen here) -> DAFI + mask at 120 px -> retrieval of the C = 256 selected "
+        "vertices (in-graph: the pixels whose code lies within 0.01 of a vertex's, their mean centre; the vertices "
+        "are >= 0.025 apart in code space, so this equals the KD-tree's nearest-vertex rule) -> CPR matrices of the "
+        "observed set O against the set G generated by the current estimate, 3 channels x 128 x 128 per kernel "
+        "(translation 6, scale ratio 3, in-plane sine 3, out-of-plane triplet cosines 6; engine/geometry/cpr.py). "
+        "Round 1: five separate regressors in the paper's order (alpha; rx, ry; rz; s; t), each three 3x3 "
+        "stride-2 convolutions (16, 24, 32) -> FC 96 -> GRU cell (hidden 96, carried across the three recurrent "
+        "steps) -> linear update (in units of the parameter's training spread); G rebuilt after every update. "
+        "Round 2: four separate pose regressors (alpha frozen), each update scaled by beta = 2 sigmoid(MLP(errors)) "
+        "from the mean reprojection errors at 10 points (t = 0.2 .. 2.0) along the update over 10% of the detected "
+        "vertices. Output: the face model's 536 points from the final alpha and pose.")
+
+    # ------------------------------------------------------------------------------------------ build and data
+    def build(self, train: TrainingSet) -> nn.Module:
+        unet, trained = load_unet()
+        if not trained and len(train) > SMOKE_LIMIT:
+            raise FileNotFoundError(f"weights/{DAFI_WEIGHTS} is missing: train the HS-U-Net first "
+                                    f"(python main.py train cprfa-dafi); only smoke runs of <= {SMOKE_LIMIT} crops "
+                                    f"may use an untrained one")
+        self.dafi_trained = trained
+        from engine.geometry.cpr import params_to_pose
+        from engine.geometry.dafi_selection import load_vertex_selection
+
+        sel = load_vertex_selection()
+        fm = load_face_model()
+        pose, alpha = params_to_pose(sel.frame, train.params.astype(np.float64))
+        spread = np.concatenate([alpha.std(0), pose.std(0)])
+        self.step_scale = torch.as_tensor(np.maximum(spread, 1e-6), dtype=torch.float32)
+        self.dafi_u8 = cached_dafis(train.params, log=print)
+        self.error_model = measure_unet_errors(unet, train, self.dafi_u8, reference_rows(len(train)))
+        print(f"[cprfa] CPR input corruption matched to the U-Net on {self.error_model.images} held-out crops: "
+              f"{self.error_model.as_dict()}")
+        self.retrieval = Retrieval(sel.codes, sel.threshold)
+        self.landmarks_h = None
+        if self.fusion:
+            self.landmarks_h = torch.from_numpy(other_method_landmarks(train))
+        basis = np.concatenate([fm.w_shape, fm.w_exp], axis=2)
+        return CPRFA(unet, sel, fm.mean, basis, self.step_scale, rounds=self.rounds, translation=self.translation,
+                     fusion=self.fusion)
+
+    def batch_targets(self, batch):
+        idx = batch["index"].cpu().numpy()
+        order = np.argsort(idx)
+        rows = np.empty((len(idx), 120, 120, 4), np.uint8)
+        rows[order] = self.dafi_u8[idx[order]]
+        dafi, mask = dafi_tensor(rows)
+        affine = batch.get("affine")
+        if affine is not None:
+            dafi, mask = warp_dafi(dafi, mask, affine.cpu())
+        dafi, mask = corrupt(dafi, mask, self.error_model, batch_generator(batch["index"], affine))
+        dev = self.retrieval.codes.device
+        obs, found = [], []
+        with torch.no_grad():
+            for s in range(0, len(idx), RETRIEVAL_CHUNK):
+                o, f = self.retrieval(dafi[s:s + RETRIEVAL_CHUNK].to(dev), mask[s:s + RETRIEVAL_CHUNK].to(dev))
+                obs.append(o), found.append(f)
+        out_dev = batch["image"].device
+        batch["obs"], batch["found"] = torch.cat(obs).to(out_dev), torch.cat(found).to(out_dev)
+        if self.landmarks_h is not None:
+            lm = self.landmarks_h[batch["index"].cpu()]
+            if affine is not None:
+                a = affine.cpu()
+                lm = lm @ a[:, :, :2].transpose(1, 2) + a[:, None, :, 2]
+            batch["landmarks_h"] = lm.to(out_dev)
+        return batch
+
+    # ---------------------------------------------------------------------------------------------- training
+    def loss(self, model, batch):
+        obs_h = batch.get("landmarks_h")
+        found_h = obs_h.new_ones(obs_h.shape[:2]) if obs_h is not None else None
+        out = model.regress(batch["obs"], batch["found"], obs_h, found_h)
+        target = batch["points"]
+        trail = out["trail1"] + out["trail2"]
+        per_update = torch.stack([centred_distance(model.points(p), target) for p in trail])
+        final = model.points(out["params"])
+        human = human_point_loss(final[:, N_MESH:, :2], batch)
+        loss = per_update.mean() + per_update[-1] + self.human_weight * human
+        with torch.no_grad():
+            lm = target[:, N_MESH:, :2]
+            r1 = (model.points(out["params1"])[:, N_MESH:, :2] - lm).norm(dim=-1).mean()
+            r2 = (final[:, N_MESH:, :2] - lm).norm(dim=-1).mean()
+        parts = {"points_px": float(per_update[-1]), "lm68_round1_px": float(r1), "lm68_px": float(r2),
+                 "human_px": float(human), "found": float(batch["found"].mean())}
+        if out["betas"]:
+            parts["beta"] = float(torch.cat(out["betas"]).mean())
+        return loss, parts
+
+    # ---------------------------------------------------------------------------------------- validation, export
+    def _forward(self, model, images):
+        lm_h = other_method_landmarks_from_images(images) if self.fusion else None
+        return model(images, lm_h)
+
+    def landmarks(self, model, images):
+        return model.points(self._forward(model, images)["params"])[:, N_MESH:, :2]
+
+    def stage_landmarks(self, model, images):
+        out = self._forward(model, images)
+        stages = {"round1": model.points(out["params1"])[:, N_MESH:, :2]}
+        if out["trail2"]:
+            stages["round2"] = model.points(out["params"])[:, N_MESH:, :2]
+        return stages
+
+    def export_module(self, model):
+        if not getattr(self, "dafi_trained", False) and not self.allow_untrained_dafi:
+            raise RuntimeError(f"refusing to export CPRFA with an untrained HS-U-Net (weights/{DAFI_WEIGHTS} was "
+                               f"missing when the recipe was built): train cprfa-dafi first")
+        if self.fusion:
+            raise NotImplementedError("the CPR-H variant needs mtcnn3d's landmarks as a second input; its export is "
+                                      "not written yet (train it as an ablation: --ablation cpr-h)")
+        return ExportCPRFA(model)
+
+
+# ------------------------------------------------------------------------------------------------- CPR-H inputs
+def _mtcnn3d_session():
+    import onnxruntime as ort
+
+    from engine.paths import weights_path
+
+    path = weights_path("mtcnn3d.onnx")
+    if not path.exists():
+        raise FileNotFoundError(f"CPR-H needs mtcnn3d's landmarks and {path} is missing")
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+
+def other_method_landmarks_from_images(images: torch.Tensor) -> torch.Tensor:
+    """(B, 68, 2) mtcnn3d's 2D landmarks of (B, 3, 120, 120) network-input images (its ONNX takes the same input)."""
+    sess = _mtcnn3d_session()
+    pts = sess.run(["points"], {"image": images.detach().cpu().float().numpy()})[0]
+    return torch.from_numpy(pts[:, N_MESH:, :2].copy()).to(images.device)
+
+
+def other_method_landmarks(train: TrainingSet, batch: int = 64) -> np.ndarray:
+    """(N, 68, 2) mtcnn3d's landmarks on the (unaugmented) training crops, computed once and cached under
+    runs/cache (never committed)."""
+    import hashlib
+
+    from engine.paths import weights_path
+    from engine.training.targets import CACHE_DIR
+
+    key = hashlib.sha256(weights_path("mtcnn3d.onnx").read_bytes()).hexdigest()[:12]
+    path = CACHE_DIR / f"cprfa_mtcnn3d_lm68_{len(train)}_{key}.npy"
+    if path.exists():
+        return np.load(path)
+    sess = _mtcnn3d_session()
+    out = np.zeros((len(train), 68, 2), np.float32)
+    for s in range(0, len(train), batch):
+        x = np.stack([image_to_tensor(np.asarray(im)).numpy() for im in train.images[s:s + batch]])
+        out[s:s + batch] = sess.run(["points"], {"image": x})[0][:, N_MESH:, :2]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.npy")
+    np.save(tmp, out)
+    tmp.replace(path)
+    return out
+
+
+RECIPE = CPRFARecipe

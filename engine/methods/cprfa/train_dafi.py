@@ -1,0 +1,142 @@
+"""Training recipe ``cprfa-dafi``: CPRFA's first stage, the HS-U-Net (image -> DAFI + foreground mask).
+
+Targets: each label's ground-truth DAFI rendered from its dense 3DMM face (engine/methods/cprfa/dafi_targets.py,
+cached once), moved with the image's augmentation affine in ``batch_targets``. Augmentation: the paper's rotation,
+translation and scale (plus the harness's colour jitter), no mirror, no synthetic occluder. The reference split
+(every 20th crop) is held out, so the U-Net's predictions on it are realistic (CPR input corruption, vertex p2).
+Validation each epoch: the DAFI's own 68-point NME on aflw2000_dev (``dafi_landmarks``: each landmark vertex's code
+searched in the predicted DAFI, the position of the nearest foreground pixel in code space).
+
+``python main.py train cprfa-dafi`` ships weights/cprfa-dafi.pt (+ an ONNX of the U-Net alone, not a method: the
+``cprfa`` method's graph is exported by the ``cprfa`` recipe, which embeds these weights).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from engine.methods.cprfa.dafi_targets import (cached_dafis, dafi_tensor, load_codebook, training_rows,
+                                               warp_dafi)
+from engine.methods.cprfa.hsunet import DEFAULT_WIDTHS, HSUNet, decode_head, hierarchical_loss
+from engine.training.augment import AugmentConfig
+from engine.training.dataset import AlignmentDataset
+from engine.training.harness import Recipe
+from engine.training.targets import TrainingSet
+
+# The paper's augmentation: in-plane rotation, translation, scale (image and DAFI alike); colour jitter is the
+# harness's. No flip (see dafi_targets), no occluder (the DAFI of an occluded face is not defined by the label).
+DAFI_AUGMENT = AugmentConfig(flip=0.0, rotate=30.0, scale=(0.9, 1.1), shift=0.06, occlude=0.0)
+
+
+class RowsDataset(Dataset):
+    """``base`` restricted to ``rows`` (its items keep their own ``index``, the TrainingSet row)."""
+
+    def __init__(self, base: AlignmentDataset, rows: np.ndarray) -> None:
+        self.base, self.rows = base, np.asarray(rows)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.base.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int):
+        return self.base[int(self.rows[i])]
+
+
+def landmark_codes() -> np.ndarray:
+    """(68, 3) codes of the BFM's 68 landmark vertices (the mean shape normalised as the DAFI is)."""
+    from engine.methods.prnet.dense import load_bfm
+
+    bfm = load_bfm()
+    cb = load_codebook()
+    kp = np.asarray(bfm["keypoints"][::3] // 3, np.int64)
+    return cb.normalise(bfm["mean"].reshape(-1, 3)[kp].astype(np.float64))
+
+
+def dafi_landmarks(dafi: torch.Tensor, fg: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+    """The DAFI's own 68 landmarks: for each landmark code (68, 3), the centre of the foreground pixel whose DAFI
+    value is nearest to it. ``dafi`` (B, 3, H, W) in [0, 1], ``fg`` (B, H, W) foreground probability. -> (B, 68, 2)
+    crop pixels (x, y), pixel centres at integers. Hidden landmarks land on the visible surface point nearest in
+    code space (a silhouette point): this is the DAFI's own accuracy, before any model fitting."""
+    b, _, h, w = dafi.shape
+    idx = []
+    for s in range(0, b, 8):  # 8 faces at a time: a (8, HW, 68) distance table is 31 MB
+        flat = dafi[s:s + 8].flatten(2).transpose(1, 2)                           # (b, HW, 3)
+        d2 = ((flat[:, :, None, :] - codes[None, None]) ** 2).sum(-1)             # (b, HW, 68)
+        d2 = d2 + (fg[s:s + 8].flatten(1) <= 0.5).to(d2.dtype)[:, :, None] * 1e3   # background never wins
+        idx.append(d2.argmin(1))                                                  # (b, 68)
+    idx = torch.cat(idx)
+    return torch.stack([(idx % w).to(dafi.dtype), torch.div(idx, w, rounding_mode="floor").to(dafi.dtype)], -1)
+
+
+class DafiExport(nn.Module):
+    """The U-Net alone as ONNX (for inspection and timing): image -> dafi (B, 3, 120, 120), mask (B, 120, 120)."""
+
+    def __init__(self, net: HSUNet) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor):
+        return self.net.dafi(x)
+
+
+@dataclass
+class DafiRecipe(Recipe):
+    name: str = "cprfa-dafi"
+    description: str = ("CPRFA stage 1: HS-U-Net regressing the densely annotated face image (normalised mean-shape "
+                        "x, y, z per pixel) and the face mask, supervised at three scales")
+    epochs: int = 20
+    batch_size: int = 32
+    lr: float = 2e-3
+    augment: AugmentConfig = field(default_factory=lambda: AugmentConfig(**DAFI_AUGMENT.__dict__))
+    output_names: tuple[str, ...] = ("dafi", "mask")
+    widths: tuple[int, int, int, int] = DEFAULT_WIDTHS
+    mask_weight: float = 1.0
+    notes: str = (
+        "HS-U-Net: four encoder levels (120, 60, 30, 15 px; two 3x3 conv + BatchNorm + ReLU each, stride 2 into "
+        "levels 2-4), three decoder levels (bilinear x2, skip concatenation, two 3x3 convolutions) with a 1x1 head "
+        "each (3 DAFI channels through a sigmoid + 1 mask logit) at 30, 60 and 120 px. Loss at each scale: L1 of "
+        "the DAFI over foreground pixels + binary cross-entropy of the mask; coarser targets are the foreground "
+        "average of the 120 px DAFI and the foreground fraction. Targets rendered from each label's dense BFM "
+        "no-neck face (z-buffer, barycentric codes), moved with the image's rotation/translation/scale.")
+
+    def build(self, train: TrainingSet) -> nn.Module:
+        self.dafi_u8 = cached_dafis(train.params, log=print)
+        self.codes = torch.from_numpy(landmark_codes()).float()
+        return HSUNet(self.widths)
+
+    def make_dataset(self, train: TrainingSet, seed: int):
+        return RowsDataset(AlignmentDataset(train, self.augment, seed=seed), training_rows(len(train)))
+
+    def batch_targets(self, batch):
+        idx = batch["index"].cpu().numpy()
+        order = np.argsort(idx)                 # memory-map reads in file order
+        rows = np.empty((len(idx), 120, 120, 4), np.uint8)
+        rows[order] = self.dafi_u8[idx[order]]
+        dafi, mask = dafi_tensor(rows)
+        affine = batch.get("affine")
+        if affine is not None:
+            dafi, mask = warp_dafi(dafi, mask, affine.cpu())
+        dev = batch["image"].device
+        batch["dafi"], batch["dafi_mask"] = dafi.to(dev), mask.to(dev)
+        return batch
+
+    def loss(self, model, batch):
+        heads = model(batch["image"])
+        total, parts = hierarchical_loss(heads, batch["dafi"], batch["dafi_mask"], self.mask_weight)
+        return total, parts
+
+    def landmarks(self, model, images):
+        dafi, fg = decode_head(model(images, all_scales=False)[-1])
+        return dafi_landmarks(dafi, fg, self.codes.to(dafi.device))
+
+    def export_module(self, model):
+        return DafiExport(model)
+
+
+RECIPE = DafiRecipe
