@@ -87,6 +87,15 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     speed = dict(legacy=args.legacy, overlap=args.overlap, device=args.device, rewarm=args.rewarm,
                  pack=Path(args.pack) if args.pack else None)
+    if args.schedule_from:
+        import torch
+
+        ck = torch.load(args.schedule_from, map_location="cpu", weights_only=False)
+        segments = (ck.get("schedule") or {}).get("segments") if isinstance(ck, dict) else None
+        if not segments:
+            print(f"{args.schedule_from} records no schedule to replay", file=sys.stderr)
+            return 2
+        speed["schedule_from"] = segments
     if args.ablation is None:
         out_dir = Path(args.out) if args.out else None
         train(recipe, epochs=args.epochs, resume=args.resume, seed=args.seed, threads=args.threads,
@@ -98,7 +107,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     out = train(recipe, epochs=args.epochs, resume=args.resume, seed=args.seed, threads=args.threads,
                 limit=args.limit, batch_size=args.batch_size, out_dir=RUNS_DIR / f"{args.name}-{args.ablation}",
                 export=False, **speed)
-    print(f"wrote {write_ablation(recipe, args.ablation, out['history'], args.seed)}")
+    print(f"wrote {write_ablation(recipe, args.ablation, out['history'], args.seed, schedule=out['schedule'])}")
     return 0
 
 
@@ -317,6 +326,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--pack", help="train from a packed training set (scripts/pack_training_set.py) instead of "
                                   "../shared/data")
     s.add_argument("--out", help="write checkpoints to this folder and ship nothing to weights/ (experiments)")
+    s.add_argument("--schedule-from", help="replay the learning-rate schedule recorded in this checkpoint step for "
+                                           "step, resumes included (an ablation arm on exactly the shipped run's "
+                                           "schedule, e.g. weights/pifa.pt); --epochs defaults to that run's")
     s.set_defaults(func=cmd_train)
     s = sub.add_parser("card", help="measure a trained method and write its model card")
     s.add_argument("name")

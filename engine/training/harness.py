@@ -28,7 +28,7 @@ from engine.training.augment import AugmentConfig
 from engine.training.dataset import AlignmentDataset, image_to_tensor, use_batched_augmentation
 from engine.training.batches import OVERLAPS, batches, make_loader, pick_device, prepare_model
 from engine.training.cache import cached_uint8, files_fingerprint
-from engine.training.schedule import LEGACY_KIND, default_warmup, describe, legacy_lr, plan
+from engine.training.schedule import LEGACY_KIND, default_warmup, describe, legacy_lr, plan, replay
 from engine.training.targets import CACHE_DIR, TrainingSet, decode_blobs, load_training_set, pack_root
 
 RUNS_DIR = PROJECT_ROOT / "runs"
@@ -235,7 +235,7 @@ def train(recipe: Recipe, epochs: int | None = None, resume: bool = False, seed:
           batch_size: int | None = None, out_dir: Path | None = None, export: bool = True,
           log: Callable[[str], None] = print, *, legacy: bool = False, overlap: str | None = None,
           channels_last: bool | None = None, device: str | None = None, rewarm: bool = False,
-          pack: Path | None = None) -> dict[str, Any]:
+          pack: Path | None = None, schedule_from: list[dict] | None = None) -> dict[str, Any]:
     """Train ``recipe``; returns the history. Checkpoints go to runs/NAME/, shipped files to weights/.
 
     ``legacy`` runs the pre-issue-11 data path (per-sample targets in the loop, no overlap, NCHW); otherwise
@@ -243,8 +243,12 @@ def train(recipe: Recipe, epochs: int | None = None, resume: bool = False, seed:
     targets, and convolutions run channels_last (``channels_last`` overrides). ``device``: default CUDA when
     present. ``rewarm``: when resuming a run that had entered its anneal, go back up to the base rate on purpose
     (otherwise the anneal continues; see engine/training/schedule.py). ``pack``: train from a packed training set
-    (scripts/pack_training_set.py) instead of ../shared/data.
+    (scripts/pack_training_set.py) instead of ../shared/data. ``schedule_from``: another run's recorded schedule
+    segments, replayed step for step (an ablation arm on exactly the shipped run's learning rates, resumes included;
+    ``epochs`` defaults to that run's).
     """
+    if schedule_from and not epochs:
+        epochs = schedule_from[-1]["epochs"][1]
     epochs = epochs or recipe.epochs
     bs = batch_size or recipe.batch_size
     # engine/__init__ sets OMP_NUM_THREADS=1 for inference; training wants every core unless told otherwise
@@ -312,9 +316,17 @@ def train(recipe: Recipe, epochs: int | None = None, resume: bool = False, seed:
         opt.load_state_dict(opt_state)
 
     prev = segments[-1] if segments and not segments[-1].get("legacy") else None
-    sched = plan(recipe.lr, steps_per_epoch, epochs, resume_step=start_epoch * steps_per_epoch, last_lr=last_lr,
-                 warmup_steps=prev["warmup_steps"] if prev else None, rewarm=rewarm)
-    if start_epoch < epochs:
+    if schedule_from:
+        sched = replay(schedule_from, steps_per_epoch)
+        if sched.total_steps != epochs * steps_per_epoch:
+            raise ValueError(f"the replayed schedule covers {sched.total_steps // steps_per_epoch} epochs, "
+                             f"not {epochs}")
+        segments = [dict(seg, replayed=True) for seg in sched.records]
+        log(f"[{recipe.name}] schedule replayed from the shipped run: {describe(segments)}")
+    else:
+        sched = plan(recipe.lr, steps_per_epoch, epochs, resume_step=start_epoch * steps_per_epoch, last_lr=last_lr,
+                     warmup_steps=prev["warmup_steps"] if prev else None, rewarm=rewarm)
+    if start_epoch < epochs and not schedule_from:
         seg = {"epochs": [start_epoch + 1, epochs], **sched.record(steps_per_epoch)}
         if prev is not None and sched.resume_lr is None and prev["base_lr"] == recipe.lr:
             seg["epochs"][0] = prev["epochs"][0]  # the same smooth schedule, its anneal moved: one segment
@@ -410,12 +422,15 @@ def ablation_path(name: str, ablation: str) -> Path:
     return PROJECT_ROOT / "docs" / "results" / f"{name}_ablation_{ablation}.json"
 
 
-def write_ablation(recipe: Recipe, ablation: str, history: list[dict], seed: int, path: Path | None = None) -> Path:
+def write_ablation(recipe: Recipe, ablation: str, history: list[dict], seed: int, path: Path | None = None,
+                   schedule: list[dict] | None = None) -> Path:
     """Per-epoch history of an ablation run, beside the shipped results; the model card compares it epoch by epoch."""
     path = path or ablation_path(recipe.name, ablation)
     path.parent.mkdir(parents=True, exist_ok=True)
     facts = {"name": recipe.name, "ablation": ablation, "overrides": recipe.ablations[ablation], "seed": seed,
-             "command": " ".join(["python"] + sys.argv), "threads": torch.get_num_threads(), "history": history}
+             "command": " ".join(["python"] + sys.argv), "threads": torch.get_num_threads(), "history": history,
+             "schedule": describe(schedule) if schedule else None,
+             "schedule_replayed": bool(schedule) and all(seg.get("replayed") for seg in schedule)}
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(facts, indent=1))
     tmp.replace(path)

@@ -48,6 +48,12 @@ def ablation_text(name: str, main: dict, ablations: list, main_pose: dict | None
             "|---|---|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n")
 
 
+def _ablation_schedule(ab: dict) -> str:
+    if ab.get("schedule_replayed"):
+        return "the shipped run's learning-rate schedule replayed step for step (`--schedule-from`)"
+    return f"schedule: {ab['schedule']}" if ab.get("schedule") else "schedule: not recorded"
+
+
 def trained_ablation_text(name: str, history: list[dict]) -> str:
     """Ablations that need their own training run (`main.py train NAME --ablation KEY`): per-epoch validation
     NME of both arms on the same schedule, seed and data."""
@@ -66,8 +72,8 @@ def trained_ablation_text(name: str, history: list[dict]) -> str:
             rows.append(f"| {h['epoch']} | {left} | {b['0-30']:.2f} / {b['30-60']:.2f} / {b['60-90']:.2f} / "
                         f"**{b['balanced']:.2f}** |")
         out.append(f"""Trained ablation `{ab['ablation']}` ({json.dumps(ab['overrides'])}): `{ab['command']}`, seed
-{ab['seed']}, {ab['threads']} threads; aflw2000_dev protocol NME (torch) 0-30 / 30-60 / 60-90 / balanced after each
-epoch, beside the shipped run's same epochs:
+{ab['seed']}, {ab['threads']} threads; {_ablation_schedule(ab)}; aflw2000_dev protocol NME (torch) 0-30 / 30-60 /
+60-90 / balanced after each epoch, beside the shipped run's same epochs:
 
 | epoch | shipped | {ab['ablation']} |
 |---|---|---|

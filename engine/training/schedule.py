@@ -109,3 +109,47 @@ def describe(segments: list[dict]) -> str:
                    f"{s['rewarm_steps']} steps, then " + how)
         out.append(f"epochs {first}-{last}: {KIND}; {how}")
     return "; ".join(out)
+
+
+@dataclass(frozen=True)
+class Replay:
+    """Another run's recorded schedule, step for step: an ablation arm trained on exactly the learning rates of
+    the shipped run, including that run's resumes (segment k covers its first epoch up to segment k+1's first)."""
+    segments: tuple[Schedule, ...]
+    ends: tuple[int, ...]             # first step after each segment
+    records: tuple[dict, ...]         # the replayed segment records, for the checkpoint and the model card
+
+    @property
+    def total_steps(self) -> int:
+        return self.ends[-1]
+
+    def lr(self, step: int) -> float:
+        for sched, end in zip(self.segments, self.ends):
+            if step < end:
+                return sched.lr(step)
+        return self.segments[-1].lr(step)
+
+
+_SCHEDULE_FIELDS = ("base_lr", "total_steps", "warmup_steps", "anneal_start", "resume_step", "resume_lr",
+                    "rewarm_steps")
+
+
+def replay(segments: list[dict], steps_per_epoch: int) -> Replay:
+    """The schedule of a run whose checkpoint recorded ``segments`` (harness: ``ckpt['schedule']['segments']``),
+    replayed for a run with the same ``steps_per_epoch`` (same data and batch size). Raises ValueError for a
+    schedule that cannot be replayed exactly (pre-issue-11 legacy segments, another batch or data size)."""
+    if not segments:
+        raise ValueError("no schedule segments recorded: nothing to replay")
+    scheds, ends = [], []
+    for k, seg in enumerate(segments):
+        if seg.get("legacy") or seg.get("kind") == LEGACY_KIND:
+            raise ValueError("a legacy (pre-issue-11) schedule segment cannot be replayed exactly")
+        if seg.get("steps_per_epoch") != steps_per_epoch:
+            raise ValueError(f"schedule recorded with {seg.get('steps_per_epoch')} steps per epoch, this run has "
+                             f"{steps_per_epoch} (different data or batch size): it cannot be replayed")
+        scheds.append(Schedule(**{f: seg[f] for f in _SCHEDULE_FIELDS}))
+        last_epoch = segments[k + 1]["epochs"][0] - 1 if k + 1 < len(segments) else seg["epochs"][1]
+        ends.append(last_epoch * steps_per_epoch)
+    if any(b <= a for a, b in zip([0] + ends, ends)):
+        raise ValueError(f"schedule segments overlap or are empty: {[s['epochs'] for s in segments]}")
+    return Replay(tuple(scheds), tuple(ends), tuple(dict(s) for s in segments))

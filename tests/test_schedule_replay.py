@@ -1,0 +1,52 @@
+"""An ablation arm replays the shipped run's learning-rate schedule step for step, resumes included."""
+from __future__ import annotations
+
+import pytest
+
+from engine.training.schedule import LEGACY_KIND, plan, replay
+
+SPE = 7     # steps per epoch
+BASE = 2e-3
+
+
+def _segment(sched, first: int, last: int) -> dict:
+    return {"epochs": [first, last], **sched.record(SPE)}
+
+
+def _run_like_pifa() -> tuple[list[dict], list[float]]:
+    """8-epoch plan stopped after epoch 6 (inside its anneal), resumed to 16 (continues annealing), stopped after
+    epoch 9, resumed to 12: the segments the harness records, and the rates the run actually used."""
+    s1 = plan(BASE, SPE, 8)
+    lrs = [s1.lr(k) for k in range(6 * SPE)]
+    s2 = plan(BASE, SPE, 16, resume_step=6 * SPE, last_lr=lrs[-1])
+    assert s2.resume_lr is not None  # it had entered its anneal: no restart
+    lrs += [s2.lr(k) for k in range(6 * SPE, 9 * SPE)]
+    s3 = plan(BASE, SPE, 12, resume_step=9 * SPE, last_lr=lrs[-1])
+    lrs += [s3.lr(k) for k in range(9 * SPE, 12 * SPE)]
+    return [_segment(s1, 1, 8), _segment(s2, 7, 16), _segment(s3, 10, 12)], lrs
+
+
+def test_replay_reproduces_every_rate_of_a_resumed_run():
+    segments, lrs = _run_like_pifa()
+    r = replay(segments, SPE)
+    assert r.total_steps == 12 * SPE
+    assert [r.lr(k) for k in range(12 * SPE)] == lrs
+    # the replay is not just the last segment's plan or a fresh 12-epoch plan
+    fresh = plan(BASE, SPE, 12)
+    assert any(abs(fresh.lr(k) - lrs[k]) > 1e-6 for k in range(12 * SPE))
+
+
+def test_replay_of_a_single_fresh_plan_is_that_plan():
+    s = plan(BASE, SPE, 5)
+    r = replay([_segment(s, 1, 5)], SPE)
+    assert [r.lr(k) for k in range(5 * SPE)] == [s.lr(k) for k in range(5 * SPE)]
+
+
+def test_replay_refuses_what_it_cannot_reproduce():
+    segments, _ = _run_like_pifa()
+    with pytest.raises(ValueError, match="steps per epoch"):
+        replay(segments, SPE + 1)
+    with pytest.raises(ValueError, match="legacy"):
+        replay([{"epochs": [1, 3], "kind": LEGACY_KIND, "legacy": True}], SPE)
+    with pytest.raises(ValueError, match="nothing to replay"):
+        replay([], SPE)
