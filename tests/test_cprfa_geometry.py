@@ -745,3 +745,22 @@ def test_the_chain_agrees_on_real_labels(codebook, train_params):
     # DAFI + PnP from the retrieved points recovers the label's pose
     fit = cpr.fit_pose_pnp(sel.frame, obs, found, pts)
     assert np.abs(fit[:3] - pose[:3]).max() < 0.03 and abs(fit[3] - pose[3]) < 0.02
+
+
+def test_observed_pairs_are_reused_across_estimates():
+    torch = pytest.importorskip("torch")
+    from engine.geometry import torch_cpr
+
+    obs, gen, found, layout = _kernel_inputs(np.random.default_rng(23), b=2)
+    o, f, lay = torch.from_numpy(obs), torch.from_numpy(found), torch.from_numpy(layout)
+    op = torch_cpr.ObservedPairs(o, f, lay)
+    for shift in (0.0, 3.0):
+        g = torch.from_numpy(gen + shift)
+        np.testing.assert_allclose(op.kernels(g).numpy(), torch_cpr.cpr_all(o, g, f, lay).numpy(), atol=1e-12)
+        both = op.kernels(g, ("in_plane", "translation")).numpy()
+        np.testing.assert_allclose(both[:, :3], torch_cpr.cpr_in_plane(o, g, f, lay).numpy(), atol=1e-12)
+        np.testing.assert_allclose(both[:, 3:], torch_cpr.cpr_translation(o, g, f, lay).numpy(), atol=1e-12)
+    g = torch.from_numpy(gen).requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda x: op.kernels(x), (g,), eps=1e-6, atol=1e-6)
+    with pytest.raises(ValueError, match="unknown CPR kernel"):
+        op.kernels(g, ("rotation",))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from engine.geometry.cpr import CENTRE, CROP, EPS_PX
+from engine.geometry.cpr import CENTRE, CROP, EPS_PX, KERNELS
 
 TINY = 1e-12
 
@@ -57,7 +57,7 @@ def project(pose: torch.Tensor, model_points: torch.Tensor, centre: torch.Tensor
 
 # --------------------------------------------------------------------------------------------- the CPR kernels
 # Written per coordinate on (B, 3, n) / (B, 3, n, n) tensors, with the pair differences shared between kernels
-# (``PairGeometry``): ONNX Runtime on one thread spends far more on reductions over a trailing axis of size 2 and
+# (``ObservedPairs``): ONNX Runtime on one thread spends far more on reductions over a trailing axis of size 2 and
 # on the (..., 2) broadcasts than on the arithmetic (cpr_all at C = 256: 3.0 ms that way, see the commit message).
 
 def channel_points(points: torch.Tensor, found: torch.Tensor, layout: torch.Tensor
@@ -70,77 +70,91 @@ def pair_mask(f: torch.Tensor) -> torch.Tensor:
     return f[..., :, None] * f[..., None, :]
 
 
-class PairGeometry:
-    """The per-channel coordinates of O and G, the found mask and the pair differences d_ij = X_j - X_i, computed
-    once for all kernels."""
+class ObservedPairs:
+    """Everything the kernels need from O, computed once per face (O does not change across the recurrent updates):
+    per-channel coordinates, found mask, pair differences dO, lengths |dO|, the scale ratio's denominator, the
+    translation's O half and cos^O. ``kernels(gen, names)`` then adds only G's share per update.
 
-    def __init__(self, obs: torch.Tensor, gen: torch.Tensor, found: torch.Tensor, layout: torch.Tensor) -> None:
+    obs (B, C, 2), found (B, C) bool or 0/1, layout (3, n) long.
+    """
+
+    def __init__(self, obs: torch.Tensor, found: torch.Tensor, layout: torch.Tensor, eps: float = EPS_PX) -> None:
+        self.layout, self.eps = layout, eps
         o = obs[:, layout]                                                  # (B, 3, n, 2)
-        g = gen[:, layout]
         self.f = found[:, layout].to(obs.dtype)                             # (B, 3, n)
-        self.ox, self.oy, self.gx, self.gy = o[..., 0], o[..., 1], g[..., 0], g[..., 1]
+        ox, oy = o[..., 0], o[..., 1]
         self.mask = pair_mask(self.f)                                       # (B, 3, n, n)
-        self.dox = self.ox[..., None, :] - self.ox[..., :, None]            # [i, j] = X_j - X_i
-        self.doy = self.oy[..., None, :] - self.oy[..., :, None]
-        self.dgx = self.gx[..., None, :] - self.gx[..., :, None]
-        self.dgy = self.gy[..., None, :] - self.gy[..., :, None]
+        self.dox = ox[..., None, :] - ox[..., :, None]                      # [i, j] = X_j - X_i
+        self.doy = oy[..., None, :] - oy[..., :, None]
         self.lo = torch.sqrt((self.dox * self.dox + self.doy * self.doy).clamp(min=TINY))
-        self.lg = torch.sqrt((self.dgx * self.dgx + self.dgy * self.dgy).clamp(min=TINY))
+        n = layout.shape[1]
+        off_diag = 1.0 - torch.eye(n, dtype=obs.dtype, device=obs.device)
+        self.scale_weight = self.mask * off_diag / (self.lo + eps)          # mask / (|dO| + eps), 0 on the diagonal
+        self.half_mask = 0.5 * self.mask
+        self.tox = (ox[..., :, None] + ox[..., None, :]) * self.half_mask   # O's half of the translation kernel
+        self.toy = (oy[..., :, None] + oy[..., None, :]) * self.half_mask
+        self.count = self.f.sum(-1, keepdim=True).clamp(min=1.0)
+        self.cos_o = self._cosines(ox, oy)
 
-    def translation(self) -> torch.Tensor:
-        dx, dy = self.ox - self.gx, self.oy - self.gy                       # (B, 3, n)
-        tx = (dx[..., :, None] + dx[..., None, :]) * 0.5 * self.mask
-        ty = (dy[..., :, None] + dy[..., None, :]) * 0.5 * self.mask
-        return torch.cat([tx, ty], 1)
+    def _cosines(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        cx = x - (x * self.f).sum(-1, keepdim=True) / self.count            # centred on the found vertices
+        cy = y - (y * self.f).sum(-1, keepdim=True) / self.count
+        dot = cx[..., :, None] * cx[..., None, :] + cy[..., :, None] * cy[..., None, :]
+        nrm = torch.sqrt((cx * cx + cy * cy).clamp(min=TINY))
+        return dot / (nrm[..., :, None] * nrm[..., None, :] + self.eps * self.eps) * self.mask
 
-    def scale(self, eps: float = EPS_PX) -> torch.Tensor:
-        n = self.ox.shape[-1]
-        off_diag = 1.0 - torch.eye(n, dtype=self.ox.dtype, device=self.ox.device)
-        return (self.lg + eps) / (self.lo + eps) * (self.mask * off_diag)
-
-    def in_plane(self, eps: float = EPS_PX) -> torch.Tensor:
-        cross = self.dgx * self.doy - self.dgy * self.dox
-        return cross / (self.lg * self.lo + eps * eps) * self.mask
-
-    def out_of_plane(self, eps: float = EPS_PX) -> torch.Tensor:
-        cnt = self.f.sum(-1, keepdim=True).clamp(min=1.0)
+    def kernels(self, gen: torch.Tensor, names: tuple[str, ...] | list[str] = KERNELS) -> torch.Tensor:
+        """(B, C, 2) G -> (B, sum of the named kernels' channels, n, n), in the order of ``names``."""
+        g = gen[:, self.layout]
+        gx, gy = g[..., 0], g[..., 1]
         out = []
-        for x, y in ((self.ox, self.oy), (self.gx, self.gy)):
-            cx = x - (x * self.f).sum(-1, keepdim=True) / cnt                # centred on the found vertices
-            cy = y - (y * self.f).sum(-1, keepdim=True) / cnt
-            dot = cx[..., :, None] * cx[..., None, :] + cy[..., :, None] * cy[..., None, :]
-            nrm = torch.sqrt((cx * cx + cy * cy).clamp(min=TINY))
-            out.append(dot / (nrm[..., :, None] * nrm[..., None, :] + eps * eps) * self.mask)
+        dgx = dgy = lg = None
+        for name in names:
+            if name in ("scale", "in_plane") and dgx is None:
+                dgx = gx[..., None, :] - gx[..., :, None]
+                dgy = gy[..., None, :] - gy[..., :, None]
+                lg = torch.sqrt((dgx * dgx + dgy * dgy).clamp(min=TINY))
+            if name == "translation":
+                out += [self.tox - (gx[..., :, None] + gx[..., None, :]) * self.half_mask,
+                        self.toy - (gy[..., :, None] + gy[..., None, :]) * self.half_mask]
+            elif name == "scale":
+                out.append((lg + self.eps) * self.scale_weight)
+            elif name == "in_plane":
+                cross = dgx * self.doy - dgy * self.dox
+                out.append(cross / (lg * self.lo + self.eps * self.eps) * self.mask)
+            elif name == "out_of_plane":
+                out += [self.cos_o, self._cosines(gx, gy)]
+            else:
+                raise ValueError(f"unknown CPR kernel {name!r}; expected one of {KERNELS}")
         return torch.cat(out, 1)
 
 
 def cpr_translation(obs: torch.Tensor, gen: torch.Tensor, found: torch.Tensor, layout: torch.Tensor) -> torch.Tensor:
     """-> (B, 6, n, n): T_x of the 3 channels, then T_y."""
-    return PairGeometry(obs, gen, found, layout).translation()
+    return ObservedPairs(obs, found, layout).kernels(gen, ("translation",))
 
 
 def cpr_scale(obs: torch.Tensor, gen: torch.Tensor, found: torch.Tensor, layout: torch.Tensor,
               eps: float = EPS_PX) -> torch.Tensor:
     """-> (B, 3, n, n): Lambda_s^G / Lambda_s^O = (|G_i - G_j| + eps) / (|O_i - O_j| + eps)."""
-    return PairGeometry(obs, gen, found, layout).scale(eps)
+    return ObservedPairs(obs, found, layout, eps).kernels(gen, ("scale",))
 
 
 def cpr_in_plane(obs: torch.Tensor, gen: torch.Tensor, found: torch.Tensor, layout: torch.Tensor,
                  eps: float = EPS_PX) -> torch.Tensor:
     """-> (B, 3, n, n): signed cross product of the pair vectors d_ij = X_j - X_i of G and O, as a sine."""
-    return PairGeometry(obs, gen, found, layout).in_plane(eps)
+    return ObservedPairs(obs, found, layout, eps).kernels(gen, ("in_plane",))
 
 
 def cpr_out_of_plane(obs: torch.Tensor, gen: torch.Tensor, found: torch.Tensor, layout: torch.Tensor,
                      eps: float = EPS_PX) -> torch.Tensor:
     """-> (B, 6, n, n): triplet cosines at the channel centroid, cos^O (3 channels) then cos^G."""
-    return PairGeometry(obs, gen, found, layout).out_of_plane(eps)
+    return ObservedPairs(obs, found, layout, eps).kernels(gen, ("out_of_plane",))
 
 
 def cpr_all(obs: torch.Tensor, gen: torch.Tensor, found: torch.Tensor, layout: torch.Tensor) -> torch.Tensor:
     """-> (B, 18, n, n): translation (6), scale (3), in-plane (3), out-of-plane (6) (cpr.KERNELS order)."""
-    pg = PairGeometry(obs, gen, found, layout)
-    return torch.cat([pg.translation(), pg.scale(), pg.in_plane(), pg.out_of_plane()], 1)
+    return ObservedPairs(obs, found, layout).kernels(gen, KERNELS)
 
 
 # --------------------------------------------------------------------------------- round 2: consistency-aware
