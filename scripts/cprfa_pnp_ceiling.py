@@ -4,7 +4,7 @@ the mean shape and with the label's own shape, and report the 68 landmarks' NME 
 the label's landmark box, in %) against the teacher's landmarks, per |yaw| bucket and balanced. What a perfect
 HS-U-Net would give with no CPR regression at all; the CPR rounds have to beat the mean-shape number on real
 DAFIs. Optional --noise adds Gaussian noise (code units) to the DAFI.
-    python scripts/cprfa_pnp_ceiling.py [--limit 954] [--noise 0.0]
+    python scripts/cprfa_pnp_ceiling.py [--limit 954] [--noise 0.0] [--selection weights/cprfa_vertices.npz]
 """
 from __future__ import annotations
 
@@ -29,14 +29,18 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--limit", type=int, default=None)
     ap.add_argument("--noise", type=float, default=0.0)
+    ap.add_argument("--offset", type=int, default=0, help="evaluate on the reference rows + OFFSET (e.g. 10: labels "
+                    "the selection never saw)")
+    ap.add_argument("--selection", type=Path, default=None, help="a vertex selection file (default the committed one)")
     args = ap.parse_args()
     bfm = load_bfm()
     codebook = build_codebook(bfm)
-    sel = load_vertex_selection()
+    sel = load_vertex_selection(args.selection)
     labels = np.load(data_path("aflw_train", "labels.npz"))
     params = labels["teacher_params"].astype(np.float64)
     yaw = np.abs(labels["aflw_yaw"].astype(np.float64))
-    rows = np.asarray(np.load(weights_path("cprfa_vertices.npz"))["reference_rows"])[:args.limit]
+    rows = np.asarray(np.load(args.selection or weights_path("cprfa_vertices.npz"))["reference_rows"])[:args.limit] + args.offset
+    rows = rows[rows < len(params)]
     lmk = np.asarray(bfm["keypoints"][::3] // 3)
     rng = np.random.default_rng(0)
     nme = {"mean shape": [], "true shape": []}

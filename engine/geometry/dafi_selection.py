@@ -3,8 +3,13 @@ localisation accuracy (p2) measured on a reference split of the training set, an
 channels. Also the pose frame (engine/geometry/cpr.py: m and S) measured on the training labels.
 
 Rule (the paper names p1 and p2, not how they combine):
-- candidates: ``dafi.candidate_vertices`` (no-neck vertices at least 0.025 apart in code space, so each one's
-  retrieval is independent of the others and its statistics are what it will see at run time);
+- candidates: ``dafi.candidate_vertices`` (no-neck vertices at least 0.07 apart in code space, so each one's
+  retrieval is independent of the others and its statistics are what it will see at run time). The spacing sets
+  how far the selection spreads over the face: the best-scoring vertices crowd the centre, which gives pose little
+  leverage. DAFI + PnP on ground-truth DAFIs of 400 labels the selection never saw (scripts/cprfa_pnp_ceiling.py
+  --offset 10 --limit 400; balanced 68-point NME with the mean shape / the true shape, then with 0.01 code noise):
+  spacing 0.025: 2.79 / 0.74, noisy 3.35 / 1.52; 0.055: 2.27 / 0.66, 2.67 / 1.34; 0.07: 2.20 / 0.61, 2.51 / 1.07;
+  0.09: 2.05 / 0.65, 2.33 / 1.04 (but 0.09 leaves 164 candidates for 128 places: p1 and p2 would hardly choose);
 - reference split: every 20th aflw_train label (``reference_rows``, 954 labels);
 - per candidate over the reference labels: p1 = fraction of labels where it is visible (its pixel's z-buffer depth
   within 2% of the face width of its own depth, back faces culled: the DAFI's own visibility);
@@ -18,10 +23,7 @@ p2 can be re-measured on predicted DAFIs with the same code (``--predicted``).
 
 Build the committed file (about a minute on one core):
     python -m engine.geometry.dafi_selection --stride 20 --c 128 --out weights/cprfa_vertices.npz
-C = 128 is shipped for the 30 ms budget (the paper's 512; the issue allows 128-256). What it costs, on ground-truth
-DAFIs of the reference split (scripts/cprfa_pnp_ceiling.py, balanced 68-point NME of DAFI + PnP): 2.54 with the
-mean shape and 0.63 with the true shape at C = 128, against 2.13 and 0.54 at C = 256: the best-scoring vertices
-crowd the centre of the face, so fewer of them give pose less leverage.
+C = 128 is shipped for the 30 ms budget (the paper's 512; the issue allows 128-256).
 It also holds CPR-H's inputs: the 68 landmarks' mean and bases (BFM keypoints) and their layout
 (``landmark_layout``), and the pose frame.
 """
@@ -40,7 +42,7 @@ from engine.geometry.dafi import (DafiCodebook, build_codebook, candidate_vertic
                                   retrieve_kdtree)
 
 THRESHOLD = 0.01          # the paper's retrieval distance threshold (code space)
-MIN_SEPARATION = 0.025    # candidates' spacing in code space (> 2 x THRESHOLD)
+MIN_SEPARATION = 0.07     # candidates' spacing in code space (> 2 x THRESHOLD; why 0.07: module docstring)
 VISIBLE_EPS = 0.02        # z-buffer tolerance, fraction of the face width (as mesh.point_visibility)
 SELECTION_FILE = "cprfa_vertices.npz"
 REFERENCE_STRIDE = 20     # the reference split: every 20th aflw_train label (held out of the HS-U-Net's training,
