@@ -29,6 +29,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--limit", type=int, default=None)
     ap.add_argument("--noise", type=float, default=0.0)
+    ap.add_argument("--threshold", type=float, default=None, help="retrieval threshold (default the selection's)")
     ap.add_argument("--offset", type=int, default=0, help="evaluate on the reference rows + OFFSET (e.g. 10: labels "
                     "the selection never saw)")
     ap.add_argument("--selection", type=Path, default=None, help="a vertex selection file (default the committed one)")
@@ -50,7 +51,7 @@ def main() -> None:
         dafi, mask = render_dafi(codebook, None, params[r])
         if args.noise:
             dafi = (dafi + rng.normal(0, args.noise, dafi.shape)).astype(np.float32)
-        obs, found, _ = retrieve_kdtree(dafi, mask, sel.codes, sel.threshold)
+        obs, found, _ = retrieve_kdtree(dafi, mask, sel.codes, args.threshold or sel.threshold)
         found_frac.append(found.mean())
         _, alpha = params_to_pose(sel.frame, params[r])
         norm = np.sqrt(np.prod(truth.max(0) - truth.min(0)))

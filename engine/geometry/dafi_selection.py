@@ -196,6 +196,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--stride", type=int, default=REFERENCE_STRIDE, help="reference split: every STRIDE-th label")
     ap.add_argument("--c", type=int, default=128)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threshold", type=float, default=THRESHOLD,
+                    help="retrieval threshold (code space; the paper's 0.01; must stay below half the spacing)")
     ap.add_argument("--predicted", type=Path, help="npz with rows (N,), dafi (N,120,120,3), mask (N,120,120) of "
                     "predicted DAFIs for those training rows (default: ground-truth renders)")
     ap.add_argument("--out", type=Path, default=weights_path(SELECTION_FILE))
@@ -215,7 +217,9 @@ def main(argv: list[str] | None = None) -> None:
         dafi_for = None
         source = "ground-truth DAFIs"
     candidates = candidate_vertices(codebook, MIN_SEPARATION, args.seed)
-    stats = selection_statistics(codebook, candidates, params[rows], dafi_for)
+    if not 0 < args.threshold < MIN_SEPARATION / 2:
+        raise SystemExit(f"--threshold must lie in (0, {MIN_SEPARATION / 2}) (half the candidates' spacing)")
+    stats = selection_statistics(codebook, candidates, params[rows], dafi_for, args.threshold)
     vertex, layout = select_vertices(codebook, candidates, stats, args.c, args.seed)
     at = np.searchsorted(candidates, vertex)
 
@@ -243,16 +247,16 @@ def main(argv: list[str] | None = None) -> None:
     print(json.dumps(report, indent=1))
     description = (f"CPRFA vertex selection: {args.c} of {len(candidates)} candidates (no-neck BFM vertices >= "
                    f"{MIN_SEPARATION} apart in DAFI code space), scored p1 x found / (1 + p2) on {source} of "
-                   f"{len(rows)} aflw_train labels (every {args.stride}th), retrieval threshold {THRESHOLD}, seed {args.seed}. "
-                   f"Built by: python -m engine.geometry.dafi_selection --stride {args.stride} --c {args.c} "
-                   f"--seed {args.seed}")
+                   f"{len(rows)} aflw_train labels (every {args.stride}th), retrieval threshold {args.threshold}, seed "
+                   f"{args.seed}. Built by: python -m engine.geometry.dafi_selection --stride {args.stride} --c {args.c} "
+                   f"--seed {args.seed} --threshold {args.threshold}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.out.with_suffix(".tmp.npz")
     np.savez_compressed(tmp, vertex=vertex, bfm_vertex=codebook.rows[vertex], codes=codebook.codes[vertex],
                         mean=codebook.mean[vertex], basis=codebook.basis[vertex], layout=layout,
                         side=(codebook.mean[vertex, 0] >= 0).astype(np.int8), p1=stats.visible[at].astype(np.float32),
                         found_rate=stats.found[at].astype(np.float32), error_px=stats.error[at].astype(np.float32),
-                        pose_centre=frame.centre, pose_scale=np.float64(frame.scale), threshold=np.float64(THRESHOLD),
+                        pose_centre=frame.centre, pose_scale=np.float64(frame.scale), threshold=np.float64(args.threshold),
                         min_separation=np.float64(MIN_SEPARATION), seed=np.int64(args.seed), reference_rows=rows,
                         lmk68_mean=lmk_mean, lmk68_basis=lmk_basis, lmk68_layout=landmark_layout(lmk_mean, args.seed),
                         description=np.array(description), report=np.array(json.dumps(report)))
