@@ -146,7 +146,11 @@ class _RecordingGeometry:
     def channels(self, group: str) -> int:
         return 2
 
-    def cpr(self, group, params, obs, found):
+    def observe(self, obs, found):
+        return obs, found
+
+    def cpr(self, group, params, observed):
+        obs, found = observed
         self.calls.append((group, params.detach().clone()))
         b = params.shape[0]
         base = (obs[:, :self.n, 0, None] * found[:, :self.n, None]) / 100.0 - params[:, :1, None] * 0.1
@@ -285,7 +289,8 @@ def test_tiny_overfit_onnx_parity_method_contract(train_dir, tmp_path, monkeypat
     model = recipe.build(ts)
     ds = recipe.make_dataset(ts, 0)
     batch = recipe.batch_targets(default_collate([ds[i] for i in range(8)]))
-    assert batch["obs"].shape == (8, 256, 2) and batch["found"].shape == (8, 256)
+    c = len(model.retrieval.codes)                                      # the committed selection's C
+    assert batch["obs"].shape == (8, c, 2) and batch["found"].shape == (8, c)
     model.train()
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=2e-3)
     losses = []
@@ -311,6 +316,11 @@ def test_tiny_overfit_onnx_parity_method_contract(train_dir, tmp_path, monkeypat
         want = recipe.export_module(model)(x)
     for g, w in zip(got, want):
         assert np.allclose(g, w.numpy(), rtol=1e-3, atol=1e-3 * max(1.0, float(np.abs(w.numpy()).max())))
+    with torch.no_grad():     # the ablation arms validated each epoch
+        stages = recipe.stage_landmarks(model, x)
+    assert set(stages) == {"dafi", "dafi_pnp", "round1", "round2"}
+    assert all(tuple(v.shape) == (2, 68, 2) for v in stages.values())
+    assert np.allclose(stages["round2"].numpy(), want[0][:, N_MESH:, :2].numpy(), atol=1e-4)
 
     monkeypatch.setattr(engine.paths, "weights_path", lambda name: tmp_path / name)
     monkeypatch.setattr("engine.methods.onnx_method.weights_path", lambda name: tmp_path / name)

@@ -30,8 +30,6 @@ FEEDS = {
     "t": ("translation",),
 }
 KERNEL_CHANNELS = {"translation": 6, "scale": 3, "in_plane": 3, "out_of_plane": 6}
-KERNELS = {"translation": torch_cpr.cpr_translation, "scale": torch_cpr.cpr_scale,
-           "in_plane": torch_cpr.cpr_in_plane, "out_of_plane": torch_cpr.cpr_out_of_plane}
 
 
 class VertexGeometry(nn.Module):
@@ -63,9 +61,13 @@ class VertexGeometry(nn.Module):
         """(B, C, 2) G: the vertices projected by the current estimate (B, 56)."""
         return torch_cpr.project(params[:, N_ALPHA:], self.model_points(params), self.centre, self.scale)[..., :2]
 
-    def cpr(self, group: str, params: torch.Tensor, obs: torch.Tensor, found: torch.Tensor) -> torch.Tensor:
-        gen = self.generated(params)
-        return torch.cat([KERNELS[k](obs, gen, found, self.layout) for k in FEEDS[group]], 1)
+    def observe(self, obs: torch.Tensor, found: torch.Tensor) -> torch_cpr.ObservedPairs:
+        """O's share of the kernels, once per face (torch_cpr.ObservedPairs)."""
+        return torch_cpr.ObservedPairs(obs, found, self.layout)
+
+    def cpr(self, group: str, params: torch.Tensor, observed: torch_cpr.ObservedPairs) -> torch.Tensor:
+        """The group's kernels of O against G = the vertices where ``params`` put them (rebuilt at every call)."""
+        return observed.kernels(self.generated(params), FEEDS[group])
 
     def translation_update(self, params: torch.Tensor, obs: torch.Tensor, found: torch.Tensor) -> torch.Tensor:
         """(B, 2) the mean of the translation CPR over the found pairs of all channels (= the mean displacement

@@ -31,9 +31,10 @@ from engine.methods.baseline.train import human_point_loss
 from engine.methods.cprfa import METHOD, OUTPUTS
 from engine.methods.cprfa.corruption import DafiErrorModel, batch_generator, corrupt, measure_errors
 from engine.methods.cprfa.dafi_targets import cached_dafis, dafi_tensor, reference_rows, warp_dafi
-from engine.methods.cprfa.geometry import Retrieval
+from engine.methods.cprfa.geometry import N_ALPHA, Retrieval
 from engine.methods.cprfa.hsunet import DEFAULT_WIDTHS, HSUNet
 from engine.methods.cprfa.model import CPRFA, ExportCPRFA
+from engine.methods.cprfa.train_dafi import dafi_landmarks
 from engine.training.augment import AugmentConfig
 from engine.training.dataset import image_to_tensor
 from engine.training.harness import Recipe
@@ -198,8 +199,17 @@ class CPRFARecipe(Recipe):
         return model.points(self._forward(model, images)["params"])[:, N_MESH:, :2]
 
     def stage_landmarks(self, model, images):
+        """The paper's ablation, validated every epoch: the DAFI's own 68 points (each landmark vertex's code
+        searched in the predicted DAFI), DAFI + PnP (the mean shape's weak-perspective pose fitted to the retrieved
+        vertices), CPR round 1, CPR + the consistency-aware round (and, in the cpr-h arm, fused)."""
         out = self._forward(model, images)
-        stages = {"round1": model.points(out["params1"])[:, N_MESH:, :2]}
+        if not hasattr(self, "lmk_codes"):
+            from engine.methods.cprfa.train_dafi import landmark_codes
+
+            self.lmk_codes = torch.from_numpy(landmark_codes()).float()
+        stages = {"dafi": dafi_landmarks(out["dafi"], out["fg"], self.lmk_codes.to(images.device)),
+                  "dafi_pnp": model.points(pnp_params(model, out["obs"], out["found"]))[:, N_MESH:, :2],
+                  "round1": model.points(out["params1"])[:, N_MESH:, :2]}
         if out["trail2"]:
             stages["round2"] = model.points(out["params"])[:, N_MESH:, :2]
         return stages
@@ -212,6 +222,23 @@ class CPRFARecipe(Recipe):
             raise NotImplementedError("the CPR-H variant needs mtcnn3d's landmarks as a second input; its export is "
                                       "not written yet (train it as an ablation: --ablation cpr-h)")
         return ExportCPRFA(model)
+
+
+def pnp_params(model: CPRFA, obs: torch.Tensor, found: torch.Tensor) -> torch.Tensor:
+    """(B, 56) "DAFI + PnP" estimates: alpha = 0 and the pose engine/geometry/cpr.fit_pose_pnp fits to the retrieved
+    vertices of the mean shape; faces with too few found vertices keep the initial pose (the mean face, centred)."""
+    from engine.geometry.cpr import PoseFrame, fit_pose_pnp
+
+    geo = model.geometry
+    frame = PoseFrame(geo.centre.double().cpu().numpy(), geo.scale)
+    mean = geo.mean.double().cpu().numpy()
+    out = model.init[None].repeat(obs.shape[0], 1).cpu()
+    for b, (o, f) in enumerate(zip(obs.double().cpu().numpy(), found.cpu().numpy() > 0.5)):
+        try:
+            out[b, N_ALPHA:] = torch.from_numpy(fit_pose_pnp(frame, o, f, mean))
+        except ValueError:
+            pass
+    return out.to(obs.device)
 
 
 # ------------------------------------------------------------------------------------------------- CPR-H inputs
