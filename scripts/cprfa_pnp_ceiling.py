@@ -40,7 +40,8 @@ def main() -> None:
     labels = np.load(data_path("aflw_train", "labels.npz"))
     params = labels["teacher_params"].astype(np.float64)
     yaw = np.abs(labels["aflw_yaw"].astype(np.float64))
-    rows = np.asarray(np.load(args.selection or weights_path("cprfa_vertices.npz"))["reference_rows"])[:args.limit] + args.offset
+    reference = np.asarray(np.load(args.selection or weights_path("cprfa_vertices.npz"))["reference_rows"])
+    rows = reference[:args.limit] + args.offset
     rows = rows[rows < len(params)]
     lmk = np.asarray(bfm["keypoints"][::3] // 3)
     rng = np.random.default_rng(0)

@@ -248,15 +248,16 @@ def main(argv: list[str] | None = None) -> None:
     description = (f"CPRFA vertex selection: {args.c} of {len(candidates)} candidates (no-neck BFM vertices >= "
                    f"{MIN_SEPARATION} apart in DAFI code space), scored p1 x found / (1 + p2) on {source} of "
                    f"{len(rows)} aflw_train labels (every {args.stride}th), retrieval threshold {args.threshold}, seed "
-                   f"{args.seed}. Built by: python -m engine.geometry.dafi_selection --stride {args.stride} --c {args.c} "
-                   f"--seed {args.seed} --threshold {args.threshold}")
+                   f"{args.seed}. Built by: python -m engine.geometry.dafi_selection --stride {args.stride} "
+                   f"--c {args.c} --seed {args.seed} --threshold {args.threshold}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.out.with_suffix(".tmp.npz")
     np.savez_compressed(tmp, vertex=vertex, bfm_vertex=codebook.rows[vertex], codes=codebook.codes[vertex],
                         mean=codebook.mean[vertex], basis=codebook.basis[vertex], layout=layout,
                         side=(codebook.mean[vertex, 0] >= 0).astype(np.int8), p1=stats.visible[at].astype(np.float32),
                         found_rate=stats.found[at].astype(np.float32), error_px=stats.error[at].astype(np.float32),
-                        pose_centre=frame.centre, pose_scale=np.float64(frame.scale), threshold=np.float64(args.threshold),
+                        pose_centre=frame.centre, pose_scale=np.float64(frame.scale),
+                        threshold=np.float64(args.threshold),
                         min_separation=np.float64(MIN_SEPARATION), seed=np.int64(args.seed), reference_rows=rows,
                         lmk68_mean=lmk_mean, lmk68_basis=lmk_basis, lmk68_layout=landmark_layout(lmk_mean, args.seed),
                         description=np.array(description), report=np.array(json.dumps(report)))
