@@ -207,7 +207,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
 
     try:
         path = quantize(args.name, out=args.out, n_calibration=args.calibration, calibrate=args.calibrate,
-                        keep_float=[n for n in args.keep_float.split(",") if n])
+                        keep_float=None if args.keep_float is None else [n for n in args.keep_float.split(",") if n])
     except (FileNotFoundError, ValueError, KeyError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
@@ -376,8 +376,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("name")
     s.add_argument("--out", help="another path than weights/NAME.int8.onnx")
     s.add_argument("--calibration", type=int, default=200, help="training crops for the activation ranges")
-    s.add_argument("--calibrate", choices=["minmax", "percentile", "entropy"], default="minmax")
-    s.add_argument("--keep-float", default="", metavar="NODE[,NODE...]", help="graph nodes left in float")
+    s.add_argument("--calibrate", choices=["minmax", "percentile", "entropy"], default="percentile")
+    s.add_argument("--keep-float", metavar="NODE[,NODE...]",
+                   help="graph nodes left in float (default: the method's KEEP_FLOAT in engine/quantize.py)")
     s.set_defaults(func=cmd_quantize)
     s = sub.add_parser("stability", help="landmark jitter on aflw2000_dev clips with known motion, raw and "
                                          "One-Euro, and One-Euro's lag")

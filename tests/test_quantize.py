@@ -75,3 +75,19 @@ def test_factory_loads_the_int8_file_when_asked(monkeypatch, tmp_path):
     m = create("baseline", quantized=True, threads=1)
     assert m.model.path == tmp_path / "baseline.int8.onnx" and m.quantized
     assert not create("baseline", threads=1).quantized
+
+
+def test_every_shipped_int8_model_runs_through_the_factory():
+    from engine.evaluation.bench import fixed_crops
+    from engine.paths import WEIGHTS_DIR
+
+    shipped = sorted(p.name[: -len(".int8.onnx")] for p in WEIGHTS_DIR.glob("*.int8.onnx"))
+    if not shipped:
+        pytest.skip("no weights/*.int8.onnx present")
+    crops = fixed_crops(3)
+    for name in shipped:
+        m = create(name, quantized=True, threads=1)
+        assert m.quantized and m.model.path.name == f"{name}.int8.onnx"
+        assert isinstance(m.model.session.get_inputs()[0].shape[0], str)          # dynamic batch axis
+        results = m.align_batch(crops)
+        assert len(results) == 3 and all(np.isfinite(r.landmarks).all() and r.visible.any() for r in results)
