@@ -350,6 +350,68 @@ def test_pose_decode_follows_the_pose_frame_convention():
         assert np.abs(got - want).max() < 1e-6
 
 
+def test_cpr_inputs_in_training_are_corrupted_gt_dafis_with_the_measured_error(train_dir):
+    """The CPR networks never train on clean DAFIs: batch_targets retrieves from the warped ground truth corrupted
+    by the recipe's error model (measured on the U-Net's held-out predictions in build)."""
+    from dataclasses import replace
+
+    from torch.utils.data import default_collate
+
+    from engine.methods.cprfa.dafi_targets import dafi_tensor, warp_dafi
+    from engine.training.recipes import get_recipe
+    from engine.training.targets import load_training_set
+
+    recipe = get_recipe("cprfa")
+    ts = load_training_set(limit=8)
+    recipe.build(ts)
+    assert recipe.error_model.images == 1                                # reference row 0 of 8
+    ds = recipe.make_dataset(ts, 0)
+    samples = [ds[i] for i in range(4)]
+    measured = recipe.error_model
+    recipe.error_model = replace(measured, smooth_std=(0.0,) * 3, pixel_std=(0.0,) * 3, shift_mean=0.0,
+                                 shift_std=0.0)
+    clean = recipe.batch_targets(default_collate(samples))
+    dafi, mask = warp_dafi(*dafi_tensor(np.asarray(recipe.dafi_u8[:4])), clean["affine"])
+    want_obs, want_found = recipe.retrieval(dafi, mask)
+    assert torch.equal(clean["found"], want_found) and torch.allclose(clean["obs"], want_obs)
+    recipe.error_model = replace(measured, smooth_std=(0.01,) * 3, pixel_std=(0.005,) * 3)
+    noisy = recipe.batch_targets(default_collate(samples))
+    assert not torch.equal(noisy["found"], clean["found"])
+    again = recipe.batch_targets(default_collate(samples))               # the same batch corrupts the same way
+    assert torch.equal(again["found"], noisy["found"]) and torch.equal(again["obs"], noisy["obs"])
+
+
+def test_cpr_h_fuses_the_other_methods_landmarks(train_dir):
+    from torch.utils.data import default_collate
+
+    from engine.paths import weights_path
+    from engine.training.recipes import get_recipe
+    from engine.training.targets import load_training_set
+
+    if not weights_path("mtcnn3d.onnx").exists():
+        pytest.skip("CPR-H fuses mtcnn3d's landmarks: weights/mtcnn3d.onnx missing")
+    torch.manual_seed(0)
+    recipe = get_recipe("cprfa", "cpr-h")
+    ts = load_training_set(limit=8)
+    model = recipe.build(ts)
+    ds = recipe.make_dataset(ts, 0)
+    batch = recipe.batch_targets(default_collate([ds[i] for i in range(4)]))
+    # the cached mtcnn3d landmarks moved with each crop's affine lie near the label's (a trained method's points)
+    err = (batch["landmarks_h"] - batch["points"][:, N_MESH:, :2]).norm(dim=-1).median()
+    assert batch["landmarks_h"].shape == (4, 68, 2) and float(err) < 5.0
+    for r in list(model.round1.regressors.values()) + list(model.round2.regressors.values()):
+        torch.nn.init.normal_(r.out.weight, std=0.1)
+        assert r.fusion_stem is not None
+    loss, _ = recipe.loss(model, batch)
+    assert torch.isfinite(loss)
+    lm = batch["landmarks_h"]
+    found = lm.new_ones(lm.shape[:2])
+    with torch.no_grad():
+        a = model.regress(batch["obs"], batch["found"], lm, found)["params"]
+        b = model.regress(batch["obs"], batch["found"], lm + 3.0, found)["params"]
+    assert (a - b).abs().max() > 1e-4
+
+
 def test_missing_weights_fail_clearly(tmp_path, monkeypatch):
     import engine.paths
     from engine.methods.base import MethodUnavailable, available_methods, create

@@ -8,20 +8,34 @@ selected vertices -> round 1 (five conv + GRU regressors, alpha, rx&ry, rz, s, t
 round 1's estimate (the paper's ablation "CPR one round"). The torch side: hsunet.py, network.py, geometry.py,
 model.py, corruption.py, dafi_targets.py, train_dafi.py (recipe ``cprfa-dafi``), train.py (recipe ``cprfa``).
 
-Status: implemented, NOT trained. weights/cprfa.onnx does not exist, so the method is listed as unavailable.
+Status: implemented, NOT trained. weights/cprfa.onnx does not exist, so the method is listed as unavailable; no
+untrained weights are shipped (the cprfa recipe refuses to export without a trained HS-U-Net).
 
-Training plan (2 CPU cores; measured costs; the next session runs these, preferably on the device machine):
-  1. HS-U-Net: ``python main.py train cprfa-dafi --epochs 20`` (first run renders the 19,080 ground-truth DAFIs into
-     a 1.1 GB validated cache in runs/cache, about 6 min of one core). Measured training throughput 74 images/s on
-     2 threads (``bash /tmp/quiet.sh python main.py train engine.methods.cprfa.train_dafi --benchmark --steps 5
-     --rounds 1 --limit 512 --threads 2``, new path, batch 32): 18,126 training crops (the reference split held out)
-     = about 4.1 min per epoch + validation (the DAFI's own 68-point NME on aflw2000_dev), so 20 epochs about
-     1.5 h. Ships weights/cprfa-dafi.pt (the cprfa recipe loads it) and an ONNX of the U-Net alone.
-  2. CPR rounds: ``python main.py train cprfa --epochs N`` (the U-Net frozen; CPR inputs are ground-truth DAFIs
-     corrupted as the U-Net errs on the held-out reference split, measured when the recipe is built). See train.py
-     for its measured per-epoch cost.
-  3. Ablations: ``python main.py train cprfa --ablation one-round``, ``--ablation cpr-h`` (fusion with mtcnn3d's 68
-     landmarks), ``--ablation mean-t``; then ``python main.py card cprfa``.
+Measured costs (this project's 2-core VM; untrained networks, whose cost does not depend on the weights):
+- whole method, ``align`` on one thread (ONNX graph with U-Net, retrieval and both rounds, + decode + visibility),
+  C = 128: 14.92 ms per face, median of 100 on 8 crops (bash /tmp/quiet.sh python /tmp/cprfaB/method_speed.py);
+  the graph alone 14.1-14.4 ms, the U-Net alone 4.9 ms (/tmp/cprfaB/onnx_speed.py). Target <= 30 ms.
+- HS-U-Net training: 74 images/s on 2 threads, batch 32 (bash /tmp/quiet.sh python main.py train
+  engine.methods.cprfa.train_dafi --benchmark --steps 5 --rounds 1 --limit 512 --threads 2; "new" path total):
+  18,126 training crops (reference split held out) = about 4.1 min per epoch, plus validation.
+- CPR rounds training: 64.4 images/s on 2 threads, batch 32, C = 128 (bash /tmp/quiet.sh python main.py train
+  cprfa --benchmark --steps 5 --rounds 1 --limit 256 --threads 2): 19,080 crops = about 5 min per epoch, plus
+  validation (aflw2000_dev through the whole graph and the ablation arms).
+
+Training plan for the next session (in this order; each resumable with --resume):
+  1. ``python main.py train cprfa-dafi --epochs 20`` (about 1.5 h on 2 cores). The first run renders the 19,080
+     ground-truth DAFIs into a 1.1 GB validated cache in runs/cache (about 6 min on one core). Ships
+     weights/cprfa-dafi.pt (the cprfa recipe loads it) and weights/cprfa-dafi.onnx (the U-Net alone; not a
+     method). Its per-epoch validation is the DAFI's own 68-point NME (an ablation row).
+  2. ``python -m engine.methods.cprfa.train_dafi --predict-reference runs/cprfa/reference_predictions.npz``: the
+     U-Net's held-out predictions and its error model; then decide the retrieval threshold and re-measure p2 with
+     ``python -m engine.geometry.dafi_selection --predicted runs/cprfa/reference_predictions.npz`` (engineer A
+     measured that iid code noise of 0.01-0.02 loses half or more detections at the paper's 0.01).
+  3. ``python main.py train cprfa --epochs 12`` (about 1-1.5 h). Ships weights/cprfa.onnx: the method becomes
+     available. Then ``python main.py card cprfa``.
+  4. Ablations beside it: ``python main.py train cprfa --ablation cpr-h --epochs 12`` (CPR-H with mtcnn3d's
+     landmarks), ``--ablation one-round``, ``--ablation mean-t``. The DAFI, DAFI + PnP, round-1 and round-2 rows are
+     validated every epoch of the main run (history ``val_nme_stages``).
 """
 from __future__ import annotations
 

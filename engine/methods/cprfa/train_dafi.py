@@ -140,3 +140,47 @@ class DafiRecipe(Recipe):
 
 
 RECIPE = DafiRecipe
+
+
+@torch.no_grad()
+def predict_reference(out: str, batch: int = 32) -> None:
+    """The trained HS-U-Net's DAFIs on the held-out reference split, for re-measuring the vertex selection's p2 on
+    predicted DAFIs (``python -m engine.geometry.dafi_selection --predicted OUT``): npz with rows (N,), dafi
+    (N, 120, 120, 3) float16, mask (N, 120, 120) bool. Also prints the error model the ``cprfa`` recipe will fit."""
+    from pathlib import Path
+
+    from engine.methods.cprfa.corruption import measure_errors
+    from engine.methods.cprfa.dafi_targets import reference_rows
+    from engine.methods.cprfa.train import load_unet
+    from engine.training.dataset import image_to_tensor
+    from engine.training.targets import load_training_set
+
+    unet, trained = load_unet()
+    if not trained:
+        raise FileNotFoundError("weights/cprfa-dafi.pt is missing: train the HS-U-Net first (main.py train cprfa-dafi)")
+    unet.eval()
+    ts = load_training_set()
+    rows = reference_rows(len(ts))
+    gt = cached_dafis(ts.params, log=print)
+    dafis, fgs = [], []
+    for s in range(0, len(rows), batch):
+        x = torch.stack([image_to_tensor(np.asarray(ts.images[i])) for i in rows[s:s + batch]])
+        d, f = unet.dafi(x)
+        dafis.append(d), fgs.append(f)
+    dafi, fg = torch.cat(dafis), torch.cat(fgs)
+    gt_dafi, gt_mask = dafi_tensor(np.asarray(gt[rows]))
+    print(f"[cprfa-dafi] held-out error model on {len(rows)} reference crops: "
+          f"{measure_errors(dafi, fg, gt_dafi, gt_mask).as_dict()}")
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, rows=rows, dafi=dafi.permute(0, 2, 3, 1).numpy().astype(np.float16),
+             mask=(fg > 0.5).numpy())
+    print(f"[cprfa-dafi] wrote {path}")
+
+
+if __name__ == "__main__":
+    import argparse
+
+    ap = argparse.ArgumentParser(description="HS-U-Net predictions on the held-out reference split")
+    ap.add_argument("--predict-reference", default="runs/cprfa/reference_predictions.npz", metavar="OUT")
+    predict_reference(ap.parse_args().predict_reference)
