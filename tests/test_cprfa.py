@@ -87,6 +87,52 @@ def test_warped_cache_equals_the_render_of_the_warped_mesh(train_dir):
         assert err.mean() < 0.002 and np.percentile(err, 99) < 0.012
 
 
+def test_dafi_recipe_trains_on_warped_targets_without_the_reference_split_and_exports(train_dir, tmp_path):
+    import onnxruntime as ort
+    from torch.utils.data import default_collate
+
+    from engine.methods.cprfa.dafi_targets import reference_rows
+    from engine.training.export import export_onnx
+    from engine.training.recipes import get_recipe
+    from engine.training.targets import load_training_set
+
+    torch.manual_seed(0)
+    recipe = get_recipe("cprfa-dafi")
+    recipe.widths = (4, 6, 8, 8)
+    ts = load_training_set(limit=24)
+    model = recipe.build(ts)
+    ds = recipe.make_dataset(ts, 0)
+    rows = {int(ds[i]["index"]) for i in range(len(ds))}
+    assert len(ds) == 24 - len(reference_rows(24)) and not rows & set(reference_rows(24).tolist())
+    batch = recipe.batch_targets(default_collate([ds[i] for i in range(4)]))
+    assert batch["dafi"].shape == (4, 3, 120, 120) and batch["dafi_mask"].shape == (4, 120, 120)
+    loss, parts = recipe.loss(model, batch)
+    assert torch.isfinite(loss) and {"l1_30", "l1_60", "l1_120", "ce_120"} <= set(parts)
+    model.eval()
+    path = export_onnx(recipe, model, tmp_path / "cprfa-dafi.onnx")
+    x = batch["image"][:2].contiguous()
+    got = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"image": x.numpy()})
+    with torch.no_grad():
+        want = recipe.export_module(model)(x)
+    assert all(np.allclose(g, w.numpy(), atol=1e-4) for g, w in zip(got, want))
+    assert recipe.landmarks(model, x).shape == (2, 68, 2)
+
+
+def test_a_render_worker_writes_its_rows_of_the_cache_file(train_dir, tmp_path):
+    from engine.methods.cprfa.dafi_targets import _render_chunk, render_rows
+    from engine.training.targets import load_training_set
+
+    params = load_training_set(limit=4).params
+    path = tmp_path / "cache.u8"
+    with open(path, "wb") as f:
+        f.truncate(100 + 4 * 120 * 120 * 4)
+    _render_chunk(str(path), 100, (4, 120, 120, 4), 2, params[2:4])    # what a worker process runs
+    got = np.memmap(path, np.uint8, "r", offset=100, shape=(4, 120, 120, 4))
+    want = np.zeros((2, 120, 120, 4), np.uint8)
+    render_rows(params[2:4], want)
+    assert np.array_equal(got[2:], want) and not got[:2].any() and want[..., 3].any()
+
+
 def test_reference_split_is_held_out_of_the_unet_training():
     from engine.methods.cprfa.dafi_targets import reference_rows, training_rows
 

@@ -24,7 +24,8 @@ Measured costs (this project's 2-core VM; untrained networks, whose cost does no
 
 Training plan for the next session (in this order; each resumable with --resume):
   1. ``python main.py train cprfa-dafi --epochs 20`` (about 1.5 h on 2 cores). The first run renders the 19,080
-     ground-truth DAFIs into a 1.1 GB validated cache in runs/cache (about 6 min on one core). Ships
+     ground-truth DAFIs into a 1.1 GB validated cache in runs/cache (about 3-4 min on one core; parallel on the
+     device machine). Ships
      weights/cprfa-dafi.pt (the cprfa recipe loads it) and weights/cprfa-dafi.onnx (the U-Net alone; not a
      method). Its per-epoch validation is the DAFI's own 68-point NME (an ablation row).
   2. ``python -m engine.methods.cprfa.train_dafi --predict-reference runs/cprfa/reference_predictions.npz``: the

@@ -188,10 +188,10 @@ class CPRFARecipe(Recipe):
             lm = target[:, N_MESH:, :2]
             r1 = (model.points(out["params1"])[:, N_MESH:, :2] - lm).norm(dim=-1).mean()
             r2 = (final[:, N_MESH:, :2] - lm).norm(dim=-1).mean()
-        parts = {"points_px": float(per_update[-1]), "lm68_round1_px": float(r1), "lm68_px": float(r2),
-                 "human_px": float(human), "found": float(batch["found"].mean())}
+        parts = {"points_px": per_update[-1].item(), "lm68_round1_px": r1.item(), "lm68_px": r2.item(),
+                 "human_px": human.item(), "found": batch["found"].mean().item()}
         if out["betas"]:
-            parts["beta"] = float(torch.cat(out["betas"]).mean())
+            parts["beta"] = torch.cat(out["betas"]).mean().item()
         return loss, parts
 
     # ---------------------------------------------------------------------------------------- validation, export
