@@ -74,4 +74,5 @@ class CPRFAMethod(OnnxMethod):
 
 METHOD = MethodInfo("cprfa", "CPRFA: densely annotated image -> convolutional point-set representation -> recurrent "
                     "shape and pose updates, consistency-aware round", CPRFAMethod, weights="cprfa.onnx",
-                    recipe="engine.methods.cprfa.train", outputs=OUTPUTS)
+                    recipe="engine.methods.cprfa.train", outputs=OUTPUTS,
+                    obtain="python main.py train cprfa-dafi && python main.py train cprfa")
