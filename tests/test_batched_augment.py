@@ -118,7 +118,7 @@ def test_loader_batches_equal_with_and_without_batched_augmentation(train_dir):
         return list(batches(loader, recipe.batch_targets, torch.device("cpu"), overlap, channels_last=True))
 
     ref = epoch(False, "none")
-    for batched, overlap in [(True, "none"), (True, "thread")]:
+    for batched, overlap in [(True, "none"), (True, "thread"), (True, "worker")]:
         got = epoch(batched, overlap)
         assert len(got) == len(ref) == 3
         for a, b in zip(ref, got):
