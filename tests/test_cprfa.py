@@ -329,7 +329,8 @@ def test_tiny_overfit_onnx_parity_method_contract(train_dir, tmp_path, monkeypat
     from engine.training.targets import load_training_set
 
     torch.manual_seed(0)
-    torch.set_num_threads(2)
+    # one thread: this test's many small ops under a busy 2-core machine's contention ran 5-8x slower on two
+    torch.set_num_threads(1)
     recipe = get_recipe("cprfa")
     ts = load_training_set(limit=8)
     model = recipe.build(ts)
@@ -354,7 +355,9 @@ def test_tiny_overfit_onnx_parity_method_contract(train_dir, tmp_path, monkeypat
         recipe.export_module(model)
     recipe.allow_untrained_dafi = True
     path = export_onnx(recipe, model, tmp_path / "cprfa.onnx")
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
     assert tuple(o.name for o in sess.get_outputs()) == OUTPUTS
     x = batch["image"][:2].contiguous()
     got = sess.run(None, {"image": x.numpy()})

@@ -13,17 +13,18 @@ untrained weights are shipped (the cprfa recipe refuses to export without a trai
 
 Measured costs (this project's 2-core VM; untrained networks, whose cost does not depend on the weights):
 - whole method, ``align`` on one thread (ONNX graph with U-Net, retrieval and both rounds, + decode + visibility),
-  C = 128: 14.92 ms per face, median of 100 on 8 crops (bash /tmp/quiet.sh python /tmp/cprfaB/method_speed.py);
-  the graph alone 14.1-14.4 ms, the U-Net alone 4.9 ms (/tmp/cprfaB/onnx_speed.py). Target <= 30 ms.
-- HS-U-Net training: 74 images/s on 2 threads, batch 32 (bash /tmp/quiet.sh python main.py train
-  engine.methods.cprfa.train_dafi --benchmark --steps 5 --rounds 1 --limit 512 --threads 2; "new" path total):
-  18,126 training crops (reference split held out) = about 4.1 min per epoch, plus validation.
+  C = 128, U-Net widths (16, 32, 64, 96): 16.44 ms per face, median of 100 on 8 crops (bash /tmp/quiet.sh python
+  /tmp/cprfaB/method_speed.py); the graph alone 16.7-17.2 ms, the U-Net alone 5.75 ms (/tmp/cprfaB/onnx_speed.py,
+  same quiet run). Target <= 30 ms. (With the narrower U-Net (16, 24, 48, 64): 14.92 ms.)
+- HS-U-Net training: 56-58 images/s on 2 threads, batch 32 (bash /tmp/quiet.sh python /tmp/cprfaB/ab_width.py:
+  the harness benchmark, "new" path total, limit 512, 5 steps; the narrower U-Net 75-78): 18,126 training crops
+  (reference split held out) = about 5.4 min per epoch, plus validation.
 - CPR rounds training: 64.4 images/s on 2 threads, batch 32, C = 128 (bash /tmp/quiet.sh python main.py train
   cprfa --benchmark --steps 5 --rounds 1 --limit 256 --threads 2): 19,080 crops = about 5 min per epoch, plus
   validation (aflw2000_dev through the whole graph and the ablation arms).
 
 Training plan for the next session (in this order; each resumable with --resume):
-  1. ``python main.py train cprfa-dafi --epochs 20`` (about 1.5 h on 2 cores). The first run renders the 19,080
+  1. ``python main.py train cprfa-dafi --epochs 20`` (about 2 h on 2 cores). The first run renders the 19,080
      ground-truth DAFIs into a 1.1 GB validated cache in runs/cache (about 3-4 min on one core; parallel on the
      device machine). Ships
      weights/cprfa-dafi.pt (the cprfa recipe loads it) and weights/cprfa-dafi.onnx (the U-Net alone; not a
