@@ -13,9 +13,9 @@ untrained weights are shipped (the cprfa recipe refuses to export without a trai
 
 Measured costs (this project's 2-core VM; untrained networks, whose cost does not depend on the weights):
 - whole method, ``align`` on one thread (ONNX graph with U-Net, retrieval and both rounds, + decode + visibility),
-  C = 128, U-Net widths (16, 32, 64, 96): 16.44 ms per face, median of 100 on 8 crops (bash /tmp/quiet.sh python
-  /tmp/cprfaB/method_speed.py); the graph alone 16.7-17.2 ms, the U-Net alone 5.75 ms (/tmp/cprfaB/onnx_speed.py,
-  same quiet run). Target <= 30 ms. (With the narrower U-Net (16, 24, 48, 64): 14.92 ms.)
+  C = 128, U-Net widths (16, 32, 64, 96): 16.4-18.4 ms per face in two quiet runs (median of 100 on 8 crops;
+  ``bash /tmp/quiet.sh python scripts/cprfa_speed.py``: graph alone 17.3 ms, U-Net alone 5.7 ms in the later run).
+  Target <= 30 ms. (With the narrower U-Net (16, 24, 48, 64): 14.9 ms.)
 - HS-U-Net training: 56-58 images/s on 2 threads, batch 32 (bash /tmp/quiet.sh python /tmp/cprfaB/ab_width.py:
   the harness benchmark, "new" path total, limit 512, 5 steps; the narrower U-Net 75-78): 18,126 training crops
   (reference split held out) = about 5.4 min per epoch, plus validation.
