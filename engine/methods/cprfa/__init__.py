@@ -16,9 +16,10 @@ Measured costs (this project's 2-core VM; untrained networks, whose cost does no
   C = 128, U-Net widths (16, 32, 64, 96): 16.4-18.4 ms per face in two quiet runs (median of 100 on 8 crops;
   ``bash /tmp/quiet.sh python scripts/cprfa_speed.py``: graph alone 17.3 ms, U-Net alone 5.7 ms in the later run).
   Target <= 30 ms. (With the narrower U-Net (16, 24, 48, 64): 14.9 ms.)
-- HS-U-Net training: 56-58 images/s on 2 threads, batch 32 (bash /tmp/quiet.sh python /tmp/cprfaB/ab_width.py:
-  the harness benchmark, "new" path total, limit 512, 5 steps; the narrower U-Net 75-78): 18,126 training crops
-  (reference split held out) = about 5.4 min per epoch, plus validation.
+- HS-U-Net training: 56.9 images/s on 2 threads, batch 32 (``bash /tmp/quiet.sh python main.py train cprfa-dafi
+  --benchmark --steps 5 --rounds 1 --limit 512 --threads 2``, "new" path total; 56-58 in an A/B against the
+  narrower U-Net's 75-78): 18,126 training crops (reference split held out) = about 5.4 min per epoch, plus
+  validation.
 - CPR rounds training: 64.4 images/s on 2 threads, batch 32, C = 128 (bash /tmp/quiet.sh python main.py train
   cprfa --benchmark --steps 5 --rounds 1 --limit 256 --threads 2): 19,080 crops = about 5 min per epoch, plus
   validation (aflw2000_dev through the whole graph and the ablation arms).
