@@ -68,20 +68,7 @@ def colour_jitter(img: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig)
 def add_occluder(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """A random filled ellipse or rectangle (solid colour or noise) covering 5-25% of the crop."""
     out = img.copy()
-    area = rng.uniform(0.05, 0.25) * SIZE * SIZE
-    aspect = rng.uniform(0.5, 2.0)
-    w = int(np.sqrt(area * aspect))
-    h = int(area / max(w, 1))
-    x, y = rng.integers(0, SIZE - min(w, SIZE - 1)), rng.integers(0, SIZE - min(h, SIZE - 1))
-    mask = np.zeros((SIZE, SIZE), np.uint8)
-    if rng.random() < 0.5:
-        cv2.rectangle(mask, (int(x), int(y)), (int(x + w), int(y + h)), 1, -1)
-    else:
-        cv2.ellipse(mask, (int(x + w / 2), int(y + h / 2)), (max(w // 2, 1), max(h // 2, 1)),
-                    float(rng.uniform(0, 180)), 0, 360, 1, -1)
-    fill = rng.integers(0, 256, size=(SIZE, SIZE, 3), dtype=np.uint8) if rng.random() < 0.5 \
-        else np.full((SIZE, SIZE, 3), rng.integers(0, 256, size=3), np.uint8)
-    out[mask > 0] = fill[mask > 0]
+    add_occluder_inplace(out, rng)
     return out
 
 

@@ -153,3 +153,17 @@ def warp_dafi(dafi: torch.Tensor, mask: torch.Tensor, affine: torch.Tensor) -> t
     out_mask = wm[:, 0] > 0.5
     codes = both[:, :3] / wm.clamp_min(1e-6) * out_mask[:, None]
     return codes, out_mask
+
+
+def augmented_dafi(dafi_u8: np.ndarray, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """The cached ground-truth DAFIs of ``batch['index']``, moved with each crop's augmentation affine (when the
+    batch carries one) so they match the augmented image: (dafi (B, 3, H, W), mask (B, H, W))."""
+    idx = batch["index"].cpu().numpy()
+    order = np.argsort(idx)                 # memory-map reads in file order
+    rows = np.empty((len(idx), 120, 120, 4), np.uint8)
+    rows[order] = dafi_u8[idx[order]]
+    dafi, mask = dafi_tensor(rows)
+    affine = batch.get("affine")
+    if affine is not None:
+        dafi, mask = warp_dafi(dafi, mask, affine.cpu())
+    return dafi, mask

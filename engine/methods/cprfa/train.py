@@ -34,7 +34,7 @@ from engine.facemodel import N_MESH, load_face_model
 from engine.methods.baseline.train import human_point_loss
 from engine.methods.cprfa import METHOD, OUTPUTS
 from engine.methods.cprfa.corruption import DafiErrorModel, batch_generator, corrupt, measure_errors
-from engine.methods.cprfa.dafi_targets import cached_dafis, dafi_tensor, reference_rows, warp_dafi
+from engine.methods.cprfa.dafi_targets import augmented_dafi, cached_dafis, dafi_tensor, reference_rows
 from engine.methods.cprfa.geometry import N_ALPHA, Retrieval
 from engine.methods.cprfa.hsunet import DEFAULT_WIDTHS, HSUNet
 from engine.methods.cprfa.model import CPRFA, ExportCPRFA
@@ -148,19 +148,13 @@ class CPRFARecipe(Recipe):
                      fusion=self.fusion)
 
     def batch_targets(self, batch):
-        idx = batch["index"].cpu().numpy()
-        order = np.argsort(idx)
-        rows = np.empty((len(idx), 120, 120, 4), np.uint8)
-        rows[order] = self.dafi_u8[idx[order]]
-        dafi, mask = dafi_tensor(rows)
+        dafi, mask = augmented_dafi(self.dafi_u8, batch)
         affine = batch.get("affine")
-        if affine is not None:
-            dafi, mask = warp_dafi(dafi, mask, affine.cpu())
         dafi, mask = corrupt(dafi, mask, self.error_model, batch_generator(batch["index"], affine))
         dev = self.retrieval.codes.device
         obs, found = [], []
         with torch.no_grad():
-            for s in range(0, len(idx), RETRIEVAL_CHUNK):
+            for s in range(0, len(dafi), RETRIEVAL_CHUNK):
                 o, f = self.retrieval(dafi[s:s + RETRIEVAL_CHUNK].to(dev), mask[s:s + RETRIEVAL_CHUNK].to(dev))
                 obs.append(o), found.append(f)
         out_dev = batch["image"].device

@@ -19,8 +19,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from engine.methods.cprfa.dafi_targets import (cached_dafis, dafi_tensor, load_codebook, training_rows,
-                                               warp_dafi)
+from engine.methods.cprfa.dafi_targets import augmented_dafi, cached_dafis, dafi_tensor, load_codebook, training_rows
 from engine.methods.cprfa.hsunet import DEFAULT_WIDTHS, HSUNet, decode_head, hierarchical_loss
 from engine.training.augment import AugmentConfig
 from engine.training.dataset import AlignmentDataset
@@ -114,14 +113,7 @@ class DafiRecipe(Recipe):
         return RowsDataset(AlignmentDataset(train, self.augment, seed=seed), training_rows(len(train)))
 
     def batch_targets(self, batch):
-        idx = batch["index"].cpu().numpy()
-        order = np.argsort(idx)                 # memory-map reads in file order
-        rows = np.empty((len(idx), 120, 120, 4), np.uint8)
-        rows[order] = self.dafi_u8[idx[order]]
-        dafi, mask = dafi_tensor(rows)
-        affine = batch.get("affine")
-        if affine is not None:
-            dafi, mask = warp_dafi(dafi, mask, affine.cpu())
+        dafi, mask = augmented_dafi(self.dafi_u8, batch)
         dev = batch["image"].device
         batch["dafi"], batch["dafi_mask"] = dafi.to(dev), mask.to(dev)
         return batch
