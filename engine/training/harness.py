@@ -18,7 +18,6 @@ from typing import Any, Callable, ClassVar
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
 
 from engine.evaluation.aflw2000 import load_protocol_crops, load_set
 from engine.evaluation.nme import bucket_summary, nme_per_image
@@ -383,12 +382,15 @@ def train(recipe: Recipe, epochs: int | None = None, resume: bool = False, seed:
         (run_dir / "history.json").write_text(json.dumps(history, indent=1))
 
     if export:
-        ship(recipe, model, history, seed=seed, epochs=epochs, log=log, schedule=segments, last_lr=lr)
+        data_path = ("legacy per-sample path (--legacy)" if legacy else
+                     f"new path: decoded-crop cache, batch-wise uint8 augmentation, batched targets, overlap {overlap}")
+        ship(recipe, model, history, seed=seed, epochs=epochs, log=log, schedule=segments, last_lr=lr,
+             data_path=f"{data_path}, {'channels_last' if use_cl else 'NCHW'} (the last run segment's)")
     return {"history": history, "model": model, "schedule": segments}
 
 
 def ship(recipe: Recipe, model: nn.Module, history: list[dict], seed: int, epochs: int,
-         log: Callable[[str], None] = print, schedule: list[dict] | None = None,
+         log: Callable[[str], None] = print, schedule: list[dict] | None = None, data_path: str | None = None,
          last_lr: float | None = None) -> None:
     """Final torch checkpoint + ONNX in weights/, then the training facts the model card reads (with the
     learning-rate schedule each range of epochs had)."""
@@ -412,7 +414,7 @@ def ship(recipe: Recipe, model: nn.Module, history: list[dict], seed: int, epoch
         "augment": recipe.augment.__dict__, "command": " ".join(["python"] + sys.argv) if sys.argv else "",
         "train_seconds": float(sum(h["seconds"] for h in history)), "threads": torch.get_num_threads(),
         "history": history, "host": os.uname().nodename,
-        "schedule": describe(schedule) if schedule else None, "device": trained_on,
+        "schedule": describe(schedule) if schedule else None, "device": trained_on, "data_path": data_path,
     }
     weights_path(f"{recipe.name}.train.json").write_text(json.dumps(facts, indent=1, default=str))
     log(f"[{recipe.name}] shipped {pt.name} and {onnx_path.name}")

@@ -148,6 +148,7 @@ def write_card(name: str, e2e: bool = True) -> str:
   AdamW lr {facts['lr']}; {facts['train_seconds'] / 60:.0f} minutes on {facts['threads']} CPU
   threads ({facts['host']}{', trained on ' + facts['device'] if facts.get('device', 'cpu') != 'cpu' else ''}).
 - Learning-rate schedule: {facts.get('schedule') or LEGACY_SCHEDULE}.
+- Training data path: {facts.get('data_path') or 'not recorded (trained before issue 11; the per-sample path)'}.
 - Augmentation: {json.dumps(facts['augment'])}
 
 | epoch | train points error (px) | aflw2000_dev balanced NME (torch, protocol) | seconds |
