@@ -39,6 +39,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from engine.geometry.rotation import matrix_to_euler_batch
+
 CROP = 120
 CENTRE = (CROP - 1) / 2.0     # 59.5: pixel centres at integers
 EPS_PX = 1.0                  # pixels: the guard of the scale ratio and of the unit vectors' norms
@@ -202,10 +204,7 @@ def pose_euler_degrees(pose: np.ndarray) -> np.ndarray:
     (rotation.matrix_to_euler of the pose's R: yaw = -ry, pitch = rx, roll = rz while |ry| < 90 degrees)."""
     pose = np.asarray(pose, np.float64)
     r = euler_matrix(pose[..., 0], pose[..., 1], pose[..., 2])
-    yaw = np.arcsin(np.clip(r[..., 2, 0], -1.0, 1.0))
-    pitch = np.arctan2(r[..., 2, 1], r[..., 2, 2])
-    roll = np.arctan2(r[..., 1, 0], r[..., 0, 0])
-    return np.rad2deg(np.stack([yaw, pitch, roll], -1))
+    return matrix_to_euler_batch(r.reshape(-1, 3, 3)).reshape(*pose.shape[:-1], 3)
 
 
 # ---------------------------------------------------------------------------------------- augmentation and PnP
