@@ -130,6 +130,9 @@ class _BatchTables:
     incidence: np.ndarray     # (51, K) 0/1: which of them each inner anchor's normal sums
     mean_pixel: np.ndarray    # (536, 3) the mean shape, pixel frame (the jaw's rotation is taken from it)
     mean_pixel_centred: tuple[np.ndarray, np.ndarray]  # centred_source(mean_pixel)
+    normal_tris: np.ndarray   # (K, 3) the K triangles again, for the compiled normal sums
+    normal_ptr: np.ndarray    # (52,) inner anchor j sums triangles normal_members[normal_ptr[j]:normal_ptr[j + 1]]
+    normal_members: np.ndarray  # the incidence matrix's nonzeros, row by row (CSR)
 
 
 _BATCH_TABLES: dict[int, _BatchTables] = {}
@@ -146,13 +149,18 @@ def _batch_tables(fm: FaceModel) -> _BatchTables:
         inc = _anchor_incidence(fm)[N_JAW:]
         used = np.nonzero(inc.any(0))[0]
         src = _pixel_frame(fm.mean)
-        _BATCH_TABLES[key] = _BatchTables(surface.triangles, ignore, fm.triangles[used].ravel(),
-                                          np.ascontiguousarray(inc[:, used]), src, centred_source(src))
+        incidence = np.ascontiguousarray(inc[:, used])
+        rows, members = np.nonzero(incidence)
+        ptr = np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=len(incidence)))])
+        _BATCH_TABLES[key] = _BatchTables(surface.triangles, ignore, fm.triangles[used].ravel(), incidence, src,
+                                          centred_source(src), np.ascontiguousarray(fm.triangles[used]),
+                                          ptr.astype(np.int64), members.astype(np.int64))
     return _BATCH_TABLES[key]
 
 
 def _inner_facing(t: _BatchTables, mesh: np.ndarray) -> np.ndarray:
-    """(B, 51) whether each inner landmark's anchor normal on (B, 468, 3) meshes faces the camera."""
+    """The numpy form of the inner landmarks' facing test (the tail runs ``compiled.summed_normal_z``; the tests
+    hold the two to each other): (B, 51) whether each inner landmark's anchor normal on (B, 468, 3) meshes faces the camera."""
     # inner anchors' normals: only the z component and the length decide "facing"
     corners = np.take(mesh, t.normal_corners, axis=1).reshape(len(mesh), -1, 3, 3)  # (B, K, corner, xyz)
     e1, e2 = corners[:, :, 1] - corners[:, :, 0], corners[:, :, 2] - corners[:, :, 0]
@@ -177,6 +185,8 @@ def landmark_visibility_batch(fm: FaceModel, points: np.ndarray, rotations: np.n
     each landmark's unit anchor normal on ``points``' mesh when the method's graph computes it (MT-CNN 3D's
     N_c . N_i: the same sum over the anchor's triangles, in float32); the inner landmarks' facing test uses it.
     """
+    from engine.geometry.compiled import best_rotations_compiled, summed_normal_z  # numba: on first use only
+
     t = _batch_tables(fm)
     p = np.asarray(points, np.float64)
     mesh = p[:, :N_MESH]
@@ -184,14 +194,23 @@ def landmark_visibility_batch(fm: FaceModel, points: np.ndarray, rotations: np.n
     if normal_z is not None:
         facing[:, N_JAW:] = normal_z[:, N_JAW:] > GRAZING
     else:
-        facing[:, N_JAW:] = _inner_facing(t, mesh)
+        facing[:, N_JAW:] = summed_normal_z(mesh, t.normal_tris, t.normal_ptr, t.normal_members) > GRAZING
     # jaw: the rotation of the best similarity from the mean, as rotation_from_mean, batched
     if rotations is not None:
         rot = rotations
     elif p.shape[1] == len(t.mean_pixel):
-        rot = best_rotations(t.mean_pixel, p, t.mean_pixel_centred)
+        rot = best_rotations_compiled(t.mean_pixel_centred, p)
     else:
         rot = best_rotations(t.mean_pixel[: p.shape[1]], p)
     facing[:, :N_JAW] = rot[:, 2] @ jaw_surface(fm).jaw_normals.T > GRAZING   # z of the turned jaw normals
     eps = EPS_FRACTION * (np.ptp(mesh[:, :, 0], axis=1) + 1e-9)
     return facing & ~occluded_by_mesh_batch(p[:, N_MESH:], p, t.tris, eps, t.ignore)
+
+
+def warm_up_compiled_tail(fm: FaceModel | None = None) -> None:
+    """Compile (or load from numba's on-disk cache) the visibility test's loops for the argument types the tail
+    passes, on the mean face: the first aligned face then costs what every other one does."""
+    from engine.facemodel import load_face_model
+
+    fm = fm or load_face_model()
+    landmark_visibility_batch(fm, _pixel_frame(fm.mean)[None] + 60.0)

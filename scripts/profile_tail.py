@@ -40,7 +40,7 @@ def main() -> None:
     from engine.evaluation.bench import fixed_crops
     from engine.facemodel import N_MESH
     from engine.geometry.mesh import occluded_by_mesh_batch
-    from engine.geometry.rotation import best_rotations
+    from engine.geometry.compiled import best_rotations_compiled
     from engine.methods.base import create, frontal_shape_batch, pose_from_points_batch
     from engine.runtime import crop_to_input
     from engine.visibility import _batch_tables, landmark_visibility_batch
@@ -59,7 +59,7 @@ def main() -> None:
         rows = {"input conversion": lambda: crop_to_input(np.stack(frame)), "ONNX call": lambda: m.model(x),
                 "decode": lambda: m.decode_batch(out),
                 "visibility": lambda: landmark_visibility_batch(m.fm, pts),
-                "  Procrustes SVD": lambda: best_rotations(t.mean_pixel, pts),
+                "  Procrustes SVD": lambda: best_rotations_compiled(t.mean_pixel_centred, pts),
                 "  z-buffer test": lambda: occluded_by_mesh_batch(pts[:, N_MESH:], pts, t.tris, eps, t.ignore)}
         if name == "3dstn":
             from engine.geometry.tps import tps_apply, tps_fit

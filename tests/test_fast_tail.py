@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from engine.facemodel import N_EXP, N_LMK, N_MESH, N_SHAPE, load_face_model
-from engine.geometry.mesh import face_normals, occluded_by_mesh, occluded_by_mesh_batch, point_visibility
+from engine.geometry.mesh import (face_normals, occluded_by_mesh, occluded_by_mesh_batch, occluded_by_mesh_batch_numpy,
+                                  point_visibility)
 from engine.geometry.rotation import euler_to_matrix
 from engine.paths import weights_path
 from engine.visibility import N_JAW, _anchor_incidence, jaw_visibility, landmark_visibility, landmark_visibility_batch
@@ -71,7 +72,23 @@ def test_batched_occlusion_equals_the_per_face_test():
     want = np.array([occluded_by_mesh(pts[b], faces[b], fm.triangles, eps[b], ignore=ignore) for b in range(6)])
     assert want.any() and (~want).any()
     assert np.array_equal(got, want)
+    assert np.array_equal(occluded_by_mesh_batch_numpy(pts, faces, fm.triangles, eps, ignore), want)
     assert not occluded_by_mesh_batch(pts[:, :0], faces, fm.triangles, eps).size
+
+
+def test_compiled_occlusion_equals_the_numpy_version_on_many_posed_faces():
+    # the compiled loop (engine.geometry.compiled) against the numpy grid version: 48 faces over the whole yaw range, points
+    # scattered both sides of the surface, with and without an ignore table
+    rng = np.random.default_rng(7)
+    fm = load_face_model()
+    faces = posed_faces(48, seed=8)
+    pts = faces[:, N_MESH:] + rng.normal(0, 3.0, (48, N_LMK, 3))
+    eps = 0.02 * np.ptp(faces[:, :N_MESH, 0], axis=1)
+    ignore = rng.random((N_LMK, len(fm.triangles))) < 0.1
+    for table in (None, ignore):
+        want = occluded_by_mesh_batch_numpy(pts, faces, fm.triangles, eps, table)
+        assert want.sum() > 200 and (~want).sum() > 200
+        assert np.array_equal(occluded_by_mesh_batch(pts, faces, fm.triangles, eps, table), want)
 
 
 def test_batched_occlusion_decides_points_on_triangle_box_edges_like_the_per_face_test():
@@ -89,6 +106,7 @@ def test_batched_occlusion_decides_points_on_triangle_box_edges_like_the_per_fac
     want = np.array([occluded_by_mesh(pts[b], faces[b], fm.triangles, eps[b]) for b in range(5)])
     assert want.sum() > 20 and (~want).sum() > 20
     assert np.array_equal(got, want)
+    assert np.array_equal(occluded_by_mesh_batch_numpy(pts, faces, fm.triangles, eps), want)
     assert np.array_equal(occluded_by_mesh_batch(pts[:1], faces[:1], fm.triangles, eps[:1]), want[:1])
 
 
@@ -250,3 +268,31 @@ def test_every_shipped_onnx_model_has_a_dynamic_batch_axis():
         checked += 1
     if not checked:
         pytest.skip("no ONNX weights present")
+
+
+def test_compiled_anchor_normals_equal_the_numpy_sums():
+    from engine.geometry.compiled import summed_normal_z
+    from engine.visibility import _batch_tables, _inner_facing
+
+    fm = load_face_model()
+    t = _batch_tables(fm)
+    faces = posed_faces(24, seed=9)
+    mesh = faces[:, :N_MESH]
+    got = summed_normal_z(mesh, t.normal_tris, t.normal_ptr, t.normal_members)
+    normals = np.stack([t.incidence @ face_normals(m, t.normal_tris) for m in mesh])      # (B, 51, 3)
+    want = normals[..., 2] / np.linalg.norm(normals, axis=-1)
+    assert np.allclose(got, want, rtol=0, atol=1e-12)
+    assert ((want > 0.5).any() and (want < -0.5).any())                                # both sides of the view
+    assert np.array_equal(got > -0.2, _inner_facing(t, mesh))
+
+
+def test_compiled_rotations_equal_numpy_procrustes():
+    from engine.geometry.compiled import best_rotations_compiled
+    from engine.geometry.rotation import best_rotations, centred_source
+
+    fm = load_face_model()
+    src = fm.mean.astype(np.float64) * np.array([1.0, -1.0, 1.0])
+    faces = posed_faces(24, seed=10)
+    got = best_rotations_compiled(centred_source(src), faces)
+    assert np.allclose(got, best_rotations(src, faces), rtol=0, atol=1e-10)
+    assert np.allclose(np.linalg.det(got), 1.0)
