@@ -18,7 +18,7 @@ from typing import ClassVar
 import numpy as np
 
 from engine.facemodel import N_MESH, FaceModel
-from engine.geometry.rotation import best_rotations, centred_source, matrix_to_euler, matrix_to_euler_batch
+from engine.geometry.rotation import centred_source, matrix_to_euler, matrix_to_euler_batch
 from engine.result import AlignmentResult
 from engine.visibility import landmark_visibility
 
@@ -206,8 +206,10 @@ def _centred_mean(fm: FaceModel, n: int) -> tuple[np.ndarray, np.ndarray]:
 
 def frontal_shape_batch(fm: FaceModel, shapes: np.ndarray) -> np.ndarray:
     """(B, 468, 3) ``frontal_shape`` of (B, 536 or 468, 3) model-frame shapes: one batched SVD."""
+    from engine.geometry.compiled import best_rotations_compiled  # numba: imported on first use only
+
     mesh = np.asarray(shapes, np.float64)[:, :N_MESH]
-    rot = best_rotations(fm.mean[:N_MESH], mesh, _centred_mean(fm, N_MESH))
+    rot = best_rotations_compiled(_centred_mean(fm, N_MESH), mesh)
     mesh = mesh - (np.ones(N_MESH) / N_MESH) @ mesh[:, None, :, :]
     return (mesh @ rot) * np.array([1.0, -1.0, 1.0])
 
@@ -224,9 +226,11 @@ def pose_from_points(fm: FaceModel, points: np.ndarray) -> np.ndarray:
 def rotations_from_points_batch(fm: FaceModel, points: np.ndarray) -> np.ndarray:
     """(B, 3, 3) model-frame rotations of the best similarities from the mean to (B, N, 3) pixel-frame points:
     what ``pose_from_points_batch`` turns into angles."""
+    from engine.geometry.compiled import best_rotations_compiled  # numba: imported on first use only
+
     pts = np.asarray(points, np.float64) * np.array([1.0, -1.0, 1.0])
     n = min(pts.shape[1], fm.n_points)
-    return best_rotations(fm.mean[:n], pts[:, :n], _centred_mean(fm, n))
+    return best_rotations_compiled(_centred_mean(fm, n), pts[:, :n])
 
 
 def pose_from_points_batch(fm: FaceModel, points: np.ndarray) -> np.ndarray:
