@@ -50,3 +50,23 @@ def test_replay_refuses_what_it_cannot_reproduce():
         replay([{"epochs": [1, 3], "kind": LEGACY_KIND, "legacy": True}], SPE)
     with pytest.raises(ValueError, match="nothing to replay"):
         replay([], SPE)
+
+
+def test_model_card_compares_only_ablation_arms_of_the_shipped_recipe(tmp_path, monkeypatch):
+    import json
+
+    from engine.training import model_card
+
+    results = tmp_path / "docs" / "results"
+    results.mkdir(parents=True)
+    val = {"0-30": 3.0, "30-60": 4.0, "60-90": 5.0, "balanced": 4.0}
+    shipped = [{"epoch": 1, "val_nme": val}]
+    arm = {"ablation": "no-x", "overrides": {"x": False}, "seed": 0, "command": "python main.py train m --ablation no-x",
+           "threads": 2, "history": [{"epoch": 1, "val_nme": dict(val, balanced=4.5)}], "schedule": "s",
+           "description": "recipe A"}
+    (results / "m_ablation_no-x.json").write_text(json.dumps(arm))
+    monkeypatch.setattr(model_card, "PROJECT_ROOT", tmp_path)
+    same = model_card.trained_ablation_text("m", shipped, "recipe A")
+    assert "**4.50**" in same and "**4.00**" in same
+    other = model_card.trained_ablation_text("m", shipped, "recipe B")
+    assert "**4.50**" not in other and "another recipe" in other

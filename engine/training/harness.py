@@ -430,6 +430,7 @@ def write_ablation(recipe: Recipe, ablation: str, history: list[dict], seed: int
     path = path or ablation_path(recipe.name, ablation)
     path.parent.mkdir(parents=True, exist_ok=True)
     facts = {"name": recipe.name, "ablation": ablation, "overrides": recipe.ablations[ablation], "seed": seed,
+             "description": recipe.description,  # the card pairs an arm only with a shipped run of the same recipe
              "command": " ".join(["python"] + sys.argv), "threads": torch.get_num_threads(), "history": history,
              "schedule": describe(schedule) if schedule else None,
              "schedule_replayed": bool(schedule) and all(seg.get("replayed") for seg in schedule)}

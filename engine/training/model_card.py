@@ -54,14 +54,20 @@ def _ablation_schedule(ab: dict) -> str:
     return f"schedule: {ab['schedule']}" if ab.get("schedule") else "schedule: not recorded"
 
 
-def trained_ablation_text(name: str, history: list[dict]) -> str:
+def trained_ablation_text(name: str, history: list[dict], description: str | None = None) -> str:
     """Ablations that need their own training run (`main.py train NAME --ablation KEY`): per-epoch validation
-    NME of both arms on the same schedule, seed and data."""
+    NME of both arms on the same schedule, seed and data. ``description``: the shipped run's recipe description;
+    an arm trained on another recipe (say, before the recipe changed) is named as such, not compared."""
     out = []
     for path in sorted((PROJECT_ROOT / "docs" / "results").glob(f"{name}_ablation_*.json")):
         ab = json.loads(path.read_text())
         arm = [h for h in ab["history"] if "val_nme" in h]
         if not arm:
+            continue
+        if description is not None and ab.get("description") != description:
+            out.append(f"Trained ablation `{ab['ablation']}`: the arm in `docs/results/{path.name}` "
+                       f"(`{ab['command']}`) was trained on another recipe than the shipped model, so it is not "
+                       f"compared here; it has to be re-run on this recipe.\n")
             continue
         shipped = {h["epoch"]: h["val_nme"] for h in history if "val_nme" in h}
         rows = []
@@ -164,7 +170,7 @@ def write_card(name: str, e2e: bool = True) -> str:
 
 {stage_text(hist)}
 {ablation_text(name, results[0]["nme"], ablations, results[0]["pose_mae"])}
-{trained_ablation_text(name, hist)}
+{trained_ablation_text(name, hist, facts.get("description"))}
 Pose MAE (protocol): yaw {pm['yaw']:.2f}°, pitch {pm['pitch']:.2f}°, roll {pm['roll']:.2f}°.
 e2e mode crops with the app's BlazeFace detector and crop policy; a detection failure scores the mean shape's NME.
 
