@@ -205,7 +205,7 @@ def test_dense_export_declares_its_layout_and_decodes(train_dir, tmp_path, monke
         assert torch.allclose(shifted - read_points(pm, idx, w), torch.tensor([0.01, 0.0, 0.0]), atol=1e-5)
 
 
-def test_shipped_first_layout_still_decodes():
+def test_shipped_prnet_decodes_with_its_dense_surface():
     from engine.methods.base import create, registry
 
     if not registry()["prnet"].available:
@@ -215,6 +215,7 @@ def test_shipped_first_layout_still_decodes():
     res = m.align(crop)
     assert res.landmarks.shape == (68, 3) and res.dense is not None and res.dense_faces is not None
     assert res.dense_faces.max() < len(res.dense)
+    assert m.uv_layout == "bfm-noneck" and len(res.dense) > 2 * 536   # the shipped map is the dense BFM layout
 
 
 def test_obj_export_writes_prnets_dense_mesh(tmp_path):

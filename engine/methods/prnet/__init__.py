@@ -94,6 +94,6 @@ class PRNetMethod(OnnxMethod):
         return [DecodeResult(p, pose, dense=d, rotation=r) for p, pose, d, r in zip(points, poses, dense, rotations)]
 
 
-# the recipe trains the dense layout; the shipped weights may still be the first layout (both decode, see above)
+# the recipe trains the dense layout, which the shipped weights hold; first-layout files still decode (see above)
 METHOD = MethodInfo("prnet", "PRNet: UV position-map regression (64x64 map)", PRNetMethod, weights="prnet.onnx",
                     recipe="engine.methods.prnet.train_dense", outputs=("position_map",))
