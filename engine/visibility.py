@@ -209,8 +209,14 @@ def landmark_visibility_batch(fm: FaceModel, points: np.ndarray, rotations: np.n
 
 def warm_up_compiled_tail(fm: FaceModel | None = None) -> None:
     """Compile (or load from numba's on-disk cache) the visibility test's loops for the argument types the tail
-    passes, on the mean face: the first aligned face then costs what every other one does."""
+    passes, on the mean face: the first aligned face then costs what every other one does. Once per process."""
     from engine.facemodel import load_face_model
 
+    if _WARM:
+        return
     fm = fm or load_face_model()
     landmark_visibility_batch(fm, _pixel_frame(fm.mean)[None] + 60.0)
+    _WARM.append(True)
+
+
+_WARM: list[bool] = []

@@ -10,7 +10,7 @@ from engine.methods.base import DecodeResult, Method, frontal_shape_batch
 from engine.paths import weights_path
 from engine.result import AlignmentResult
 from engine.runtime import OnnxModel, crop_to_input
-from engine.visibility import landmark_visibility_batch
+from engine.visibility import landmark_visibility_batch, warm_up_compiled_tail
 
 
 # diag(1, -1, 1) R diag(1, -1, 1) as an element-wise sign pattern
@@ -32,6 +32,9 @@ class OnnxMethod(Method):
         if missing:
             raise ValueError(f"{self.model.path} has outputs {self.model.output_names}, but method {self.name!r} "
                              f"declares {list(self.info.outputs)} (missing {missing}): re-export it")
+        # load the tail's compiled loops now (~0.35 s once per process: numba and its on-disk cache), not on the
+        # first face, whose time the app plots
+        warm_up_compiled_tail(self.fm)
 
     def decode(self, outputs: dict[str, np.ndarray]) -> DecodeResult:
         """Network outputs (batch of one) -> the face's points, pose and optional dense surface / shape."""
