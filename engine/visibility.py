@@ -160,7 +160,8 @@ def _batch_tables(fm: FaceModel) -> _BatchTables:
 
 def _inner_facing(t: _BatchTables, mesh: np.ndarray) -> np.ndarray:
     """The numpy form of the inner landmarks' facing test (the tail runs ``compiled.summed_normal_z``; the tests
-    hold the two to each other): (B, 51) whether each inner landmark's anchor normal on (B, 468, 3) meshes faces the camera."""
+    hold the two to each other): (B, 51) whether each inner landmark's anchor normal on (B, 468, 3) meshes faces
+    the camera."""
     # inner anchors' normals: only the z component and the length decide "facing"
     corners = np.take(mesh, t.normal_corners, axis=1).reshape(len(mesh), -1, 3, 3)  # (B, K, corner, xyz)
     e1, e2 = corners[:, :, 1] - corners[:, :, 0], corners[:, :, 2] - corners[:, :, 0]

@@ -77,8 +77,8 @@ def test_batched_occlusion_equals_the_per_face_test():
 
 
 def test_compiled_occlusion_equals_the_numpy_version_on_many_posed_faces():
-    # the compiled loop (engine.geometry.compiled) against the numpy grid version: 48 faces over the whole yaw range, points
-    # scattered both sides of the surface, with and without an ignore table
+    # the compiled loop (engine.geometry.compiled) against the numpy grid version: 48 faces over the whole yaw
+    # range, points scattered both sides of the surface, with and without an ignore table
     rng = np.random.default_rng(7)
     fm = load_face_model()
     faces = posed_faces(48, seed=8)

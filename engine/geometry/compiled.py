@@ -111,8 +111,10 @@ def _summed_normal_z_kernel(verts: np.ndarray, corners: np.ndarray, ptr: np.ndar
     for f in range(n_faces):
         for k in range(n_tris):
             a, b, c = corners[k, 0], corners[k, 1], corners[k, 2]
-            e1x, e1y, e1z = verts[f, b, 0] - verts[f, a, 0], verts[f, b, 1] - verts[f, a, 1], verts[f, b, 2] - verts[f, a, 2]
-            e2x, e2y, e2z = verts[f, c, 0] - verts[f, a, 0], verts[f, c, 1] - verts[f, a, 1], verts[f, c, 2] - verts[f, a, 2]
+            e1x, e1y, e1z = (verts[f, b, 0] - verts[f, a, 0], verts[f, b, 1] - verts[f, a, 1],
+                             verts[f, b, 2] - verts[f, a, 2])
+            e2x, e2y, e2z = (verts[f, c, 0] - verts[f, a, 0], verts[f, c, 1] - verts[f, a, 1],
+                             verts[f, c, 2] - verts[f, a, 2])
             # face_normals' -cross(e1, e2) (the pixel frame is left-handed: see engine.geometry.mesh)
             fn[k, 0] = e1z * e2y - e1y * e2z
             fn[k, 1] = e1x * e2z - e1z * e2x

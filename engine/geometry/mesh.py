@@ -232,7 +232,8 @@ def occluded_by_mesh_batch(points: np.ndarray, verts: np.ndarray, tris: np.ndarr
     """``occluded_by_mesh`` for a batch of faces at once: points (B, P, 3), verts (B, V, 3), one triangle list,
     eps (B,), ignore (P, T) shared by every face. Returns (B, P) bool, the same decisions as the per-face test.
 
-    Runs the compiled loop (``engine.geometry.compiled``); ``occluded_by_mesh_batch_numpy`` is the same test in numpy.
+    Runs the compiled loop (``engine.geometry.compiled``); ``occluded_by_mesh_batch_numpy`` is the same test in
+    numpy.
     """
     from engine.geometry.compiled import occluded_by_mesh_batch_compiled  # numba: imported on first use only
 

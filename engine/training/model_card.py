@@ -130,7 +130,8 @@ def write_card(name: str, e2e: bool = True) -> str:
         ablations.append((label, r["nme"], r["pose_mae"]))
     speed = ms_per_face(name, threads=1)
     hist = facts["history"]
-    train_px = ("points_px", "landmark_texel_px", "lm6_px", "landmark_px")   # each recipe's main training error, in pixels
+    # each recipe's main training error, in pixels
+    train_px = ("points_px", "landmark_texel_px", "lm6_px", "landmark_px")
     curve = "\n".join(f"| {h['epoch']} | {next((h[k] for k in train_px if k in h), float('nan')):.2f} | "
                       f"{h['val_nme']['balanced']:.2f} | {h['seconds']:.0f} |" for h in hist if "val_nme" in h)
     onnx = weights_path(f"{name}.onnx")
