@@ -469,3 +469,26 @@ def test_missing_weights_fail_clearly(tmp_path, monkeypatch):
     assert "cprfa" not in available_methods()
     with pytest.raises(MethodUnavailable, match="cprfa"):
         create("cprfa")
+
+
+def test_an_unfinished_unet_checkpoint_does_not_count_as_trained(tmp_path, monkeypatch):
+    """A hand-over checkpoint (optimizer state kept for --resume) must not feed the CPR rounds; a shipped one does."""
+    import engine.paths
+    from engine.methods.cprfa.hsunet import HSUNet
+    from engine.methods.cprfa.train import DAFI_WEIGHTS, load_unet
+
+    monkeypatch.setattr(engine.paths, "weights_path", lambda name: tmp_path / name)
+    assert load_unet()[1] is False  # missing
+    net = HSUNet()
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(0.5)
+    opt = torch.optim.AdamW(net.parameters())
+    torch.save({"model": net.state_dict(), "optimizer": opt.state_dict(), "history": [{}]}, tmp_path / DAFI_WEIGHTS)
+    loaded, trained = load_unet()
+    assert trained is False
+    assert not torch.equal(next(loaded.parameters()), next(net.parameters()))
+    torch.save({"model": net.state_dict(), "optimizer": None, "history": [{}]}, tmp_path / DAFI_WEIGHTS)
+    loaded, trained = load_unet()
+    assert trained is True
+    assert torch.equal(next(loaded.parameters()), next(net.parameters()))

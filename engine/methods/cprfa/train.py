@@ -18,7 +18,7 @@ the training crops and cached under runs/cache, moved with each crop's affine).
 Cost: 64.4 images/s on 2 threads at C = 128 (about 5 min per epoch; engine/methods/cprfa/__init__.py has the
 commands and the plan).
 
-Untrained stage 1: ``build`` loads weights/cprfa-dafi.pt. Without it only a smoke run (<= 256 crops, tests) may
+Untrained stage 1: ``build`` loads weights/cprfa-dafi.pt once its run has finished. Without it only a smoke run (<= 256 crops, tests) may
 build, on an untrained U-Net; ``export_module`` refuses to export one, so nothing untrained is ever shipped.
 """
 from __future__ import annotations
@@ -51,15 +51,21 @@ RETRIEVAL_CHUNK = 8        # faces per retrieval call in batch_targets: (8, 1440
 
 
 def load_unet(widths: tuple[int, int, int, int] = DEFAULT_WIDTHS) -> tuple[HSUNet, bool]:
-    """The HS-U-Net from weights/cprfa-dafi.pt, and whether it was trained (False: freshly initialised)."""
+    """The HS-U-Net from weights/cprfa-dafi.pt, and whether it was trained (False: freshly initialised).
+
+    A checkpoint that still carries its optimizer state is an unfinished run handed over to the next session
+    (``main.py train cprfa-dafi --resume`` continues it): it does not count as trained, so the CPR rounds never
+    train on, or ship with, a half-trained U-Net."""
     from engine.paths import weights_path
 
     net = HSUNet(widths)
     path = weights_path(DAFI_WEIGHTS)
     if not path.exists():
         return net, False
-    state = torch.load(path, map_location="cpu", weights_only=False)["model"]
-    net.load_state_dict(state)
+    ck = torch.load(path, map_location="cpu", weights_only=False)
+    if ck.get("optimizer") is not None:
+        return net, False
+    net.load_state_dict(ck["model"])
     return net, True
 
 
@@ -123,9 +129,9 @@ class CPRFARecipe(Recipe):
     def build(self, train: TrainingSet) -> nn.Module:
         unet, trained = load_unet()
         if not trained and len(train) > SMOKE_LIMIT:
-            raise FileNotFoundError(f"weights/{DAFI_WEIGHTS} is missing: train the HS-U-Net first "
-                                    f"(python main.py train cprfa-dafi); only smoke runs of <= {SMOKE_LIMIT} crops "
-                                    f"may use an untrained one")
+            raise FileNotFoundError(f"weights/{DAFI_WEIGHTS} is missing or an unfinished run: train the HS-U-Net "
+                                    f"first (python main.py train cprfa-dafi [--resume]); only smoke runs of "
+                                    f"<= {SMOKE_LIMIT} crops may use an untrained one")
         self.dafi_trained = trained
         from engine.geometry.cpr import params_to_pose
         from engine.geometry.dafi_selection import load_vertex_selection
