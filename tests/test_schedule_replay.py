@@ -68,5 +68,6 @@ def test_model_card_compares_only_ablation_arms_of_the_shipped_recipe(tmp_path, 
     monkeypatch.setattr(model_card, "PROJECT_ROOT", tmp_path)
     same = model_card.trained_ablation_text("m", shipped, "recipe A")
     assert "**4.50**" in same and "**4.00**" in same
+    assert "shipped **4.00**, no-x **4.50** (+0.50)" in same and "4.00 against 4.50 (+0.50)" in same
     other = model_card.trained_ablation_text("m", shipped, "recipe B")
     assert "**4.50**" not in other and "another recipe" in other

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import statistics
 from engine.evaluation.bench import ms_per_face
 from engine.paths import PROJECT_ROOT, data_path, weights_path
 
@@ -54,6 +55,22 @@ def _ablation_schedule(ab: dict) -> str:
     return f"schedule: {ab['schedule']}" if ab.get("schedule") else "schedule: not recorded"
 
 
+def _ablation_summary(arm_name: str, shipped: dict[int, dict], arm: list[dict], last: int = 5) -> str:
+    """Both arms at their last common epoch, and averaged over the last ``last`` common epochs (the epoch-to-epoch
+    swing of one arm is the yardstick a difference has to beat)."""
+    common = [h["epoch"] for h in arm if h["epoch"] in shipped]
+    if not common:
+        return ""
+    final = common[-1]
+    a, b = shipped[final]["balanced"], next(h for h in arm if h["epoch"] == final)["val_nme"]["balanced"]
+    tail = common[-last:]
+    arm_by_epoch = {h["epoch"]: h["val_nme"]["balanced"] for h in arm}
+    ma = statistics.fmean(shipped[e]["balanced"] for e in tail)
+    mb = statistics.fmean(arm_by_epoch[e] for e in tail)
+    return (f"\nBalanced after epoch {final}: shipped **{a:.2f}**, {arm_name} **{b:.2f}** ({b - a:+.2f}); mean over "
+            f"epochs {tail[0]}-{tail[-1]}: {ma:.2f} against {mb:.2f} ({mb - ma:+.2f}).\n")
+
+
 def trained_ablation_text(name: str, history: list[dict], description: str | None = None) -> str:
     """Ablations that need their own training run (`main.py train NAME --ablation KEY`): per-epoch validation
     NME of both arms on the same schedule, seed and data. ``description``: the shipped run's recipe description;
@@ -83,7 +100,7 @@ def trained_ablation_text(name: str, history: list[dict], description: str | Non
 
 | epoch | shipped | {ab['ablation']} |
 |---|---|---|
-""" + "\n".join(rows) + "\n")
+""" + "\n".join(rows) + "\n" + _ablation_summary(ab["ablation"], shipped, arm))
     return "\n".join(out)
 
 
