@@ -149,7 +149,8 @@ def predict_reference(out: str, batch: int = 32) -> None:
 
     unet, trained = load_unet()
     if not trained:
-        raise FileNotFoundError("weights/cprfa-dafi.pt is missing: train the HS-U-Net first (main.py train cprfa-dafi)")
+        raise FileNotFoundError("weights/cprfa-dafi.pt is missing or an unfinished run: train the HS-U-Net first "
+                                "(main.py train cprfa-dafi [--resume])")
     unet.eval()
     ts = load_training_set()
     rows = reference_rows(len(ts))
