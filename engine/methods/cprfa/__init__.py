@@ -8,8 +8,12 @@ selected vertices -> round 1 (five conv + GRU regressors, alpha, rx&ry, rz, s, t
 round 1's estimate (the paper's ablation "CPR one round"). The torch side: hsunet.py, network.py, geometry.py,
 model.py, corruption.py, dafi_targets.py, train_dafi.py (recipe ``cprfa-dafi``), train.py (recipe ``cprfa``).
 
-Status: implemented, NOT trained. weights/cprfa.onnx does not exist, so the method is listed as unavailable; no
-untrained weights are shipped (the cprfa recipe refuses to export without a trained HS-U-Net).
+Status: stage 1 trained, the CPR rounds NOT trained. weights/cprfa-dafi.pt/.onnx hold the HS-U-Net after
+``python main.py train cprfa-dafi --epochs 16`` (the DAFI's own 68-point NME on aflw2000_dev, balanced 7.86 after epoch
+16; held-out code L1 0.021, mask IoU 0.915 on the reference split). weights/cprfa.onnx does not exist, so the
+method is listed as unavailable; no untrained weights are shipped (the cprfa recipe refuses to export without a
+trained HS-U-Net). Step 2 is measured but not decided: on the U-Net's held-out predictions the 128 selected vertices
+are found 0.67 of the time at threshold 0.01 (error 2.27 px, false 0.034) and 0.91 at 0.02 (2.31 px, false 0.107).
 
 Measured costs (this project's 2-core VM; untrained networks, whose cost does not depend on the weights):
 - whole method, ``align`` on one thread (ONNX graph with U-Net, retrieval and both rounds, + decode + visibility),
