@@ -331,6 +331,10 @@ def test_tiny_overfit_onnx_parity_method_contract(train_dir, tmp_path, monkeypat
     torch.manual_seed(0)
     # one thread: this test's many small ops under a busy 2-core machine's contention ran 5-8x slower on two
     torch.set_num_threads(1)
+    from engine.methods.cprfa.hsunet import HSUNet
+
+    # a smoke run on an untrained U-Net, whatever weights/cprfa-dafi.pt holds: its export must be refused
+    monkeypatch.setattr("engine.methods.cprfa.train.load_unet", lambda *a, **k: (HSUNet(), False))
     recipe = get_recipe("cprfa")
     ts = load_training_set(limit=8)
     model = recipe.build(ts)
