@@ -62,7 +62,8 @@ def test_model_card_compares_only_ablation_arms_of_the_shipped_recipe(tmp_path, 
     val = {"0-30": 3.0, "30-60": 4.0, "60-90": 5.0, "balanced": 4.0}
     shipped = [{"epoch": 1, "val_nme": val}]
     arm = {"ablation": "no-x", "overrides": {"x": False}, "seed": 0,
-           "command": "python main.py train m --ablation no-x", "threads": 2, "history": [{"epoch": 1, "val_nme": dict(val, balanced=4.5)}], "schedule": "s",
+           "command": "python main.py train m --ablation no-x", "threads": 2,
+           "history": [{"epoch": 1, "val_nme": dict(val, balanced=4.5)}], "schedule": "s",
            "description": "recipe A"}
     (results / "m_ablation_no-x.json").write_text(json.dumps(arm))
     monkeypatch.setattr(model_card, "PROJECT_ROOT", tmp_path)

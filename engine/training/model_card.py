@@ -61,10 +61,9 @@ def _ablation_summary(arm_name: str, shipped: dict[int, dict], arm: list[dict], 
     common = [h["epoch"] for h in arm if h["epoch"] in shipped]
     if not common:
         return ""
-    final = common[-1]
-    a, b = shipped[final]["balanced"], next(h for h in arm if h["epoch"] == final)["val_nme"]["balanced"]
-    tail = common[-last:]
+    final, tail = common[-1], common[-last:]
     arm_by_epoch = {h["epoch"]: h["val_nme"]["balanced"] for h in arm}
+    a, b = shipped[final]["balanced"], arm_by_epoch[final]
     ma = statistics.fmean(shipped[e]["balanced"] for e in tail)
     mb = statistics.fmean(arm_by_epoch[e] for e in tail)
     return (f"\nBalanced after epoch {final}: shipped **{a:.2f}**, {arm_name} **{b:.2f}** ({b - a:+.2f}); mean over "

@@ -18,8 +18,8 @@ the training crops and cached under runs/cache, moved with each crop's affine).
 Cost: 64.4 images/s on 2 threads at C = 128 (about 5 min per epoch; engine/methods/cprfa/__init__.py has the
 commands and the plan).
 
-Untrained stage 1: ``build`` loads weights/cprfa-dafi.pt once its run has finished. Without it only a smoke run (<= 256 crops, tests) may
-build, on an untrained U-Net; ``export_module`` refuses to export one, so nothing untrained is ever shipped.
+Untrained stage 1: ``build`` loads weights/cprfa-dafi.pt once its run has finished. Without it only a smoke run
+(<= 256 crops, tests) may build, on an untrained U-Net; ``export_module`` refuses to export one, so nothing untrained is ever shipped.
 """
 from __future__ import annotations
 
