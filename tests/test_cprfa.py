@@ -178,6 +178,62 @@ def test_corruption_reproduces_the_error_model_it_was_given():
     assert clean.code_l1 == 0 and clean.mask_iou == 1.0 and clean.shift_mean == 0
 
 
+def _synthetic_faces(n: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
+    mask = torch.zeros(n, 120, 120, dtype=torch.bool)
+    yy, xx = torch.meshgrid(torch.arange(120), torch.arange(120), indexing="ij")
+    mask[:] = ((xx - 60) ** 2 + (yy - 58) ** 2) < 40 ** 2
+    dafi = torch.stack([xx / 120.0, yy / 120.0, 0.5 + 0 * xx], 0)[None].expand(n, -1, -1, -1).float() * mask[:, None]
+    return dafi.contiguous(), mask
+
+
+def test_warp_faces_moves_codes_along_the_surface():
+    from engine.methods.cprfa.corruption import warp_faces
+
+    dafi, mask = _synthetic_faces(2)
+    same, same_mask = warp_faces(dafi, mask, torch.zeros(2, 2, 120, 120))
+    assert torch.equal(same_mask, mask) and torch.allclose(same, dafi, atol=1e-6)
+    shift = torch.zeros(2, 2, 120, 120)
+    shift[:, 0] = 2.0                                  # sample 2 px to the right: the face moves 2 px left
+    moved, moved_mask = warp_faces(dafi, mask, shift)
+    inner = moved_mask & torch.roll(moved_mask, -2, 2) & torch.roll(moved_mask, 2, 2)
+    assert torch.allclose(moved[:, 0][inner], (dafi[:, 0] + 2 / 120.0)[inner], atol=1e-5)
+    assert torch.allclose(moved[:, 1][inner], dafi[:, 1][inner], atol=1e-6)   # a move along x leaves y alone
+    assert moved_mask[:, 58, 19].all() and not moved_mask[:, 58, 98].any()   # the disc (21..99 on row 58) moved left
+
+
+def test_warp_model_is_calibrated_to_the_retrieval_it_must_reproduce():
+    """calibrate_warp recovers the warp size and code-noise scale that produced a target (found rate, error)."""
+    from dataclasses import replace
+
+    from engine.methods.cprfa.corruption import (DafiErrorModel, calibrate_warp, corrupt, corrupt_warp,
+                                                 retrieval_statistics)
+    from engine.methods.cprfa.geometry import Retrieval
+
+    dafi, mask = _synthetic_faces(16)
+    yy, xx = np.meshgrid(np.arange(35, 85, 10), np.arange(35, 85, 10), indexing="ij")
+    codes = np.stack([xx.ravel() / 120.0, yy.ravel() / 120.0, np.full(xx.size, 0.5)], 1).astype(np.float32)
+    retrieval = Retrieval(codes, 0.02)
+
+    def retrieve(d, m):
+        obs, found = retrieval(d, m)
+        return obs, found > 0.5
+
+    base = DafiErrorModel((0.05, 0.05, 0.05), (0.0,) * 3, 0.0, 0.0, 0.0, 0.0, 16, face_spread=0.3)
+    truth = replace(base, warp_px=2.0, code_scale=0.3)
+    d, m = corrupt_warp(dafi, mask, truth, torch.Generator().manual_seed(5))
+    obs_gt, found_gt = retrieve(dafi, mask)
+    target = retrieval_statistics(*reversed(retrieve(d, m)), found_gt, obs_gt)
+    assert 0.2 < target[0] < 0.95 and 1.0 < target[1] < 4.0          # neither trivial nor hopeless
+    got = calibrate_warp(base, dafi, mask, target, retrieve)
+    assert abs(got.warp_px - 2.0) <= 0.5 and abs(got.code_scale - 0.3) <= 0.1
+    with pytest.raises(ValueError, match="nothing to calibrate"):           # a U-Net that finds no vertex
+        calibrate_warp(base, dafi, mask, (0.0, float("inf")), retrieve)
+    # corrupt() dispatches on the model: the warp model when warp_px > 0, the code-noise model otherwise
+    g = torch.Generator
+    assert torch.equal(corrupt(dafi, mask, got, g().manual_seed(1))[0], corrupt_warp(dafi, mask, got, g().manual_seed(1))[0])
+    assert not torch.equal(corrupt(dafi, mask, base, g().manual_seed(1))[0], corrupt_warp(dafi, mask, got, g().manual_seed(1))[0])
+
+
 # ---- regressors and rounds (on a small synthetic geometry) -------------------------------------------------------
 class _RecordingGeometry:
     """Stands in for VertexGeometry: CPR matrices depend on params and observations; records every call."""
@@ -432,6 +488,21 @@ def test_cpr_inputs_in_training_are_corrupted_gt_dafis_with_the_measured_error(t
     assert not torch.equal(noisy["found"], clean["found"])
     again = recipe.batch_targets(default_collate(samples))               # the same batch corrupts the same way
     assert torch.equal(again["found"], noisy["found"]) and torch.equal(again["obs"], noisy["obs"])
+    # the warp model's calibration in build: a U-Net that predicts the ground truth exactly gets the mildest warp
+    from engine.methods.cprfa.train import measure_unet_errors, reference_rows
+
+    rows = reference_rows(len(ts))
+
+    class PerfectUNet:
+        def eval(self):
+            return self
+
+        def dafi(self, x):
+            d, m = dafi_tensor(np.asarray(recipe.dafi_u8[rows[:len(x)]]))
+            return d, m.float()
+
+    perfect = measure_unet_errors(PerfectUNet(), ts, recipe.dafi_u8, rows, retrieval=recipe.retrieval)
+    assert perfect.code_l1 == 0 and perfect.warp_px == 1.0 and perfect.code_scale == 0.1
 
 
 def test_cpr_h_fuses_the_other_methods_landmarks(train_dir):

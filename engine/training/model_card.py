@@ -103,14 +103,25 @@ def trained_ablation_text(name: str, history: list[dict], description: str | Non
     return "\n".join(out)
 
 
-def stage_text(history: list[dict]) -> str:
-    """A cascade's NME after each stage (PIFA's blocks: the paper's Table 3), from the last validated epoch."""
+# what each method's validation stages are (the rows of stage_text)
+STAGE_LEGENDS = {
+    "pifa": "block0 = the initial fit",
+    "cprfa": ("the paper's ablation: dafi = the DAFI's own 68 points (each landmark's code searched in the predicted "
+              "DAFI), dafi_pnp = DAFI + PnP (the mean shape's pose fitted to the retrieved vertices), round1 = CPR one "
+              "round, round2 = CPR + the consistency-aware round (the method)"),
+}
+
+
+def stage_text(history: list[dict], name: str = "pifa") -> str:
+    """A cascade's NME after each stage (PIFA's blocks: the paper's Table 3; CPRFA's ablation), from the last
+    validated epoch."""
     last = next((h for h in reversed(history) if h.get("val_nme_stages")), None)
     if last is None:
         return ""
     rows = "\n".join(f"| {k} | {b['0-30']:.2f} | {b['30-60']:.2f} | {b['60-90']:.2f} | **{b['balanced']:.2f}** |"
                      for k, b in last["val_nme_stages"].items())
-    return (f"NME after each stage (epoch {last['epoch']}, torch, protocol; block0 = the initial fit):\n\n"
+    legend = STAGE_LEGENDS.get(name, "")
+    return (f"NME after each stage (epoch {last['epoch']}, torch, protocol{'; ' + legend if legend else ''}):\n\n"
             f"| stage | 0-30 | 30-60 | 60-90 | balanced |\n|---|---|---|---|---|\n{rows}\n")
 
 
@@ -185,7 +196,7 @@ def write_card(name: str, e2e: bool = True) -> str:
 |---|---|---|---|---|---|---|
 {chr(10).join(_row(r) for r in results)}
 
-{stage_text(hist)}
+{stage_text(hist, name)}
 {ablation_text(name, results[0]["nme"], ablations, results[0]["pose_mae"])}
 {trained_ablation_text(name, hist, facts.get("description"))}
 Pose MAE (protocol): yaw {pm['yaw']:.2f}°, pitch {pm['pitch']:.2f}°, roll {pm['roll']:.2f}°.
