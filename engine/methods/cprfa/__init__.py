@@ -19,7 +19,8 @@ Why it misses, measured (``python scripts/cprfa_corruption_check.py``): the ship
 corrupted by the code-noise model, which at the selected vertices is far harsher than the U-Net (found 0.36 of what
 the ground truth finds, 3.85 px median off, against 0.90 and 1.80 px on real predictions). The warp model
 (corruption.py), calibrated to the real statistics (0.89, 1.58 px), is the ablation arm ``warp-corruption``; it
-scored balanced 5.14 after its first epoch (the shipped run: 11.95 after its first).
+scored balanced 5.14, 5.08, 4.99 after epochs 1-3 (the shipped run: 11.95, 7.52, 6.72), stopped there for the
+hand-over (handover/cprfa-warp-corruption/).
 
 Next session, in this order:
   1. Finish the warp arm: if runs/cprfa-warp-corruption/last.pt is missing, copy it from
