@@ -22,20 +22,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from engine.geometry.dafi_selection import load_vertex_selection  # noqa: E402
-from engine.methods.cprfa.corruption import calibrate_warp, corrupt, measure_errors, retrieval_statistics  # noqa: E402
+from engine.methods.cprfa.corruption import corrupt, measure_errors  # noqa: E402
 from engine.methods.cprfa.dafi_targets import cached_dafis, dafi_tensor  # noqa: E402
 from engine.methods.cprfa.geometry import Retrieval  # noqa: E402
+from engine.methods.cprfa.train import calibrate_to_predictions, retrieve_in_chunks  # noqa: E402
 from engine.training.targets import load_training_set  # noqa: E402
-
-
-def retrieve_all(retrieval: Retrieval, dafi: torch.Tensor, mask: torch.Tensor, chunk: int = 8
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
-    obs, found = [], []
-    with torch.no_grad():
-        for s in range(0, len(dafi), chunk):
-            o, f = retrieval(dafi[s:s + chunk], mask[s:s + chunk])
-            obs.append(o), found.append(f)
-    return torch.cat(obs), torch.cat(found) > 0.5
 
 
 def summary(obs: torch.Tensor, found: torch.Tensor, obs_gt: torch.Tensor, found_gt: torch.Tensor) -> dict:
@@ -62,20 +53,16 @@ def main() -> None:
     model = measure_errors(pred, pred_mask.float(), gt, gt_mask)
     sel = load_vertex_selection()
     retrieval = Retrieval(sel.codes, sel.threshold)
-    obs_gt, found_gt = retrieve_all(retrieval, gt, gt_mask)
+    obs_gt, found_gt = retrieve_in_chunks(retrieval, gt, gt_mask)
     if args.warp:
-        from engine.methods.cprfa.train import CALIBRATION_CROPS as n
-
-        obs, found = retrieve_all(retrieval, pred[:n], pred_mask[:n])
-        target = retrieval_statistics(found, obs, found_gt[:n], obs_gt[:n])
-        model = calibrate_warp(model, gt[:n], gt_mask[:n], target, lambda d, m: retrieve_all(retrieval, d, m))
+        model = calibrate_to_predictions(model, pred, pred_mask, gt, gt_mask, retrieval)
     g = torch.Generator()
     g.manual_seed(args.seed)
     synthetic, synthetic_mask = corrupt(gt, gt_mask, model, g)
     report = {"crops": int(len(rows)), "threshold": float(sel.threshold), "error_model": model.as_dict(),
               "ground_truth": {"found": float(found_gt.float().mean())},
-              "predicted": summary(*retrieve_all(retrieval, pred, pred_mask), obs_gt, found_gt),
-              "synthetic": summary(*retrieve_all(retrieval, synthetic, synthetic_mask), obs_gt, found_gt)}
+              "predicted": summary(*retrieve_in_chunks(retrieval, pred, pred_mask), obs_gt, found_gt),
+              "synthetic": summary(*retrieve_in_chunks(retrieval, synthetic, synthetic_mask), obs_gt, found_gt)}
     print(json.dumps(report, indent=1))
 
 

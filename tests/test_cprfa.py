@@ -229,9 +229,12 @@ def test_warp_model_is_calibrated_to_the_retrieval_it_must_reproduce():
     with pytest.raises(ValueError, match="nothing to calibrate"):           # a U-Net that finds no vertex
         calibrate_warp(base, dafi, mask, (0.0, float("inf")), retrieve)
     # corrupt() dispatches on the model: the warp model when warp_px > 0, the code-noise model otherwise
-    g = torch.Generator
-    assert torch.equal(corrupt(dafi, mask, got, g().manual_seed(1))[0], corrupt_warp(dafi, mask, got, g().manual_seed(1))[0])
-    assert not torch.equal(corrupt(dafi, mask, base, g().manual_seed(1))[0], corrupt_warp(dafi, mask, got, g().manual_seed(1))[0])
+    def seeded():
+        return torch.Generator().manual_seed(1)
+
+    warped = corrupt_warp(dafi, mask, got, seeded())[0]
+    assert torch.equal(corrupt(dafi, mask, got, seeded())[0], warped)
+    assert not torch.equal(corrupt(dafi, mask, base, seeded())[0], warped)
 
 
 # ---- regressors and rounds (on a small synthetic geometry) -------------------------------------------------------

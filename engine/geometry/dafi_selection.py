@@ -28,10 +28,10 @@ Threshold 0.02, not the paper's 0.01, chosen on these training-split numbers (ne
 selected vertices on predicted DAFIs, 0.01 finds a visible vertex 0.67 of the time (error 2.27 px, false detections
 of occluded vertices 0.034) and 0.02 finds it 0.91 of the time (2.31 px, 0.107). The CPR matrices zero every
 missing vertex's entries, so 0.01 throws away a quarter of the evidence to save 0.04 px; the extra false
-detections (an occluded vertex reported where the predicted DAFI shows its code) are noise the CPR networks are
-trained to absorb: they train on DAFIs corrupted the way the U-Net errs (code noise and boundary over- or
-undershoot, engine/methods/cprfa/corruption.py), which produces the same kind of stray detections. Our U-Net's code error (held-out L1 0.021) is larger than the paper's,
-which is why its 0.01 loses so much. The threshold must stay below MIN_SEPARATION / 2 = 0.035.
+detections (an occluded vertex reported where the predicted DAFI shows its code) are input noise the CPR networks
+train with (their training DAFIs are corrupted to match the U-Net's errors, engine/methods/cprfa/corruption.py).
+Our U-Net's code error (held-out L1 0.021) is probably larger than the paper's, which would explain why 0.01
+loses so much here. The threshold must stay below MIN_SEPARATION / 2 = 0.035.
 (The ground-truth selection, before the U-Net existed: ``--stride 20 --c 128`` without ``--predicted``.)
 C = 128 is shipped for the 30 ms budget (the paper's 512; the issue allows 128-256).
 It also holds CPR-H's inputs: the 68 landmarks' mean and bases (BFM keypoints) and their layout

@@ -32,7 +32,8 @@ Next session, in this order:
   3. ``--ablation cpr-h`` (CPR-H with mtcnn3d's landmarks; needs the chosen corruption), ``one-round``, ``mean-t``.
 
 Measured costs (this project's 2-core VM):
-- whole method, one thread: 14.8 ms per face (bench above); 15.5 and 14.1 ms in two runs of ``python main.py card cprfa``.
+- whole method, one thread: 14.8 ms per face (bench above); 15.5 and 14.1 ms in two runs of
+  ``python main.py card cprfa``.
 - HS-U-Net training: about 5.2 min per epoch on 2 threads (18,126 crops, reference split held out).
 - CPR rounds training: 33-36 images/s on 2 threads while other work ran beside it, about 8-9 min per epoch plus
   about 1 min of validation (aflw2000_dev through the whole graph and the stage rows).

@@ -21,7 +21,8 @@ Cost: 64.4 images/s on 2 threads at C = 128 (about 5 min per epoch; engine/metho
 commands and the plan).
 
 Untrained stage 1: ``build`` loads weights/cprfa-dafi.pt once its run has finished. Without it only a smoke run
-(<= 256 crops, tests) may build, on an untrained U-Net; ``export_module`` refuses to export one, so nothing untrained is ever shipped.
+(<= 256 crops, tests) may build, on an untrained U-Net; ``export_module`` refuses to export one, so nothing
+untrained is ever shipped.
 """
 from __future__ import annotations
 
@@ -35,8 +36,8 @@ from torch import nn
 from engine.facemodel import N_MESH, load_face_model
 from engine.methods.baseline.train import human_point_loss
 from engine.methods.cprfa import METHOD, OUTPUTS
-from engine.methods.cprfa.corruption import (DafiErrorModel, batch_generator, calibrate_warp, corrupt, measure_errors,
-                                             retrieval_statistics)
+from engine.methods.cprfa.corruption import (DafiErrorModel, batch_generator, calibrate_warp, corrupt,
+                                             measure_errors, retrieval_statistics)
 from engine.methods.cprfa.dafi_targets import augmented_dafi, cached_dafis, dafi_tensor, reference_rows
 from engine.methods.cprfa.geometry import N_ALPHA, Retrieval
 from engine.methods.cprfa.hsunet import DEFAULT_WIDTHS, HSUNet
@@ -93,16 +94,29 @@ def measure_unet_errors(unet: HSUNet, train: TrainingSet, dafi_u8: np.ndarray, r
     model = measure_errors(pred, fg, gt, gt_mask)
     if retrieval is None:
         return model
-    n = CALIBRATION_CROPS
+    return calibrate_to_predictions(model, pred, fg > 0.5, gt, gt_mask, retrieval)
 
+
+@torch.no_grad()
+def retrieve_in_chunks(retrieval: Retrieval, dafi: torch.Tensor, mask: torch.Tensor
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, C, 2) retrieved positions and (B, C) bool found flags, RETRIEVAL_CHUNK faces at a time (memory)."""
+    out = [retrieval(dafi[s:s + RETRIEVAL_CHUNK], mask[s:s + RETRIEVAL_CHUNK])
+           for s in range(0, len(dafi), RETRIEVAL_CHUNK)]
+    return torch.cat([o for o, _ in out]), torch.cat([f for _, f in out]) > 0.5
+
+
+def calibrate_to_predictions(model: DafiErrorModel, pred: torch.Tensor, pred_mask: torch.Tensor, gt: torch.Tensor,
+                             gt_mask: torch.Tensor, retrieval: Retrieval, n: int = CALIBRATION_CROPS
+                             ) -> DafiErrorModel:
+    """The warp model calibrated on the first ``n`` crops: retrieval from corrupted ground truth should find the
+    selected vertices as often, and as far off, as retrieval from the U-Net's predictions
+    (corruption.calibrate_warp)."""
     def retrieve(dafi: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        out = [retrieval(dafi[s:s + RETRIEVAL_CHUNK], mask[s:s + RETRIEVAL_CHUNK])
-               for s in range(0, len(dafi), RETRIEVAL_CHUNK)]
-        return torch.cat([o for o, _ in out]), torch.cat([f for _, f in out]) > 0.5
+        return retrieve_in_chunks(retrieval, dafi, mask)
 
-    pred_mask = fg[:n] > 0.5
     obs_gt, found_gt = retrieve(gt[:n], gt_mask[:n])
-    obs, found = retrieve(pred[:n] * pred_mask[:, None], pred_mask)
+    obs, found = retrieve(pred[:n] * pred_mask[:n, None], pred_mask[:n])
     target = retrieval_statistics(found, obs, found_gt, obs_gt)
     return calibrate_warp(model, gt[:n], gt_mask[:n], target, retrieve)
 
@@ -166,9 +180,10 @@ class CPRFARecipe(Recipe):
         "fits of AFLW crops instead of 300W-LP; (5) the CPR networks see ground-truth DAFIs corrupted by a measured "
         "error model instead of the U-Net's predictions on held-out folds (k U-Nets cost k times stage 1); (6) the "
         "loss is the face model's 3D point distance after every update of both rounds (each parameter counts by its "
-        "effect on the face), plus AFLW's human 21 points, this project's shared term; (7) the output is the project's 536-point face model (Face Mesh "
-        "topology + 68 landmarks) from the final alpha and pose; (8) CPR-H fuses mtcnn3d's 68 landmarks (this "
-        "project's best trained method) in place of FAN3D, and has no ONNX export yet (an ablation arm only).")
+        "effect on the face), plus AFLW's human 21 points, this project's shared term; (7) the output is the "
+        "project's 536-point face model (Face Mesh topology + 68 landmarks) from the final alpha and pose; (8) "
+        "CPR-H fuses mtcnn3d's 68 landmarks (this project's best trained method) in place of FAN3D, and has no "
+        "ONNX export yet (an ablation arm only).")
 
     # ------------------------------------------------------------------------------------------ build and data
     def build(self, train: TrainingSet) -> nn.Module:
