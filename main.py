@@ -96,6 +96,15 @@ def cmd_train(args: argparse.Namespace) -> int:
             print(f"{args.schedule_from} records no schedule to replay", file=sys.stderr)
             return 2
         speed["schedule_from"] = segments
+    if args.promote:
+        from engine.training.harness import promote
+
+        try:
+            promote(recipe, args.promote, previous_as=args.previous_as)
+        except ValueError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        return 0
     if args.ablation is None:
         out_dir = Path(args.out) if args.out else None
         train(recipe, epochs=args.epochs, resume=args.resume, seed=args.seed, threads=args.threads,
@@ -329,6 +338,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--schedule-from", help="replay the learning-rate schedule recorded in this checkpoint step for "
                                            "step, resumes included (an ablation arm on exactly the shipped run's "
                                            "schedule, e.g. weights/pifa.pt); --epochs defaults to that run's")
+    s.add_argument("--promote", metavar="ABLATION",
+                   help="ship a finished ablation arm (runs/NAME-ABLATION/last.pt) as weights/NAME without "
+                        "retraining; the recipe's defaults must already be the arm's overrides")
+    s.add_argument("--previous-as", metavar="ABLATION",
+                   help="with --promote: keep the run shipped until now as this ablation's history "
+                        "(docs/results/NAME_ablation_ABLATION.json), for the model card's comparison")
     s.set_defaults(func=cmd_train)
     s = sub.add_parser("card", help="measure a trained method and write its model card")
     s.add_argument("name")

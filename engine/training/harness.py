@@ -391,9 +391,9 @@ def train(recipe: Recipe, epochs: int | None = None, resume: bool = False, seed:
 
 def ship(recipe: Recipe, model: nn.Module, history: list[dict], seed: int, epochs: int,
          log: Callable[[str], None] = print, schedule: list[dict] | None = None, data_path: str | None = None,
-         last_lr: float | None = None) -> None:
+         last_lr: float | None = None, command: str | None = None) -> None:
     """Final torch checkpoint + ONNX in weights/, then the training facts the model card reads (with the
-    learning-rate schedule each range of epochs had)."""
+    learning-rate schedule each range of epochs had). ``command``: what trained it (default: this process's)."""
     from engine.training.export import export_onnx
 
     # shipped files are plain CPU, NCHW tensors whatever the run used
@@ -411,7 +411,8 @@ def ship(recipe: Recipe, model: nn.Module, history: list[dict], seed: int, epoch
         "parameters": int(sum(p.numel() for p in model.parameters())),
         "macs": count_flops(recipe.export_module(model)),
         "epochs": epochs, "batch_size": recipe.batch_size, "lr": recipe.lr, "seed": seed,
-        "augment": recipe.augment.__dict__, "command": " ".join(["python"] + sys.argv) if sys.argv else "",
+        "augment": recipe.augment.__dict__,
+        "command": command or (" ".join(["python"] + sys.argv) if sys.argv else ""),
         "train_seconds": float(sum(h["seconds"] for h in history)), "threads": torch.get_num_threads(),
         "history": history, "host": os.uname().nodename,
         "schedule": describe(schedule) if schedule else None, "device": trained_on, "data_path": data_path,
@@ -425,16 +426,65 @@ def ablation_path(name: str, ablation: str) -> Path:
 
 
 def write_ablation(recipe: Recipe, ablation: str, history: list[dict], seed: int, path: Path | None = None,
-                   schedule: list[dict] | None = None) -> Path:
-    """Per-epoch history of an ablation run, beside the shipped results; the model card compares it epoch by epoch."""
+                   schedule: list[dict] | None = None, command: str | None = None,
+                   threads: int | None = None) -> Path:
+    """Per-epoch history of an ablation run, beside the shipped results; the model card compares it epoch by epoch.
+    ``command`` and ``threads``: what trained it (default: this process)."""
     path = path or ablation_path(recipe.name, ablation)
     path.parent.mkdir(parents=True, exist_ok=True)
     facts = {"name": recipe.name, "ablation": ablation, "overrides": recipe.ablations[ablation], "seed": seed,
              "description": recipe.description,  # the card pairs an arm only with a shipped run of the same recipe
-             "command": " ".join(["python"] + sys.argv), "threads": torch.get_num_threads(), "history": history,
+             "command": command or " ".join(["python"] + sys.argv), "threads": threads or torch.get_num_threads(),
+             "history": history,
              "schedule": describe(schedule) if schedule else None,
              "schedule_replayed": bool(schedule) and all(seg.get("replayed") for seg in schedule)}
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(facts, indent=1))
     tmp.replace(path)
     return path
+
+
+def promote(recipe: Recipe, ablation: str, previous_as: str | None = None, log: Callable[[str], None] = print,
+            run_dir: Path | None = None, limit: int | None = None) -> None:
+    """Ship a finished ablation arm as the method's weights, without retraining: the arm won, and its overrides have
+    become the recipe's defaults (``recipe`` must already equal the arm's recipe, or this refuses). The run that was
+    shipped until now is kept as the ablation ``previous_as`` (a key of the recipe whose overrides give back what it
+    trained on), so the model card goes on comparing the two epoch by epoch; the arm's own ablation file goes.
+    ``limit``: training crops for the recipe's build (tests; a recipe whose build fits nothing needs none)."""
+    arm_path = ablation_path(recipe.name, ablation)
+    if not arm_path.exists():
+        raise ValueError(f"{arm_path} does not exist: the arm {ablation!r} has not finished")
+    arm = json.loads(arm_path.read_text())
+    for key, value in arm["overrides"].items():
+        if getattr(recipe, key) != value:
+            raise ValueError(f"{recipe.name}'s recipe has {key} = {getattr(recipe, key)!r}; make the arm's "
+                             f"{key} = {value!r} the default before promoting it")
+    if arm.get("description") != recipe.description:
+        raise ValueError(f"the arm {ablation!r} was trained on another recipe description than today's")
+    if previous_as is not None and previous_as not in recipe.ablations:
+        raise ValueError(f"{recipe.name} has no ablation {previous_as!r} to keep the shipped run as")
+    ckpt_path = (run_dir or RUNS_DIR / f"{recipe.name}-{ablation}") / "last.pt"
+    ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    if [h["epoch"] for h in ck["history"]] != [h["epoch"] for h in arm["history"]]:
+        raise ValueError(f"{ckpt_path} is not the checkpoint that wrote {arm_path.name}")
+    segments = (ck.get("schedule") or {}).get("segments") or []
+    epochs = len(ck["history"])
+
+    old_pt, old_facts = weights_path(f"{recipe.name}.pt"), weights_path(f"{recipe.name}.train.json")
+    if previous_as is not None and old_pt.exists() and old_facts.exists():
+        old = torch.load(old_pt, map_location="cpu", weights_only=False)
+        facts = json.loads(old_facts.read_text())
+        kept = write_ablation(recipe, previous_as, old["history"], int(facts.get("seed", 0)),
+                              schedule=(old.get("schedule") or {}).get("segments"), command=facts.get("command"),
+                              threads=facts.get("threads"))
+        log(f"[{recipe.name}] the run shipped until now is kept as ablation {previous_as!r}: {kept}")
+
+    torch.set_num_threads(int(arm.get("threads") or torch.get_num_threads()))  # the card's facts say what trained
+    model = recipe.build(load_training_set(limit=limit, log=log))
+    model.load_state_dict(ck["model"])
+    model.eval()
+    ship(recipe, model, ck["history"], seed=int(ck.get("seed", arm.get("seed", 0))), epochs=epochs, log=log,
+         schedule=segments, last_lr=ck.get("last_lr"),
+         data_path="the promoted ablation arm's run (its command says how it ran)",
+         command=f"{arm['command']} (then shipped by: {' '.join(['python'] + sys.argv)})")
+    arm_path.unlink()
