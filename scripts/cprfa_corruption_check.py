@@ -3,10 +3,10 @@ vertices? On the reference split (held out from the U-Net), retrieve the 128 sel
 (weights/cprfa_vertices.npz) from three DAFIs of each crop: the ground truth, the U-Net's prediction
 (runs/cprfa/reference_predictions.npz, from ``python -m engine.methods.cprfa.train_dafi --predict-reference``) and
 the ground truth corrupted by engine/methods/cprfa/corruption.py with the error model fitted to those predictions
-(what the cprfa recipe trains on; with --warp, the warp model calibrated as the recipe's ablation warp-corruption
-does, on the first 256 crops). Reports, for each: the found rate, the found rate of vertices the ground truth
-finds and of those it does not (stray detections), and the pixel distance of each found vertex from where the
-ground truth finds it (median, mean, 90th percentile). Training-split data only; about 2 minutes on one core.
+(the code-noise model, the recipe's ablation code-corruption; with --warp, the warp model calibrated as the
+recipe's default does, on the first 256 crops). Reports, for each: the found rate, the found rate of vertices the
+ground truth finds and of those it does not (stray detections), and the pixel distance of each found vertex from
+where the ground truth finds it (median, mean, 90th percentile). Training-split data only; about 2 minutes on one core.
     python scripts/cprfa_corruption_check.py [--predictions runs/cprfa/reference_predictions.npz] [--seed 0] [--warp]
 """
 from __future__ import annotations

@@ -394,7 +394,9 @@ def test_tiny_overfit_onnx_parity_method_contract(train_dir, tmp_path, monkeypat
 
     # a smoke run on an untrained U-Net, whatever weights/cprfa-dafi.pt holds: its export must be refused
     monkeypatch.setattr("engine.methods.cprfa.train.load_unet", lambda *a, **k: (HSUNet(), False))
-    recipe = get_recipe("cprfa")
+    # an untrained U-Net finds no vertex, so the default warp model has nothing to be calibrated to (its build says
+    # so: test_default_build_calibrates_the_warp_model...); the code-noise model fits any U-Net
+    recipe = get_recipe("cprfa", "code-corruption")
     ts = load_training_set(limit=8)
     model = recipe.build(ts)
     ds = recipe.make_dataset(ts, 0)
@@ -480,13 +482,17 @@ def test_cpr_inputs_in_training_are_corrupted_gt_dafis_with_the_measured_error(t
     ds = recipe.make_dataset(ts, 0)
     samples = [ds[i] for i in range(4)]
     measured = recipe.error_model
-    recipe.error_model = replace(measured, smooth_std=(0.0,) * 3, pixel_std=(0.0,) * 3, shift_mean=0.0,
-                                 shift_std=0.0)
+    assert recipe.corruption == "warp" and measured.warp_px > 0           # the default: the calibrated warp model
+    warped = recipe.batch_targets(default_collate(samples))
+    # warp_px 0 selects the code-noise model; with every size zero it is the identity
+    recipe.error_model = replace(measured, warp_px=0.0, smooth_std=(0.0,) * 3, pixel_std=(0.0,) * 3,
+                                 shift_mean=0.0, shift_std=0.0)
     clean = recipe.batch_targets(default_collate(samples))
     dafi, mask = warp_dafi(*dafi_tensor(np.asarray(recipe.dafi_u8[:4])), clean["affine"])
     want_obs, want_found = recipe.retrieval(dafi, mask)
     assert torch.equal(clean["found"], want_found) and torch.allclose(clean["obs"], want_obs)
-    recipe.error_model = replace(measured, smooth_std=(0.01,) * 3, pixel_std=(0.005,) * 3)
+    assert not (torch.equal(warped["found"], clean["found"]) and torch.allclose(warped["obs"], clean["obs"]))
+    recipe.error_model = replace(measured, warp_px=0.0, smooth_std=(0.01,) * 3, pixel_std=(0.005,) * 3)
     noisy = recipe.batch_targets(default_collate(samples))
     assert not torch.equal(noisy["found"], clean["found"])
     again = recipe.batch_targets(default_collate(samples))               # the same batch corrupts the same way

@@ -20,9 +20,10 @@ Measured limitation of that model (``python scripts/cprfa_corruption_check.py``,
 real predictions find 0.90 (found vertices 1.80 px median, 2.32 mean from their true position), the synthetic DAFIs
 0.36 (3.85 / 4.23 px). One Gaussian fitted to a heavy-tailed error (the per-face smooth RMS: median 0.028,
 overall 0.050) pushes most codes off the face surface, while the U-Net mostly errs along it: it predicts a
-plausible code at the wrong place. The shipped cprfa weights were trained on this model.
+plausible code at the wrong place. The first shipped cprfa weights were trained on this model (now the
+recipe's ablation ``code-corruption``).
 
-The ``warp`` model (recipe ablation ``warp-corruption``) follows what the U-Net does: each face's ground truth is
+The ``warp`` model (the recipe's default) follows what the U-Net does: each face's ground truth is
 resampled through a smooth random displacement field (``WARP_SIGMA`` px; moves codes along the surface), the mask
 boundary shifted as above, then smooth code noise added; each face draws one log-normal scale for both, with the
 log-spread of the measured per-face smooth RMS (``face_spread``). The displacement size and the code-noise scale are
@@ -182,7 +183,7 @@ def corrupt_warp(dafi: torch.Tensor, mask: torch.Tensor, model: DafiErrorModel, 
 def corrupt(dafi: torch.Tensor, mask: torch.Tensor, model: DafiErrorModel, generator: torch.Generator
             ) -> tuple[torch.Tensor, torch.Tensor]:
     """Ground-truth (B, 3, H, W) DAFIs and (B, H, W) masks -> DAFIs with the U-Net's measured kind of error (the
-    warp model when ``model.warp_px`` > 0, else the code-noise model the shipped weights trained on)."""
+    warp model when ``model.warp_px`` > 0, else the code-noise model: the ablation code-corruption)."""
     if model.warp_px > 0:
         return corrupt_warp(dafi, mask, model, generator)
     b, c, h, w = dafi.shape
