@@ -545,6 +545,48 @@ def test_cpr_h_fuses_the_other_methods_landmarks(train_dir):
     assert (a - b).abs().max() > 1e-4
 
 
+def test_cpr_h_warm_started_from_cprfa_computes_what_cprfa_computed_then_learns(train_dir):
+    """cpr-h-finetune: every trained tensor copied, the fused projections widened with zero columns, so the fused
+    model's first output equals the source's whatever the other method's landmarks; one step later they matter."""
+    from torch.utils.data import default_collate
+
+    from engine.methods.cprfa.train import warm_start
+    from engine.paths import weights_path
+    from engine.training.recipes import get_recipe
+    from engine.training.targets import load_training_set
+
+    if not weights_path("mtcnn3d.onnx").exists():
+        pytest.skip("CPR-H fuses mtcnn3d's landmarks: weights/mtcnn3d.onnx missing")
+    torch.manual_seed(0)
+    ts = load_training_set(limit=8)
+    plain = get_recipe("cprfa")
+    source = plain.build(ts)
+    for r in list(source.round1.regressors.values()) + list(source.round2.regressors.values()):
+        torch.nn.init.normal_(r.out.weight, std=0.1)                  # a source whose updates are not zero
+    fused_recipe = get_recipe("cprfa", "cpr-h")
+    fused = fused_recipe.build(ts)
+    assert "fusion stems new" in warm_start(fused, source.state_dict())
+    batch = fused_recipe.batch_targets(default_collate([fused_recipe.make_dataset(ts, 0)[i] for i in range(4)]))
+    lm = batch["landmarks_h"]
+    ones = lm.new_ones(lm.shape[:2])
+    with torch.no_grad():
+        want = source.regress(batch["obs"], batch["found"])["params"]
+        got = fused.regress(batch["obs"], batch["found"], lm, ones)["params"]
+        moved = fused.regress(batch["obs"], batch["found"], lm + 3.0, ones)["params"]
+    assert torch.allclose(got, want, atol=1e-5) and torch.allclose(moved, want, atol=1e-5)
+    opt = torch.optim.SGD([p for p in fused.parameters() if p.requires_grad], lr=1e-2)
+    loss, _ = fused_recipe.loss(fused, batch)
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    with torch.no_grad():
+        a = fused.regress(batch["obs"], batch["found"], lm, ones)["params"]
+        b = fused.regress(batch["obs"], batch["found"], lm + 3.0, ones)["params"]
+    assert (a - b).abs().max() > 1e-6                                 # the fused evidence is used after training
+    with pytest.raises(ValueError, match="does not fit"):
+        warm_start(fused, {k: v.reshape(-1)[:1] for k, v in source.state_dict().items()})
+
+
 def test_missing_weights_fail_clearly(tmp_path, monkeypatch):
     import engine.paths
     from engine.methods.base import MethodUnavailable, available_methods, create

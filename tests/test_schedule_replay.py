@@ -72,3 +72,29 @@ def test_model_card_compares_only_ablation_arms_of_the_shipped_recipe(tmp_path, 
     assert "shipped **4.00**, no-x **4.50** (+0.50)" in same and "4.00 against 4.50 (+0.50)" in same
     other = model_card.trained_ablation_text("m", shipped, "recipe B")
     assert "**4.50**" not in other and "another recipe" in other
+
+
+def test_model_card_compares_a_fine_tuned_arm_with_its_starting_point(tmp_path, monkeypatch):
+    """An arm trained from the shipped weights (init_from) is compared with the shipped run's final epoch, where it
+    started, not with the shipped run's own epochs 1, 2, ..."""
+    import json
+
+    from engine.training import model_card
+
+    results = tmp_path / "docs" / "results"
+    results.mkdir(parents=True)
+
+    def val(b):
+        return {"0-30": 3.0, "30-60": 4.0, "60-90": 5.0, "balanced": b}
+
+    shipped = [{"epoch": e, "val_nme": val(b)} for e, b in ((1, 9.0), (2, 7.0), (3, 5.0))]
+    arm = {"ablation": "fused", "overrides": {"fusion": True, "init_from": "weights/m.pt"}, "seed": 0,
+           "command": "python main.py train m --ablation fused", "threads": 2, "schedule": "s",
+           "history": [{"epoch": 1, "val_nme": val(4.5)}, {"epoch": 2, "val_nme": val(4.25)}],
+           "description": "recipe A"}
+    (results / "m_ablation_fused.json").write_text(json.dumps(arm))
+    monkeypatch.setattr(model_card, "PROJECT_ROOT", tmp_path)
+    text = model_card.trained_ablation_text("m", shipped, "recipe A")
+    assert "start: shipped epoch 3" in text and "fine-tuned from `weights/m.pt` for 2 epochs" in text
+    assert "shipped **5.00**, fused after 2 epochs **4.25** (-0.75)" in text
+    assert "**9.00**" not in text

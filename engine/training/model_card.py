@@ -70,6 +70,27 @@ def _ablation_summary(arm_name: str, shipped: dict[int, dict], arm: list[dict], 
             f"epochs {tail[0]}-{tail[-1]}: {ma:.2f} against {mb:.2f} ({mb - ma:+.2f}).\n")
 
 
+def _buckets(v: dict) -> str:
+    return f"{v['0-30']:.2f} / {v['30-60']:.2f} / {v['60-90']:.2f} / **{v['balanced']:.2f}**"
+
+
+def _fine_tune_text(ab: dict, shipped: dict[int, dict], arm: list[dict]) -> str:
+    """An arm that started from a trained checkpoint (``init_from``): each of its epochs against its starting point,
+    the shipped run's final epoch (not the shipped run's own early epochs, which it never was)."""
+    final = max(shipped)
+    rows = [f"| start: shipped epoch {final} | {_buckets(shipped[final])} |"]
+    rows += [f"| {h['epoch']} | {_buckets(h['val_nme'])} |" for h in arm]
+    a, b = shipped[final]["balanced"], arm[-1]["val_nme"]["balanced"]
+    return (f"""Trained ablation `{ab['ablation']}` ({json.dumps(ab['overrides'])}): `{ab['command']}`, seed
+{ab['seed']}, {ab['threads']} threads; fine-tuned from `{ab['overrides']['init_from']}` for {len(arm)} epochs;
+{_ablation_schedule(ab)}; aflw2000_dev protocol NME (torch) 0-30 / 30-60 / 60-90 / balanced after each epoch:
+
+| epoch | {ab['ablation']} |
+|---|---|
+""" + "\n".join(rows) + f"\n\nBalanced: shipped **{a:.2f}**, {ab['ablation']} after {len(arm)} epochs **{b:.2f}** "
+            f"({b - a:+.2f}).\n")
+
+
 def trained_ablation_text(name: str, history: list[dict], description: str | None = None) -> str:
     """Ablations that need their own training run (`main.py train NAME --ablation KEY`): per-epoch validation
     NME of both arms on the same schedule, seed and data. ``description``: the shipped run's recipe description;
@@ -86,6 +107,10 @@ def trained_ablation_text(name: str, history: list[dict], description: str | Non
                        f"compared here; it has to be re-run on this recipe.\n")
             continue
         shipped = {h["epoch"]: h["val_nme"] for h in history if "val_nme" in h}
+        start = ab["overrides"].get("init_from")
+        if start and shipped:
+            out.append(_fine_tune_text(ab, shipped, arm))
+            continue
         rows = []
         for h in arm:
             a, b = shipped.get(h["epoch"]), h["val_nme"]

@@ -149,9 +149,13 @@ class CPRFARecipe(Recipe):
     fusion: bool = False             # CPR-H with mtcnn3d's landmarks
     human_weight: float = 0.5
     corruption: str = "warp"         # "code": the code-noise model (corruption.py; ablation code-corruption)
+    init_from: str | None = None     # a trained cprfa checkpoint (relative to the project) to start from (warm_start)
     allow_untrained_dafi: bool = False   # tests only: export with an untrained U-Net
     ablations = {"one-round": {"rounds": 1}, "mean-t": {"translation": "mean"}, "cpr-h": {"fusion": True},
-                 "code-corruption": {"corruption": "code"}}
+                 "code-corruption": {"corruption": "code"},
+                 # CPR-H fine-tuned from the shipped CPRFA (its fused features start at zero weight): 4 epochs
+                 # instead of a 12-epoch run from scratch (2-core compute); the card compares it to that start
+                 "cpr-h-finetune": {"fusion": True, "init_from": "weights/cprfa.pt", "epochs": 4, "lr": 3e-4}}
     notes: str = (
         "HS-U-Net (recipe cprfa-dafi, frozen here) -> DAFI + mask at 120 px -> retrieval of the C = 128 selected "
         "vertices (weights/cprfa_vertices.npz; in-graph: the pixels whose code lies within the file's threshold, "
@@ -217,8 +221,14 @@ class CPRFARecipe(Recipe):
         if self.fusion:
             self.landmarks_h = torch.from_numpy(other_method_landmarks(train))
         basis = np.concatenate([fm.w_shape, fm.w_exp], axis=2)
-        return CPRFA(unet, sel, fm.mean, basis, self.step_scale, rounds=self.rounds, translation=self.translation,
-                     fusion=self.fusion)
+        model = CPRFA(unet, sel, fm.mean, basis, self.step_scale, rounds=self.rounds, translation=self.translation,
+                      fusion=self.fusion)
+        if self.init_from:
+            from engine.paths import PROJECT_ROOT
+
+            src = torch.load(PROJECT_ROOT / self.init_from, map_location="cpu", weights_only=False)["model"]
+            print(f"[cprfa] initialised from {self.init_from}: {warm_start(model, src)}")
+        return model
 
     def batch_targets(self, batch):
         dafi, mask = augmented_dafi(self.dafi_u8, batch)
@@ -293,6 +303,34 @@ class CPRFARecipe(Recipe):
             raise NotImplementedError("the CPR-H variant needs mtcnn3d's landmarks as a second input; its export is "
                                       "not written yet (train it as an ablation: --ablation cpr-h)")
         return ExportCPRFA(model)
+
+
+def warm_start(model: nn.Module, source: dict[str, torch.Tensor]) -> str:
+    """Load a trained CPRFA's ``source`` state into ``model`` (in place) where the shapes agree. A CPR-H model's
+    regressors have wider first projections (their own CPR features, then the CPR-H features): the trained columns
+    are copied and the new ones zeroed, so the fused model starts out computing exactly what ``source`` computed and
+    the fusion stems learn from there. Returns what was copied, widened and left at its initialisation."""
+    state = model.state_dict()
+    copied, widened, fresh = 0, 0, []
+    for key, value in state.items():
+        old = source.get(key)
+        if old is not None and old.shape == value.shape:
+            value.copy_(old)
+            copied += 1
+        elif (old is not None and key.endswith("proj.0.weight") and old.shape[0] == value.shape[0]
+              and old.shape[1] < value.shape[1]):
+            value.zero_()
+            value[:, :old.shape[1]] = old
+            widened += 1
+        else:
+            fresh.append(key)
+    model.load_state_dict(state)
+    stems = sorted({k.split(".fusion_stem.")[0] for k in fresh if ".fusion_stem." in k})
+    # the CPR-H additions: the fusion stems (learned) and the 68-landmark geometry buffers (built from the selection)
+    others = [k for k in fresh if ".fusion_stem." not in k and "fusion_geometry." not in k]
+    if others:
+        raise ValueError(f"the checkpoint does not fit this model beyond the CPR-H additions: {others[:5]}")
+    return f"{copied} tensors copied, {widened} projections widened (new columns zero), {len(stems)} fusion stems new"
 
 
 def pnp_params(model: CPRFA, obs: torch.Tensor, found: torch.Tensor) -> torch.Tensor:
