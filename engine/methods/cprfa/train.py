@@ -153,9 +153,9 @@ class CPRFARecipe(Recipe):
     allow_untrained_dafi: bool = False   # tests only: export with an untrained U-Net
     ablations = {"one-round": {"rounds": 1}, "mean-t": {"translation": "mean"}, "cpr-h": {"fusion": True},
                  "code-corruption": {"corruption": "code"},
-                 # CPR-H fine-tuned from the shipped CPRFA (its fused features start at zero weight): 4 epochs
+                 # CPR-H fine-tuned from the shipped CPRFA (its fused features start at zero weight): 3 epochs
                  # instead of a 12-epoch run from scratch (2-core compute); the card compares it to that start
-                 "cpr-h-finetune": {"fusion": True, "init_from": "weights/cprfa.pt", "epochs": 4, "lr": 3e-4}}
+                 "cpr-h-finetune": {"fusion": True, "init_from": "weights/cprfa.pt", "epochs": 3, "lr": 3e-4}}
     notes: str = (
         "HS-U-Net (recipe cprfa-dafi, frozen here) -> DAFI + mask at 120 px -> retrieval of the C = 128 selected "
         "vertices (weights/cprfa_vertices.npz; in-graph: the pixels whose code lies within the file's threshold, "
