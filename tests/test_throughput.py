@@ -73,7 +73,10 @@ def test_stale_cache_is_rebuilt_when_a_source_changes(tmp_path):
     calls = []
     cached_uint8(path, files_fingerprint(files), (2, 3), _counting_fill(calls, 1))
     st = files[1].stat()
-    os.utime(files[1], ns=(st.st_atime_ns, st.st_mtime_ns + 10_000_000))  # touched: same size, newer
+    os.utime(files[1], ns=(st.st_atime_ns, st.st_mtime_ns + 10_000_000))  # touched, same bytes (a fresh clone)
+    cached_uint8(path, files_fingerprint(files), (2, 3), _counting_fill(calls, 9))
+    assert len(calls) == 1                                                # reused
+    files[1].write_bytes(bytes([7]) * 11)                                 # same size, other bytes
     got = cached_uint8(path, files_fingerprint(files), (2, 3), _counting_fill(calls, 2))
     assert len(calls) == 2 and int(np.asarray(got)[0, 0]) == 2
     files[2].write_bytes(b"longer content than before")

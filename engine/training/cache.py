@@ -26,12 +26,17 @@ CHUNK = 64 << 20
 
 
 def files_fingerprint(files: Iterable[Path], extra: dict | None = None) -> str:
-    """SHA-256 over each source file's name, size and modification time (ns), in order, plus ``extra`` (e.g. the
-    decoded size): any change to the inputs gives another fingerprint. Stats only, no reads (0.3 s for 19,080)."""
+    """SHA-256 over each source file's name and contents, in order, plus ``extra`` (e.g. the decoded size): any
+    change to the inputs gives another fingerprint, and nothing else does. Contents, not modification times: a fresh
+    clone or a re-copied data folder has new times and the same bytes, and re-rendering a cache for that cost up
+    to 10 minutes of training at the start of a session (reading 179 MB of training crops costs about a second)."""
     h = hashlib.sha256(json.dumps(extra or {}, sort_keys=True, default=str).encode())
     for f in files:
-        st = os.stat(f)
-        h.update(f"{Path(f).name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        h.update(f"{Path(f).name}\0".encode())
+        with open(f, "rb") as src:
+            for block in iter(lambda: src.read(1 << 20), b""):
+                h.update(block)
+        h.update(b"\n")
     return h.hexdigest()
 
 
