@@ -13,7 +13,8 @@ reprojection errors.
 
 Ablations (``python main.py train cprfa --ablation NAME``): ``one-round`` (round 1 only), ``mean-t`` (translation
 as the mean of its CPR instead of a network), ``cpr-h`` (CPR-H fusion with mtcnn3d's 68 landmarks: run once on
-the training crops and cached under runs/cache, moved with each crop's affine), ``code-corruption`` (the CPR inputs
+the training crops and cached under runs/cache, moved with each crop's affine), ``cpr-h-finetune`` (the same
+fusion started from the shipped weights by ``warm_start`` and trained 3 epochs), ``code-corruption`` (the CPR inputs
 corrupted by the code-noise model, which the first shipped run trained on, instead of the warp model calibrated in
 ``build`` to reproduce the U-Net's retrieval statistics on the reference split; corruption.py explains why the
 code-noise model is too harsh).
