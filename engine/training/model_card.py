@@ -107,17 +107,13 @@ def trained_ablation_text(name: str, history: list[dict], description: str | Non
                        f"compared here; it has to be re-run on this recipe.\n")
             continue
         shipped = {h["epoch"]: h["val_nme"] for h in history if "val_nme" in h}
-        start = ab["overrides"].get("init_from")
-        if start and shipped:
+        if ab["overrides"].get("init_from") and shipped:
             out.append(_fine_tune_text(ab, shipped, arm))
             continue
         rows = []
         for h in arm:
             a, b = shipped.get(h["epoch"]), h["val_nme"]
-            left = (f"{a['0-30']:.2f} / {a['30-60']:.2f} / {a['60-90']:.2f} / **{a['balanced']:.2f}**"
-                    if a else "–")
-            rows.append(f"| {h['epoch']} | {left} | {b['0-30']:.2f} / {b['30-60']:.2f} / {b['60-90']:.2f} / "
-                        f"**{b['balanced']:.2f}** |")
+            rows.append(f"| {h['epoch']} | {_buckets(a) if a else '–'} | {_buckets(b)} |")
         out.append(f"""Trained ablation `{ab['ablation']}` ({json.dumps(ab['overrides'])}): `{ab['command']}`, seed
 {ab['seed']}, {ab['threads']} threads; {_ablation_schedule(ab)}; aflw2000_dev protocol NME (torch) 0-30 / 30-60 /
 60-90 / balanced after each epoch, beside the shipped run's same epochs:

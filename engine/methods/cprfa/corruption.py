@@ -192,9 +192,7 @@ def corrupt(dafi: torch.Tensor, mask: torch.Tensor, model: DafiErrorModel, gener
     shift = shift.clamp(-MAX_SHIFT, MAX_SHIFT).to(dev)
     codes, m = shift_mask(dafi, mask, shift)
     white = torch.randn(b, c, h, w, generator=generator).to(dev)
-    smooth = blur(torch.randn(b, c, h, w, generator=generator).to(dev), SMOOTH_SIGMA)
-    # white noise blurred by a unit-sum 2D Gaussian of sigma s has std 1 / (2 sqrt(pi) s)
-    smooth = smooth * (2.0 * math.sqrt(math.pi) * SMOOTH_SIGMA)
+    smooth = unit_smooth_noise((b, c, h, w), SMOOTH_SIGMA, generator).to(dev)
     sm = torch.tensor(model.smooth_std, device=dev).view(1, c, 1, 1)
     px = torch.tensor(model.pixel_std, device=dev).view(1, c, 1, 1)
     out = (codes + smooth * sm + white * px).clamp(0.0, 1.0) * m[:, None]
