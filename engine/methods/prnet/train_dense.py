@@ -41,7 +41,15 @@ class DensePRNetRecipe(PRNetRecipe):
     output_names: tuple[str, ...] = ("position_map", "points")
     landmark_l1: float = 1.0      # L1 from the 68 read-out landmarks to the label's (x, y; px)
     human_weight: float = 0.5     # L1 to AFLW's human points (px), as the baseline
-    ablations: ClassVar[dict[str, dict]] = {"no-mask": {"use_mask": False}}
+    # map128: the paper's map density (one texel per input pixel at the network's 128x128 input) on one long smooth
+    # schedule (`python main.py train prnet --ablation map128 --epochs 100`, resumed with --resume across sessions);
+    # the 64x64 run was still improving through its 40-epoch anneal. Its description names the map it trains.
+    ablations: ClassVar[dict[str, dict]] = {
+        "no-mask": {"use_mask": False},
+        "map128": {"map_size": 128, "description": (
+            "PRNet: encoder-decoder regressing a 128x128 UV position map of the full 3DMM face (BFM no-neck "
+            "surface in the BFM's own UV) from a 120x120 crop")},
+    }
     notes: str = (
         "Encoder: one 4x4 stride-2 convolution (16 channels) then 10 residual blocks (1x1, 4x4 stride s, 1x1; "
         "projection shortcut) 16-32s2-32-64s2-64-128s2-128-128-128-128 down to 8x8x128; decoder: 17 4x4 transposed "
