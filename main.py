@@ -165,7 +165,8 @@ def cmd_annotate(args: argparse.Namespace) -> int:
 
             methods = [create(n, quantized=True) for n in methods]
         s = annotate(args.input, methods, args.out, args.formats.split(","), force=args.force,
-                     progress=bar, max_faces=args.max_faces)
+                     progress=bar, max_faces=args.max_faces,
+                     camera={"fx": args.fx, "fy": args.fy, "cx": args.cx, "cy": args.cy})
     except KeyboardInterrupt:
         bar.done()
         print("cancelled: the files hold every frame processed so far", file=sys.stderr)
@@ -358,6 +359,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-faces", type=int, default=4, metavar="N",
                    help="track at most N faces per frame (default 4; 1-64); more detected faces are reported")
     s.add_argument("--quantized", action="store_true", help="the methods' INT8 models (weights/NAME.int8.onnx)")
+    for k, what in (("fx", "focal length x"), ("fy", "focal length y"), ("cx", "optical centre x"),
+                    ("cy", "optical centre y")):
+        s.add_argument(f"--{k}", type=float, metavar="PX",
+                       help=f"CSV camera {what} in pixels (default: OpenFace's for the image size; docs/exports.md)")
     s.set_defaults(func=cmd_annotate)
     s = sub.add_parser("annotate-batch", help="annotate many videos / image folders, resumable, on every core "
                                               "or a Ray cluster")

@@ -86,6 +86,7 @@ class FrameProcessor:
                 stage["align"] += r.timings.get("network", 0.0) + r.timings.get("decode", 0.0)
                 stage["visibility"] += r.timings.get("visibility", 0.0)
                 r = r.to_image(tr.box)
+                r.confidence = tr.score  # the detector's score for this face (docs/exports.md)
                 if self.smoothing:
                     r = self._smooth(tr.face_id, name, r, frame.timestamp)
                 out[name] = r

@@ -31,6 +31,9 @@ class Track:
     unconfirmed: int = 0            # re-detections in a row that did not see this face
     landmarks: np.ndarray | None = None
     history: list = field(default_factory=list)
+    # the face detector's score for this face at the latest re-detection, 0.0 when that re-detection missed it:
+    # the per-face ``confidence`` every output carries (docs/exports.md)
+    score: float = 0.0
 
 
 DEFAULT_MAX_FACES = 4
@@ -91,6 +94,7 @@ class FaceTracker:
             self._since_reset += 1
             boxes = self.detector.detect(image, tiles=tiled) if tiled is False else self.detector.detect(image)
             dets = [roi_box_from_detection(d) for d in boxes]
+            det_scores = [float(d[4]) for d in boxes]
             used = set()
             for t in self.tracks:
                 scores = [iou(t.box, d) for d in dets]
@@ -98,16 +102,18 @@ class FaceTracker:
                 if j >= 0 and scores[j] > 0.3 and j not in used:
                     used.add(j)
                     t.unconfirmed = 0
+                    t.score = det_scores[j]
                     if t.landmarks is None:
                         t.box = dets[j]
                 else:
                     t.unconfirmed += 1
+                    t.score = 0.0
             self.over_limit = 0
             for j, d in enumerate(dets):
                 if j in used:
                     continue
                 if len(self.tracks) < self.max_faces:
-                    self.tracks.append(Track(self._next_id, d))
+                    self.tracks.append(Track(self._next_id, d, score=det_scores[j]))
                     self._next_id += 1
                 else:
                     self.over_limit += 1

@@ -14,9 +14,9 @@ from engine.facemodel import load_face_model
 from engine.methods.base import Method
 from engine.pipeline import FrameProcessor, FrameResult
 from engine.sources import open_source
+from engine.version import package_version
 
 FORMATS = ("csv", "json", "pts", "obj", "video")
-VERSION = "0.1.0"
 
 
 @dataclass
@@ -52,10 +52,12 @@ def annotate(source_spec: str, methods: list[str] | list[Method], out_dir: str |
              progress: Callable[[int, int | None], None] | None = None,
              cancelled: Callable[[], bool] | None = None,
              on_frame: Callable[[FrameResult], None] | None = None,
-             detector=None, max_faces: int | None = None) -> AnnotateSummary:
+             detector=None, max_faces: int | None = None,
+             camera: dict[str, float | None] | None = None) -> AnnotateSummary:
     """Annotate one video or image folder into ``out_dir``. ``methods`` are names, or loaded methods (and
     ``detector`` a loaded FaceDetector) that a caller reuses across inputs (annotate-batch's workers): what this
-    call did not load, it does not close."""
+    call did not load, it does not close. ``camera``: the CSV's pinhole intrinsics {fx, fy, cx, cy} in pixels,
+    any of them None or missing for OpenFace's default (engine/export/openface.py)."""
     bad = [f for f in formats if f not in FORMATS]
     if bad:
         raise ValueError(f"unknown format(s) {', '.join(bad)}; choose from {', '.join(FORMATS)}")
@@ -64,6 +66,13 @@ def annotate(source_spec: str, methods: list[str] | list[Method], out_dir: str |
     from engine.detect.tracker import DEFAULT_MAX_FACES, check_max_faces
 
     max_faces = check_max_faces(DEFAULT_MAX_FACES if max_faces is None else max_faces)  # before anything opens
+    camera = {k: v for k, v in (camera or {}).items() if v is not None}
+    unknown = set(camera) - {"fx", "fy", "cx", "cy"}
+    if unknown:
+        raise ValueError(f"unknown camera intrinsic(s) {', '.join(sorted(unknown))}; use fx, fy, cx, cy")
+    bad_focal = [f"{k}={v}" for k, v in camera.items() if k in ("fx", "fy") and not float(v) > 0]
+    if bad_focal:
+        raise ValueError(f"focal lengths must be positive pixels, got {', '.join(bad_focal)}")
     out = Path(out_dir)
     targets = output_paths(out, formats)
     existing = [str(p) for p in targets.values() if p.exists()]
@@ -78,7 +87,8 @@ def annotate(source_spec: str, methods: list[str] | list[Method], out_dir: str |
     processor = FrameProcessor(methods, tracker=tracker)
     meta = {"methods": list(processor.methods), "weights_sha256": weights_hash(processor.methods),
             "providers": {n: m.provider for n, m in processor.methods.items()}, "source": str(source_spec),
-            "fps": source.fps, "max_faces": max_faces, "version": VERSION, "coordinates": "image pixels; z toward the camera, relative"}
+            "fps": source.fps, "max_faces": max_faces, "version": package_version(),
+            "coordinates": "image pixels; z toward the camera, relative", "camera": camera or "OpenFace default"}
     tris = load_face_model().triangles
     writers = []
     summary = AnnotateSummary(outputs=tuple(str(p) for p in targets.values()))
@@ -86,13 +96,14 @@ def annotate(source_spec: str, methods: list[str] | list[Method], out_dir: str |
     try:
         for f in formats:
             if f == "csv":
-                writers.append(CsvWriter(targets[f]))
+                writers.append(CsvWriter(targets[f], list(processor.methods), camera, image_input=per_image))
             elif f == "json":
-                writers.append(JsonWriter(targets[f], meta))
+                writers.append(JsonWriter(targets[f], meta, image_input=per_image))
             elif f in ("pts", "obj"):
-                writers.append(PerFrameFiles(out, f, tris))
+                writers.append(PerFrameFiles(out, f, tris, image_input=per_image))
             elif f == "video":
-                writers.append(VideoWriter(targets[f], source.fps, tris))
+                writers.append(VideoWriter(targets[f], source.fps, tris,
+                                           audio_source=str(source_spec) if source.kind == "video" else None))
         for frame in source.frames():
             if cancelled and cancelled():
                 summary.cancelled = True
