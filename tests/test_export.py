@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
+from engine.export.openface import openface_rotation
 from engine.export.writers import csv_columns
 from engine.paths import PROJECT_ROOT
 
@@ -40,8 +41,8 @@ def test_csv_columns_follow_openface():
     cols = csv_columns()
     assert cols[:11] == ["frame", "face_id", "timestamp", "confidence", "success", "pose_Tx", "pose_Ty", "pose_Tz",
                          "pose_Rx", "pose_Ry", "pose_Rz"]
-    assert cols[11] == "x_0" and cols[11 + 68] == "y_0" and cols[11 + 136] == "X_0" and cols[11 + 340] == "v_0"
-    assert cols[-1] == "method" and len(cols) == 11 + 6 * 68 + 1
+    assert cols[11] == "x_0" and cols[11 + 68] == "y_0" and cols[11 + 136] == "X_0" and cols[11 + 340] == "p_scale"
+    assert cols[11 + 346] == "v_0" and cols[-2:] == ["file", "method"] and len(cols) == 11 + 6 * 68 + 6 + 2
 
 
 def test_annotate_round_trip(clip, tmp_path):
@@ -51,7 +52,7 @@ def test_annotate_round_trip(clip, tmp_path):
     s = annotate(str(clip), ["mediapipe"], tmp_path, ["csv", "json", "pts", "obj", "video"],
                  on_frame=frames.append)
     assert s.frames == 12 and s.frames_with_face >= 10
-    rows = list(csv.DictReader(open(tmp_path / "annotations.csv")))
+    rows = [r for r in csv.DictReader(open(tmp_path / "annotations.csv")) if r["success"] == "1"]
     doc = json.loads((tmp_path / "annotations.json").read_text())
     assert doc["metadata"]["methods"] == ["mediapipe"] and doc["metadata"]["version"]
     by_frame = {f.index: f for f in frames}
@@ -59,11 +60,11 @@ def test_annotate_round_trip(clip, tmp_path):
     for row in rows:
         r = by_frame[int(row["frame"])].faces[0].results["mediapipe"]
         xs = np.array([float(row[f"x_{i}"]) for i in range(68)])
-        zs = np.array([float(row[f"Z_{i}"]) for i in range(68)])
         vs = np.array([int(row[f"v_{i}"]) for i in range(68)])
-        assert np.allclose(xs, r.landmarks[:, 0], atol=1e-3) and np.allclose(zs, r.landmarks[:, 2], atol=1e-3)
+        assert np.allclose(xs, r.landmarks[:, 0], atol=1e-3)
         assert (vs == r.visible).all()
-        assert np.isclose(float(row["pose_Ry"]), np.deg2rad(r.pose[0]), atol=1e-4)
+        rx_ry_rz = [float(row[k]) for k in ("pose_Rx", "pose_Ry", "pose_Rz")]
+        assert np.allclose(rx_ry_rz, openface_rotation(r.pose), atol=1e-4)
     for jf in doc["frames"]:
         for face in jf["faces"]:
             r = by_frame[jf["frame"]].faces[0].results["mediapipe"]
@@ -88,7 +89,7 @@ def test_cancel_halfway_leaves_valid_files(clip, tmp_path):
                  on_frame=seen.append, cancelled=lambda: len(seen) >= 5)
     assert s.cancelled and s.frames == 5
     rows = list(csv.DictReader(open(tmp_path / "annotations.csv")))
-    assert {int(r["frame"]) for r in rows} <= set(range(5)) and rows
+    assert {int(r["frame"]) for r in rows} == set(range(5))
     doc = json.loads((tmp_path / "annotations.json").read_text())
     assert len(doc["frames"]) == 5
     cap = cv2.VideoCapture(str(tmp_path / "overlay.mp4"))
@@ -145,7 +146,8 @@ def test_odd_images_are_handled_or_skipped(dev_dir, tmp_path):
     assert out.returncode == 0, out.stderr
     assert "2 unreadable images skipped" in out.stdout
     rows = list(csv.DictReader(open(tmp_path / "out" / "annotations.csv")))
-    assert sorted({int(r["frame"]) for r in rows}) == [0, 1, 2, 3]
+    assert sorted({int(r["frame"]) for r in rows if r["success"] == "1"}) == [0, 1, 2, 3]
+    assert [r["file"] for r in rows if r["success"] == "0"] == ["g_noface.png"]
 
 
 def test_unwritable_output_folder(clip, tmp_path):
