@@ -276,3 +276,15 @@ def test_euler_of_engine_pose_matches_its_matrix():
     pose = np.array([35.0, -12.0, 8.0])
     flip = np.diag([1.0, -1.0, -1.0])
     assert np.allclose(openface_euler_to_rotation(openface_rotation(pose)), flip @ euler_to_matrix(*pose) @ flip)
+
+
+def test_video_falls_back_to_mp4v_without_h264(clip_with_audio, tmp_path, monkeypatch):
+    import engine.export.writers as writers
+    from engine.export.annotate import annotate
+
+    monkeypatch.setattr(writers, "h264_encoder", lambda: None)
+    annotate(str(clip_with_audio), ["mediapipe"], tmp_path, ["video"])
+    av = pytest.importorskip("av")
+    with av.open(str(tmp_path / "overlay.mp4")) as c:
+        assert [(s.type, s.codec_context.name) for s in c.streams] == [("video", "mpeg4")]   # mp4v, no audio
+        assert sum(1 for _ in c.decode(video=0)) == 8

@@ -43,14 +43,21 @@ def inconsistent_edges(tris: np.ndarray) -> int:
     return bad
 
 
-def orient_triangles(verts: np.ndarray, tris: np.ndarray) -> np.ndarray:
-    """``tris`` with one consistent winding, turned so the normals point away from the surface's centroid
-    (outward, toward the camera for a face). Each connected patch is oriented on its own."""
-    tris = np.array(tris, dtype=np.int64, copy=True)
+_CONSISTENT: dict[bytes, tuple[np.ndarray, list[np.ndarray]]] = {}   # topology -> (wound triangles, patches)
+
+
+def consistent_winding(tris: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+    """``tris`` with one winding per connected patch (breadth-first over shared edges: a neighbour must traverse
+    a shared edge the other way), and each patch's triangle indices. Depends on the topology alone, so it is
+    computed once per triangle list (the face model's, PRNet's grid) and reused for every face."""
+    tris = np.ascontiguousarray(tris, dtype=np.int64)
+    key = tris.tobytes()
+    if key in _CONSISTENT:
+        return _CONSISTENT[key]
+    tris = tris.copy()
     edges = _edge_map(tris)
     seen = np.zeros(len(tris), bool)
-    verts = np.asarray(verts, np.float64)
-    centre = verts[np.unique(tris)].mean(0)
+    patches = []
     for seed in range(len(tris)):
         if seen[seed]:
             continue
@@ -63,17 +70,31 @@ def orient_triangles(verts: np.ndarray, tris: np.ndarray) -> np.ndarray:
                 for n in edges[(min(u, v), max(u, v))]:
                     if n == t or seen[n]:
                         continue
-                    if _directed(tris[n], u, v):   # a neighbour must traverse the shared edge the other way
+                    if _directed(tris[n], u, v):
                         tris[n] = tris[n][[0, 2, 1]]
                     seen[n] = True
                     patch.append(n)
                     queue.append(n)
-        p = tris[patch]
+        patches.append(np.array(patch))
+    if len(_CONSISTENT) > 8:   # a handful of topologies exist; never grow without bound
+        _CONSISTENT.clear()
+    _CONSISTENT[key] = (tris, patches)
+    return tris, patches
+
+
+def orient_triangles(verts: np.ndarray, tris: np.ndarray) -> np.ndarray:
+    """``tris`` with one consistent winding, each connected patch turned so its normals point away from the
+    surface's centroid (outward: toward the camera for a face)."""
+    wound, patches = consistent_winding(tris)
+    out = wound.copy()
+    verts = np.asarray(verts, np.float64)
+    centre = verts[np.unique(wound)].mean(0)
+    for patch in patches:
+        p = wound[patch]
         normals = np.cross(verts[p[:, 1]] - verts[p[:, 0]], verts[p[:, 2]] - verts[p[:, 0]])
-        outward = ((verts[p].mean(1) - centre) * normals).sum()
-        if outward < 0:
-            tris[patch] = tris[patch][:, [0, 2, 1]]
-    return tris
+        if ((verts[p].mean(1) - centre) * normals).sum() < 0:
+            out[patch] = p[:, [0, 2, 1]]
+    return out
 
 
 def texture_region(verts_img: np.ndarray, shape: tuple[int, ...]) -> tuple[int, int, int, int]:

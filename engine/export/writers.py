@@ -300,6 +300,9 @@ class VideoWriter:
             stream.width, stream.height = self.size
             stream.pix_fmt = "yuv420p"
             stream.time_base = 1 / rate
+            # annotate-batch's workers run one thread each (FACEALIGN_THREADS=1, engine/export/batch.py): x264's own
+            # pool would fight the other workers for the cores; 0 lets x264 choose
+            stream.codec_context.thread_count = int(os.environ.get("FACEALIGN_THREADS", "0") or 0)
             self._av = (container, stream)
             if self.audio_source:
                 self._add_audio_stream(container)
