@@ -288,3 +288,17 @@ def test_video_falls_back_to_mp4v_without_h264(clip_with_audio, tmp_path, monkey
     with av.open(str(tmp_path / "overlay.mp4")) as c:
         assert [(s.type, s.codec_context.name) for s in c.streams] == [("video", "mpeg4")]   # mp4v, no audio
         assert sum(1 for _ in c.decode(video=0)) == 8
+
+
+def test_collapsed_landmarks_keep_their_row():
+    """A face whose 68 points collapse to one has no scale: its row keeps the pixels and leaves the mm empty."""
+    from engine.export.writers import csv_columns, face_row
+    from engine.pipeline import FrameResult
+    from engine.result import AlignmentResult
+
+    r = AlignmentResult(landmarks=np.full((68, 3), 5.0), visible=np.ones(68, bool), mesh=np.zeros((468, 3)),
+                        pose=np.zeros(3), confidence=0.5)
+    frame = FrameResult(0, 0.0, np.zeros((48, 64, 3), np.uint8), [], name="a.png")
+    row = dict(zip(csv_columns(), face_row(frame, 0, "m", r, Camera.for_image(64, 48), True)))
+    assert len(row) == len(csv_columns()) and row["x_0"] == "5.000" and row["X_0"] == "" and row["pose_Tz"] == ""
+    assert row["success"] == 1 and float(row["pose_Rx"]) == 0.0 and row["file"] == "a.png"

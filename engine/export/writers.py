@@ -1,4 +1,5 @@
-"""Annotation writers: OpenFace-2.0-style CSV, JSON, 300VW .pts, Wavefront .obj, overlay mp4.
+"""Annotation writers: OpenFace 2.x CSV (OpenFace's columns with OpenFace's meanings), versioned JSON, 300-W .pts,
+textured Wavefront .obj, H.264 overlay video (docs/exports.md).
 
 Every writer is crash-safe: CSV rows stream into a hidden .part file (flushed per frame) that ``close()`` renames
 into place; JSON, .pts and .obj are written whole under a temporary name and renamed; the video is encoded to a
@@ -16,7 +17,7 @@ import cv2
 import numpy as np
 
 from engine.export.atomic import atomic_write_bytes, atomic_write_text
-from engine.export.openface import Camera, openface_geometry
+from engine.export.openface import Camera, openface_geometry, openface_rotation
 from engine.pipeline import FrameResult
 from engine.render import draw_result, label
 
@@ -42,13 +43,19 @@ def _fmt(values, digits: int) -> list[str]:
 
 def face_row(frame: FrameResult, face_id: int, method: str, r, camera: Camera, image_input: bool) -> list:
     """One CSV row with OpenFace's meanings (engine/export/openface.py, docs/exports.md)."""
-    g = openface_geometry(r.landmarks, r.pose, camera)
     lm = r.landmarks
-    row = [frame.index, face_id, _timestamp(frame, image_input), f"{r.confidence:.3f}", 1,
-           *_fmt(g.pose_t, 1), *_fmt(g.pose_r, 5)]
+    try:
+        g = openface_geometry(lm, r.pose, camera)
+    except ValueError:  # collapsed landmarks have no scale: keep the pixels, leave the millimetres empty
+        g = None
+    row = [frame.index, face_id, _timestamp(frame, image_input), f"{r.confidence:.3f}", 1]
+    row += [""] * 3 + _fmt(openface_rotation(r.pose), 5) if g is None else [*_fmt(g.pose_t, 1), *_fmt(g.pose_r, 5)]
     row += _fmt(lm[:, 0], 3) + _fmt(lm[:, 1], 3)
-    row += _fmt(g.points_mm[:, 0], 2) + _fmt(g.points_mm[:, 1], 2) + _fmt(g.points_mm[:, 2], 2)
-    row += [f"{g.p_scale:.5f}", *_fmt(g.p_r, 5), *_fmt(g.p_t, 3)]
+    if g is None:
+        row += [""] * (3 * 68 + len(RIGID_PARAMS))
+    else:
+        row += _fmt(g.points_mm[:, 0], 2) + _fmt(g.points_mm[:, 1], 2) + _fmt(g.points_mm[:, 2], 2)
+        row += [f"{g.p_scale:.5f}", *_fmt(g.p_r, 5), *_fmt(g.p_t, 3)]
     row += [int(v) for v in r.visible] + [frame.name, method]
     return row
 
