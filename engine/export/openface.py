@@ -13,8 +13,9 @@ view of the face. This module turns one face's 68 such points into OpenFace's qu
   OpenFace's Euler angles (R = Rx Ry Rz, radians), and the image position of the model's origin (the landmarks'
   centroid) -- OpenFace's weak-perspective ``params_global``.
 - ``pose_Tx, pose_Ty, pose_Tz``: the camera-frame position (mm) of the landmarks' centroid: the translation whose
-  pinhole projection of the method's posed 3D points (scaled to mm by 1 / p_scale) best fits its 2D landmarks
-  (linear least squares; OpenFace's solvePnP with the rotation held at the method's).
+  pinhole projection of the method's posed 3D points (centred, scaled to mm by 1 / p_scale) best fits its 2D
+  landmarks (linear least squares; OpenFace refines its weak-perspective guess fx / p_scale with solvePnP, here
+  the shape and its orientation stay the method's and only the translation is solved).
 - ``X_i, Y_i, Z_i``: OpenFace's GetShape: Z_i = pose_Tz + the landmark's own depth (mm) relative to the centroid,
   X_i, Y_i = the 2D landmark back-projected through the camera at that depth.
 - ``pose_Rx, pose_Ry, pose_Rz``: the method's head pose (the JSON's yaw, pitch, roll), re-expressed in OpenFace's
