@@ -205,49 +205,61 @@ def test_obj_loads_textured_and_consistently_wound(image_run):
     assert np.abs(texel.astype(int) - img[y, x, ::-1].astype(int)).max() <= 2
 
 
-@pytest.fixture(scope="module")
-def clip_with_audio(tmp_path_factory, dev_dir):
+def make_clip(src, out, container: str, audio: str) -> None:
+    """8 frames of the shared video (MPEG-4 Part 2) with a 440 Hz tone in codec ``audio``, mono."""
     av = pytest.importorskip("av")
-    src = dev_dir.parent / "video" / "obama.mp4"
-    if not src.exists():
-        pytest.skip(f"{src} missing")
-    out = tmp_path_factory.mktemp("clip") / "clip.mp4"
     cap = cv2.VideoCapture(str(src))
-    c = av.open(str(out), "w", format="mp4")
+    c = av.open(str(out), "w", format=container)
     v = c.add_stream("mpeg4", rate=25)
     v.width, v.height, v.pix_fmt = 640, 360, "yuv420p"
-    a = c.add_stream("aac", rate=44100)
+    rate = 44100 if audio == "aac" else 22050
+    a = c.add_stream(audio, rate=rate, layout="mono")
     for i in range(8):
         ok, f = cap.read()
         vf = av.VideoFrame.from_ndarray(cv2.resize(f, (640, 360)), format="bgr24")
         vf.pts, vf.time_base = i, Fraction(1, 25)
         for p in v.encode(vf):
             c.mux(p)
-    t = np.arange(44100 * 8 // 25) / 44100
-    af = av.AudioFrame.from_ndarray((0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)[None], format="fltp",
-                                    layout="mono")
-    af.sample_rate, af.pts = 44100, 0
+    tone = np.sin(2 * np.pi * 440 * np.arange(rate * 8 // 25) / rate)
+    af = (av.AudioFrame.from_ndarray((0.3 * tone).astype(np.float32)[None], format="fltp", layout="mono")
+          if audio == "aac" else
+          av.AudioFrame.from_ndarray((3000 * tone).astype(np.int16)[None], format="s16", layout="mono"))
+    af.sample_rate, af.pts = rate, 0
     for p in a.encode(af):
         c.mux(p)
     for s in (v, a):
         for p in s.encode(None):
             c.mux(p)
     c.close()
-    return out
 
 
-def test_video_is_h264_with_the_sources_audio(clip_with_audio, tmp_path):
+@pytest.fixture(scope="module")
+def clip_with_audio(tmp_path_factory, dev_dir):
+    """An MP4 with AAC audio (copied as it is) and a Matroska file with PCM audio (which MP4 cannot hold)."""
+    src = dev_dir.parent / "video" / "obama.mp4"
+    if not src.exists():
+        pytest.skip(f"{src} missing")
+    root = tmp_path_factory.mktemp("clip")
+    make_clip(src, root / "clip.mp4", "mp4", "aac")
+    make_clip(src, root / "clip_pcm.mkv", "matroska", "pcm_s16le")
+    return root / "clip.mp4"
+
+
+@pytest.mark.parametrize("name", ["clip.mp4", "clip_pcm.mkv"])
+def test_video_is_h264_with_the_sources_audio(clip_with_audio, tmp_path, name):
     av = pytest.importorskip("av")
     from engine.export.annotate import annotate
     from engine.export.writers import h264_encoder
 
     if h264_encoder() is None:
         pytest.skip("this PyAV build has no H.264 encoder (the writer falls back to mp4v)")
-    annotate(str(clip_with_audio), ["mediapipe"], tmp_path, ["video"])
+    annotate(str(clip_with_audio.parent / name), ["mediapipe"], tmp_path, ["video"])   # PCM: re-encoded to AAC
     with av.open(str(tmp_path / "overlay.mp4")) as c:
         kinds = {s.type: s.codec_context.name for s in c.streams}
         assert kinds == {"video": "h264", "audio": "aac"}
         assert sum(1 for _ in c.decode(video=0)) == 8
+    with av.open(str(tmp_path / "overlay.mp4")) as c:
+        assert sum(f.samples for f in c.decode(audio=0)) >= 0.9 * 8 / 25 * c.streams.audio[0].rate
     ffprobe = shutil.which("ffprobe")
     if ffprobe:
         probe = json.loads(subprocess.run([ffprobe, "-v", "error", "-show_streams", "-of", "json",

@@ -230,6 +230,8 @@ class PerFrameFiles:
 
 
 H264_ENCODERS = ("libx264", "libopenh264")   # PyAV's wheels carry FFmpeg with libx264
+# audio codecs FFmpeg's MP4 muxer takes as they are; any other track (PCM from .mov/.avi, Vorbis...) becomes AAC
+MP4_AUDIO_CODECS = {"aac", "mp3", "ac3", "eac3", "opus", "alac", "flac"}
 
 
 def h264_encoder() -> str | None:
@@ -331,9 +333,9 @@ class VideoWriter:
             src.close()
             return
         a_in = src.streams.audio[0]
-        try:
+        if a_in.codec_context.name in MP4_AUDIO_CODECS:
             a_out, transcode = container.add_stream_from_template(a_in), False
-        except (ValueError, av.FFmpegError):
+        else:
             a_out, transcode = container.add_stream("aac", rate=a_in.rate or 48000), True
         self._audio = (src, a_in, a_out, transcode)
 
