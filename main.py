@@ -16,8 +16,14 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 def cmd_methods(args: argparse.Namespace) -> int:
     from engine.methods.base import registry
     from engine.paths import weights_path
+    from engine.paths import WEIGHTS_ENV, user_weights_dir, weights_location
     from engine.runtime import preferred_providers
 
+    folder, origin = weights_location()
+    print(f"weights: {folder} (from {origin}{'' if folder.is_dir() else '; the folder does not exist'})")
+    if not folder.is_dir():
+        print(f"note: point {WEIGHTS_ENV} at a folder holding the weights (a checkout's weights/), or copy them "
+              f"to {user_weights_dir()}")
     print(f"{'method':<11} {'weights':<22} {'present':<8} {'backend':<28} provider")
     for name, info in sorted(registry().items()):
         present = weights_path(info.weights).exists()
