@@ -15,8 +15,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 def cmd_methods(args: argparse.Namespace) -> int:
     from engine.methods.base import registry
-    from engine.paths import weights_path
-    from engine.paths import WEIGHTS_ENV, user_weights_dir, weights_location
+    from engine.paths import WEIGHTS_ENV, user_weights_dir, weights_location, weights_path
     from engine.runtime import preferred_providers
 
     folder, origin = weights_location()
@@ -195,13 +194,15 @@ def cmd_stream(args: argparse.Namespace) -> int:
     streamer = OscStreamer(host, port, vmc=args.vmc)
     streamer.open()  # an unknown host fails here, before any model loads
     t0 = time.perf_counter()
+    clock = None  # --realtime: perf_counter() at the first frame's timestamp (after the models have loaded)
     try:
         with FaceAligner(args.method, max_faces=args.max_faces, quantized=args.quantized) as aligner:
             print(f"streaming {aligner.name} on {args.source} to {streamer.target}"
                   f"{' (+ VMC)' if args.vmc else ''}; Ctrl+C stops", file=sys.stderr)
             for res in aligner.frames(args.source):
                 if args.realtime:  # a video file at its own frame rate, as a camera would deliver it
-                    wait = res.timestamp - (time.perf_counter() - t0)
+                    clock = time.perf_counter() - res.timestamp if clock is None else clock
+                    wait = res.timestamp - (time.perf_counter() - clock)
                     if wait > 0:
                         time.sleep(wait)
                 streamer.send_frame(res, aligner.name)
