@@ -180,6 +180,21 @@ def test_killing_the_receiver_mid_stream_changes_nothing_for_the_sender():
     assert st.frames == 60 and st.dropped > 0
 
 
+def test_a_closed_stream_is_not_reopened_by_a_frame_in_flight():
+    rx = Receiver()
+    try:
+        st = OscStreamer("127.0.0.1", rx.port)
+        st.send_frame(synthetic_frame(0), "synthetic")
+        st.close()   # the app's toggle switched off while the worker still holds this streamer
+        st.send_frame(synthetic_frame(1), "synthetic")
+        rx.wait_for(7)
+        time.sleep(0.2)
+    finally:
+        rx.stop()
+    assert [a[0] for addr, a in rx.messages if addr == "/facealign/frame"] == [0]
+    assert st._sock is None and st.dropped == 7 and "closed" in st.last_error
+
+
 def test_stream_command_sends_every_frame_of_the_clip_equal_to_annotate(tmp_path_factory):
     src = clip_path()
     ref = annotated_clip(tmp_path_factory.mktemp("ref"))

@@ -50,6 +50,7 @@ class OscStreamer:
         self.dropped = 0         # datagrams not sent (would block, refused, unreachable)
         self.last_error = ""
         self._sock: socket.socket | None = None
+        self._closed = False   # closed for good: a frame still in flight in the worker must not reopen it
         self._lock = threading.Lock()
 
     @property
@@ -60,6 +61,8 @@ class OscStreamer:
         """Resolve the host and make the socket; an OSError that names the target when the host is unknown. Done
         on the first frame if not called before (a name lookup can take seconds: never on a GUI thread)."""
         with self._lock:
+            if self._closed:
+                raise OSError(f"the stream to {self.target} is closed")
             if self._sock is not None:
                 return
             try:
@@ -101,6 +104,7 @@ class OscStreamer:
 
     def close(self) -> None:
         with self._lock:
+            self._closed = True
             if self._sock is not None:
                 self._sock.close()
                 self._sock = None
