@@ -15,9 +15,14 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 def cmd_methods(args: argparse.Namespace) -> int:
     from engine.methods.base import registry
-    from engine.paths import weights_path
+    from engine.paths import WEIGHTS_ENV, user_weights_dir, weights_location, weights_path
     from engine.runtime import preferred_providers
 
+    folder, origin = weights_location()
+    print(f"weights: {folder} (from {origin}{'' if folder.is_dir() else '; the folder does not exist'})")
+    if not folder.is_dir():
+        print(f"note: point {WEIGHTS_ENV} at a folder holding the weights (a checkout's weights/), or copy them "
+              f"to {user_weights_dir()}")
     print(f"{'method':<11} {'weights':<22} {'present':<8} {'backend':<28} provider")
     for name, info in sorted(registry().items()):
         present = weights_path(info.weights).exists()
@@ -177,6 +182,38 @@ def cmd_annotate(args: argparse.Namespace) -> int:
     if s.frames_over_limit:
         print(f"note: {s.frames_over_limit} frames had more faces than --max-faces {args.max_faces}; the extra "
               f"faces are not annotated", file=sys.stderr)
+    return 0
+
+
+def cmd_stream(args: argparse.Namespace) -> int:
+    import time
+
+    from engine.aligner import FaceAligner
+    from engine.stream import OscStreamer, parse_target
+
+    host, port = parse_target(args.osc)
+    streamer = OscStreamer(host, port, vmc=args.vmc)
+    streamer.open()  # an unknown host fails here, before any model loads
+    t0 = time.perf_counter()
+    clock = None  # --realtime: perf_counter() at the first frame's timestamp (after the models have loaded)
+    try:
+        with FaceAligner(args.method, max_faces=args.max_faces, quantized=args.quantized) as aligner:
+            print(f"streaming {aligner.name} on {args.source} to {streamer.target}"
+                  f"{' (+ VMC)' if args.vmc else ''}; Ctrl+C stops", file=sys.stderr)
+            for res in aligner.frames(args.source):
+                if args.realtime:  # a video file at its own frame rate, as a camera would deliver it
+                    clock = time.perf_counter() - res.timestamp if clock is None else clock
+                    wait = res.timestamp - (time.perf_counter() - clock)
+                    if wait > 0:
+                        time.sleep(wait)
+                streamer.send_frame(res, aligner.name)
+    except KeyboardInterrupt:
+        print("stopped", file=sys.stderr)
+    finally:
+        streamer.close()
+    note = f" (last: {streamer.last_error})" if streamer.dropped else ""
+    print(f"{streamer.frames} frames, {streamer.sent} messages sent, {streamer.dropped} refused or dropped{note}, "
+          f"{time.perf_counter() - t0:.1f} s -> {streamer.target}")
     return 0
 
 
@@ -364,6 +401,18 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument(f"--{k}", type=float, metavar="PX",
                        help=f"CSV camera {what} in pixels (default: OpenFace's for the image size; docs/exports.md)")
     s.set_defaults(func=cmd_annotate)
+    s = sub.add_parser("stream", help="stream landmarks, visibility and pose live over OSC (and VMC) while "
+                                      "processing a camera, video or image folder as annotate does")
+    s.add_argument("source", help="camera index (0), video file, image or image folder")
+    s.add_argument("--method", required=True, help="one method name")
+    s.add_argument("--osc", default="127.0.0.1:9000", metavar="HOST:PORT",
+                   help="where to send the OSC messages (default 127.0.0.1:9000; docs/library-and-stream.md)")
+    s.add_argument("--vmc", action="store_true",
+                   help="also send the VMC protocol's head bone and blink / mouth blend values (first face)")
+    s.add_argument("--realtime", action="store_true", help="pace a video file at its frame rate")
+    s.add_argument("--max-faces", type=int, default=4, metavar="N", help="track at most N faces (default 4)")
+    s.add_argument("--quantized", action="store_true", help="the method's INT8 model")
+    s.set_defaults(func=cmd_stream)
     s = sub.add_parser("annotate-batch", help="annotate many videos / image folders, resumable, on every core "
                                               "or a Ray cluster")
     s.add_argument("inputs", nargs="+", metavar="INPUT",

@@ -38,6 +38,8 @@ class EngineBridge(QtCore.QObject):
         # runs in the worker thread on each result before it is queued (the window's drawing and scaling)
         self.prepare: Callable | None = None
         self.latency: dict[str, float] = {}
+        # engine.stream.OscStreamer or None, swapped by the GUI thread (app/stream_controls.py), used by the worker
+        self.stream = None
         self._lock = threading.Lock()
         self._pending: deque = deque(maxlen=1)
         self._post_queued = False
@@ -90,6 +92,12 @@ class EngineBridge(QtCore.QObject):
         pipe = self.pipeline
         if gen != self.generation or pipe is None:
             return
+        stream = self.stream
+        if stream is not None:  # first, before drawing: the stream's latency is the pipeline's own
+            try:
+                stream.send_frame(res, pipe.method_names[0])  # never blocks; network trouble is only counted
+            except Exception as e:  # a bug in the stream must not stop the pipeline; show it
+                self._failed.emit(gen, f"streaming failed: {e}")
         if self.prepare is not None:
             try:
                 self.prepare(res, fps)

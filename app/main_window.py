@@ -164,6 +164,11 @@ class MainWindow(QtWidgets.QMainWindow):
         self.act_export_compare = tb2.addAction("Export compare…", lambda: self.export("compare"))
         tb2.addSeparator()
         tb2.addWidget(self.max_faces)  # on the second row: the first one overflows at the default width
+        tb2.addSeparator()
+        from app.stream_controls import StreamControls
+
+        self.stream_controls = StreamControls(self.bridge, self.settings)  # live OSC output, kept in the settings
+        tb2.addWidget(self.stream_controls)
         self.toolbars = (tb, tb2)
         quit_act = QtGui.QAction("Quit", self)
         quit_act.setShortcut(QtGui.QKeySequence.Quit)

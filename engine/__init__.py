@@ -30,3 +30,13 @@ def _keep_freed_buffers() -> None:
 
 
 _keep_freed_buffers()
+
+
+def __getattr__(name: str):
+    """``from engine import FaceAligner`` without making ``import engine`` (main.py's first line) load OpenCV,
+    ONNX Runtime and MediaPipe."""
+    if name in ("FaceAligner", "Face"):
+        from engine import aligner
+
+        return getattr(aligner, name)
+    raise AttributeError(f"module 'engine' has no attribute {name!r}")

@@ -134,3 +134,16 @@ class FaceTracker:
         track.landmarks = landmarks_image
         track.box = box
         track.age += 1
+
+
+VIDEO_REDETECT_EVERY = 10   # video and camera: re-detect every 10th frame, track from landmarks in between
+
+
+def tracker_for_source(kind: str, detector=None, max_faces: int = DEFAULT_MAX_FACES) -> FaceTracker:
+    """The tracker every offline front end (annotate, the stream command, ``engine.FaceAligner``) uses for a
+    source of this ``kind`` ("images", "video", "camera"): unrelated images are detected afresh, each with the
+    tiled scan (the caller also ``reset()``s it before every image); video re-detects every
+    ``VIDEO_REDETECT_EVERY`` frames."""
+    per_image = kind == "images"
+    return FaceTracker(detector=detector, redetect_every=1 if per_image else VIDEO_REDETECT_EVERY,
+                       max_faces=max_faces)

@@ -80,10 +80,10 @@ def annotate(source_spec: str, methods: list[str] | list[Method], out_dir: str |
         raise FileExistsError(f"{', '.join(existing)} already exist; use --force to overwrite")
     source = open_source(source_spec)
     check_writable(out)
-    from engine.detect.tracker import FaceTracker
+    from engine.detect.tracker import tracker_for_source
 
     per_image = source.kind == "images"
-    tracker = FaceTracker(detector=detector, redetect_every=1 if per_image else 10, max_faces=max_faces)
+    tracker = tracker_for_source(source.kind, detector, max_faces)
     processor = FrameProcessor(methods, tracker=tracker)
     meta = {"methods": list(processor.methods), "weights_sha256": weights_hash(processor.methods),
             "providers": {n: m.provider for n, m in processor.methods.items()}, "source": str(source_spec),

@@ -114,6 +114,17 @@ class Method(ABC):
         pass
 
 
+def check_crop(crop_bgr: np.ndarray, size: int = 120) -> None:
+    """A ValueError that says what to do when ``crop_bgr`` is not a (size, size, 3) uint8 crop: a whole image
+    goes through ``engine.FaceAligner`` (detector, tracker, crop policy), not straight into ``align``."""
+    shape = getattr(crop_bgr, "shape", None)
+    if shape == (size, size, 3) and getattr(crop_bgr, "dtype", None) == np.uint8:
+        return
+    what = f"shape {shape}, dtype {getattr(crop_bgr, 'dtype', type(crop_bgr).__name__)}"
+    raise ValueError(f"align takes a {size}x{size} uint8 BGR crop framed by the crop policy, got {what}; for a "
+                     f"whole image use engine.FaceAligner(name)(image), which detects and crops every face")
+
+
 _REGISTRY: dict[str, MethodInfo] = {}
 
 

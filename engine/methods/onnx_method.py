@@ -6,7 +6,7 @@ import time
 import numpy as np
 
 from engine.facemodel import N_MESH, load_face_model
-from engine.methods.base import DecodeResult, Method, frontal_shape_batch
+from engine.methods.base import DecodeResult, Method, check_crop, frontal_shape_batch
 from engine.paths import weights_path
 from engine.result import AlignmentResult
 from engine.runtime import OnnxModel, crop_to_input
@@ -54,6 +54,8 @@ class OnnxMethod(Method):
         result's timings are its share (1/B) of the batch's stages."""
         if len(crops) == 0:
             return []
+        for crop in crops:
+            check_crop(crop)
         t0 = time.perf_counter()
         out = self.model(crop_to_input(np.stack(crops)))
         t1 = time.perf_counter()

@@ -12,7 +12,7 @@ import time
 import numpy as np
 
 from engine.facemodel import load_face_model
-from engine.methods.base import Method, MethodInfo, NoFaceError, finish_from_points, pose_from_points
+from engine.methods.base import Method, MethodInfo, NoFaceError, check_crop, finish_from_points, pose_from_points
 from engine.paths import weights_path
 from engine.result import AlignmentResult
 
@@ -37,6 +37,7 @@ class MediaPipeMethod(Method):
         self.runner = FaceMeshRunner()
 
     def align(self, crop_bgr: np.ndarray) -> AlignmentResult:
+        check_crop(crop_bgr)
         t0 = time.perf_counter()
         mesh = self.runner(crop_bgr)
         t1 = time.perf_counter()

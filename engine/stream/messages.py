@@ -1,0 +1,32 @@
+"""FaceAlign's OSC address space: one processed frame -> a list of (address, arguments).
+
+For every processed frame ``/facealign/frame`` first, then for every face the method aligned:
+``/facealign/landmarks``, ``/facealign/visible`` and ``/facealign/pose`` (docs/library-and-stream.md).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from engine.pipeline import FrameResult
+from engine.result import AlignmentResult
+
+Message = tuple[str, list]
+
+
+def face_translation(r: AlignmentResult) -> np.ndarray:
+    """(tx, ty, tz) in the annotate CSV's ``pose_T*`` units: the mesh centre in image pixels (x, y) and its mean
+    depth (z, pixels, relative). Kept to this one function so the stream follows the CSV if that changes."""
+    return r.mesh.mean(0)
+
+
+def frame_messages(res: FrameResult, method: str) -> list[Message]:
+    """The messages of one frame for one method's results (faces the method did not align are left out)."""
+    faces = [(f.face_id, f.results[method]) for f in res.faces if method in f.results]
+    out: list[Message] = [("/facealign/frame", [int(res.index), float(res.timestamp), len(faces)])]
+    for face_id, r in faces:
+        head = [int(res.index), int(face_id)]
+        out.append(("/facealign/landmarks", head + [float(v) for v in np.asarray(r.landmarks)[:, :2].ravel()]))
+        out.append(("/facealign/visible", head + [int(bool(v)) for v in r.visible]))
+        t = face_translation(r)
+        out.append(("/facealign/pose", head + [float(v) for v in r.pose] + [float(v) for v in t]))
+    return out
