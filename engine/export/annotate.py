@@ -52,10 +52,10 @@ def annotate(source_spec: str, methods: list[str] | list[Method], out_dir: str |
              progress: Callable[[int, int | None], None] | None = None,
              cancelled: Callable[[], bool] | None = None,
              on_frame: Callable[[FrameResult], None] | None = None,
-             detector=None, max_faces: int | None = None) -> AnnotateSummary:
+             detector=None, max_faces: int | None = None, flip: bool = False) -> AnnotateSummary:
     """Annotate one video or image folder into ``out_dir``. ``methods`` are names, or loaded methods (and
     ``detector`` a loaded FaceDetector) that a caller reuses across inputs (annotate-batch's workers): what this
-    call did not load, it does not close."""
+    call did not load, it does not close. ``flip``: every method flip-averaged (engine/methods/flip.py)."""
     bad = [f for f in formats if f not in FORMATS]
     if bad:
         raise ValueError(f"unknown format(s) {', '.join(bad)}; choose from {', '.join(FORMATS)}")
@@ -75,9 +75,10 @@ def annotate(source_spec: str, methods: list[str] | list[Method], out_dir: str |
 
     per_image = source.kind == "images"
     tracker = FaceTracker(detector=detector, redetect_every=1 if per_image else 10, max_faces=max_faces)
-    processor = FrameProcessor(methods, tracker=tracker)
+    processor = FrameProcessor(methods, tracker=tracker, flip=flip)
     meta = {"methods": list(processor.methods), "weights_sha256": weights_hash(processor.methods),
             "providers": {n: m.provider for n, m in processor.methods.items()}, "source": str(source_spec),
+            "flip_averaged": {n: m.flip for n, m in processor.methods.items()},
             "fps": source.fps, "max_faces": max_faces, "version": VERSION, "coordinates": "image pixels; z toward the camera, relative"}
     tris = load_face_model().triangles
     writers = []
