@@ -124,6 +124,14 @@ class FlipAveraged(Method):
     def info(self):  # type: ignore[override]
         return self.inner.info
 
+    @property
+    def name(self) -> str:
+        return self.inner.name
+
+    @property
+    def weights(self) -> str:
+        return self.inner.weights
+
     def __getattr__(self, attr: str):
         # only reached for attributes the wrapper lacks (the inner method's model, quantized flag, layout...)
         if attr == "inner":
