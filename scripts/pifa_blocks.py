@@ -11,7 +11,7 @@
    ablation): each entry weighted by the RMS landmark displacement (px) a unit change of it causes; the same
    shares under it.
 
-    OMP_NUM_THREADS=2 python scripts/pifa_blocks.py --train 1000 --json docs/results/pifa_blocks.json
+    OMP_NUM_THREADS=1 python scripts/pifa_blocks.py --train 1000 --json docs/results/pifa_blocks.json
 """
 from __future__ import annotations
 
