@@ -54,7 +54,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print(json.dumps(out))
     else:
         b = out["nme"]
-        print(f"{out['method']}{' flip-averaged' if args.flip else ''} ({out['mode']}, {out['n']['overall']} images, {out['failures']} failures): "
+        label = f"{out['method']} flip-averaged" if args.flip else out["method"]
+        print(f"{label} ({out['mode']}, {out['n']['overall']} images, {out['failures']} failures): "
               f"NME 0-30 {b['0-30']:.2f}  30-60 {b['30-60']:.2f}  60-90 {b['60-90']:.2f}  "
               f"balanced {b['balanced']:.2f}  overall {b['overall']:.2f}")
         pm = out["pose_mae"]

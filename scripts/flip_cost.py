@@ -74,8 +74,9 @@ def main() -> int:
                                 "cpu_ratio": float(np.median(cpu["flip"]) / np.median(cpu["plain"])),
                                 "flip_stage_ms_median": float(np.median(flip_stage)) if flip_stage else None}
         c = out["methods"][name]
-        print(f"{name}: plain {a:.2f} ms, flip {b:.2f} ms per face ({b / a:.2f}x); CPU time {c['cpu_ms_per_face_plain']:.2f}"
-              f" -> {c['cpu_ms_per_face_flip']:.2f} ms ({c['cpu_ratio']:.2f}x)", file=sys.stderr)
+        print(f"{name}: plain {a:.2f} ms, flip {b:.2f} ms per face ({b / a:.2f}x); CPU time "
+              f"{c['cpu_ms_per_face_plain']:.2f} -> {c['cpu_ms_per_face_flip']:.2f} ms ({c['cpu_ratio']:.2f}x)",
+              file=sys.stderr)
         plain.close()
     print(json.dumps(out))
     return 0

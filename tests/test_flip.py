@@ -246,3 +246,26 @@ def test_frame_processor_flip_stage_and_live_switch(dev_dir):
     res = proc.process(Frame(1, 0.04, img))
     assert res.faces and "flip" not in res.timings
     proc.close()
+
+
+def test_annotate_flip_records_it_and_keeps_prnet_dense_surface(dev_dir, tmp_path):
+    """`annotate --flip`: the JSON says which methods were flip-averaged; PRNet's dense surface (averaged through
+    its texel mirror) still goes to the .obj."""
+    import shutil
+
+    from engine.export.annotate import annotate
+
+    if "prnet" not in SHIPPED:
+        pytest.skip("prnet has no weights")
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    shutil.copy(sorted((dev_dir / "images").glob("*.jpg"))[0], folder)
+    annotate(str(folder), ["prnet"], tmp_path / "out", ["json", "obj"], flip=True)
+    meta = json.loads((tmp_path / "out" / "annotations.json").read_text())["metadata"]
+    assert meta["flip_averaged"] == {"prnet": True}
+    obj = next((tmp_path / "out" / "obj" / "prnet").glob("*.obj")).read_text()
+    prnet = create("prnet")
+    if prnet.dense_flip is None:
+        pytest.skip("this prnet's UV layout has no texel mirror (the first 64x64 face-model layout)")
+    n_dense = len(prnet.dense_flip)
+    assert sum(line.startswith("v ") for line in obj.splitlines()) == n_dense

@@ -24,7 +24,7 @@ import numpy as np
 
 from engine.facemodel import N_MESH, FaceModel, load_face_model
 from engine.geometry.rotation import euler_to_matrix, matrix_to_euler
-from engine.methods.base import Method, NoFaceError
+from engine.methods.base import Method, MethodInfo, NoFaceError
 from engine.result import AlignmentResult
 
 # diag(-1, 1, 1) R diag(-1, 1, 1) as an element-wise sign pattern: a mirror of x on both sides of a rotation
@@ -121,7 +121,7 @@ class FlipAveraged(Method):
 
     # the wrapped method's declaration: the same name, weights and registry entry
     @property
-    def info(self):  # type: ignore[override]
+    def info(self) -> MethodInfo:  # type: ignore[override]
         return self.inner.info
 
     @property
@@ -132,7 +132,7 @@ class FlipAveraged(Method):
     def weights(self) -> str:
         return self.inner.weights
 
-    def __getattr__(self, attr: str):
+    def __getattr__(self, attr: str) -> object:
         # only reached for attributes the wrapper lacks (the inner method's model, quantized flag, layout...)
         if attr == "inner":
             raise AttributeError(attr)
