@@ -91,3 +91,15 @@ def test_eq6_landmark_ablation_smoke(train_dir):
         opt.step()
         losses.append(loss.item())
     assert np.isfinite(losses).all() and losses[-1] < losses[0]
+
+
+def test_card_stage_table_has_the_papers_column():
+    from engine.training.model_card import PAPER_STAGES, stage_text
+
+    stages = {f"block{k}": {"0-30": 1.0, "30-60": 2.0, "60-90": 3.0, "balanced": 2.0} for k in range(7)}
+    text = stage_text([{"epoch": 12, "val_nme_stages": stages}], "pifa")
+    assert "paper (Table 3, AFLW)" in text and "| block2 | 1.00 | 2.00 | 3.00 | **2.00** | 9.26 |" in text
+    assert text.count("| block") == 7
+    assert "cprfa" not in PAPER_STAGES   # no paper column where none is declared
+    assert "| stage | 0-30 | 30-60 | 60-90 | balanced |\n" in stage_text(
+        [{"epoch": 1, "val_nme_stages": {"round1": stages["block0"]}}], "cprfa")
