@@ -39,7 +39,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from engine.evaluation.protocol import evaluate
     from engine.methods.base import create
 
-    method = create(args.method, quantized=args.quantized)
+    method = create(args.method, quantized=args.quantized, flip=args.flip)
     last = [0]
 
     def progress(i: int, n: int) -> None:
@@ -54,11 +54,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
         ced_plot({args.method: res["_per_image"]}, args.ced)
     out = {k: v for k, v in res.items() if not k.startswith("_")}
     out["quantized"] = args.quantized
+    out["flip"] = args.flip
     if args.json:
         print(json.dumps(out))
     else:
         b = out["nme"]
-        print(f"{out['method']} ({out['mode']}, {out['n']['overall']} images, {out['failures']} failures): "
+        label = f"{out['method']} flip-averaged" if args.flip else out["method"]
+        print(f"{label} ({out['mode']}, {out['n']['overall']} images, {out['failures']} failures): "
               f"NME 0-30 {b['0-30']:.2f}  30-60 {b['30-60']:.2f}  60-90 {b['60-90']:.2f}  "
               f"balanced {b['balanced']:.2f}  overall {b['overall']:.2f}")
         pm = out["pose_mae"]
@@ -170,7 +172,7 @@ def cmd_annotate(args: argparse.Namespace) -> int:
 
             methods = [create(n, quantized=True) for n in methods]
         s = annotate(args.input, methods, args.out, args.formats.split(","), force=args.force,
-                     progress=bar, max_faces=args.max_faces,
+                     progress=bar, max_faces=args.max_faces, flip=args.flip,
                      camera={"fx": args.fx, "fy": args.fy, "cx": args.cx, "cy": args.cy})
     except KeyboardInterrupt:
         bar.done()
@@ -243,7 +245,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from engine.evaluation.compare import compare
 
     bar = TerminalProgress("comparing")
-    res = compare(args.input, args.methods.split(","), args.out, force=args.force, progress=bar)
+    res = compare(args.input, args.methods.split(","), args.out, force=args.force, progress=bar, flip=args.flip)
     bar.done()
     print(f"{res['frames']} frames -> {args.out}/report.md, {args.out}/compare.mp4")
     return 0
@@ -326,6 +328,9 @@ def cmd_calibrate_crop(args: argparse.Namespace) -> int:
     return 0
 
 
+FLIP_HELP = "flip averaging: align the crop and its mirror and average (twice the network cost; docs/flip.md)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="main.py", description=__doc__)
     p.add_argument("--source", help="video file, image or folder, or a camera index (GUI)")
@@ -344,6 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--ced", help="write a cumulative error distribution plot (PNG)")
     s.add_argument("--limit", type=int)
     s.add_argument("--quantized", action="store_true", help="the method's INT8 model (weights/NAME.int8.onnx)")
+    s.add_argument("--flip", action="store_true", help=FLIP_HELP)
     s.set_defaults(func=cmd_eval)
     s = sub.add_parser("train", help="train a method on ../shared/data/aflw_train")
     s.add_argument("name")
@@ -400,6 +406,7 @@ def build_parser() -> argparse.ArgumentParser:
                     ("cy", "optical centre y")):
         s.add_argument(f"--{k}", type=float, metavar="PX",
                        help=f"CSV camera {what} in pixels (default: OpenFace's for the image size; docs/exports.md)")
+    s.add_argument("--flip", action="store_true", help=FLIP_HELP)
     s.set_defaults(func=cmd_annotate)
     s = sub.add_parser("stream", help="stream landmarks, visibility and pose live over OSC (and VMC) while "
                                       "processing a camera, video or image folder as annotate does")
@@ -432,6 +439,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--methods", required=True)
     s.add_argument("--out", required=True)
     s.add_argument("--force", action="store_true")
+    s.add_argument("--flip", action="store_true", help=FLIP_HELP)
     s.set_defaults(func=cmd_compare)
     s = sub.add_parser("bench", help="ms/face at 1 and 2 threads, at 1/4/16 faces per frame, and pipeline FPS")
     s.add_argument("--methods")

@@ -33,6 +33,7 @@ class EngineBridge(QtCore.QObject):
         self.pipeline: LivePipeline | None = None
         self.source: Source | None = None
         self.smoothing = False
+        self.flip = False
         self.max_faces = DEFAULT_MAX_FACES
         self.generation = 0
         # runs in the worker thread on each result before it is queued (the window's drawing and scaling)
@@ -80,7 +81,7 @@ class EngineBridge(QtCore.QObject):
         self.pipeline = LivePipeline(self.source, methods, lambda r, f: self._on_result(gen, r, f),
                                      lambda msg: self._failed.emit(gen, msg), lambda: self._ended.emit(gen),
                                      smoothing=self.smoothing, max_frames=max_frames, frontalize=True, max_faces=self.max_faces,
-                                     drop_frames=not browse)
+                                     drop_frames=not browse, flip=self.flip)
         if browse:  # a folder opens on its first image and waits for next/previous/play
             self.pipeline.paused.set()
             self.pipeline.step()
@@ -124,7 +125,8 @@ class EngineBridge(QtCore.QObject):
 
     def method_providers(self) -> dict[str, str]:
         proc = self.pipeline.processor if self.pipeline else None
-        return {n: m.provider for n, m in proc.methods.items()} if proc else {}
+        # the speed panel's provider column says when a method's latency includes flip averaging's mirrored pass
+        return {n: m.provider + (" · flip avg" if m.flip else "") for n, m in proc.methods.items()} if proc else {}
 
     def set_paused(self, paused: bool) -> None:
         if self.pipeline:
@@ -138,6 +140,13 @@ class EngineBridge(QtCore.QObject):
         self.smoothing = on
         if self.pipeline:
             self.pipeline.set_smoothing(on)
+
+    def set_flip(self, on: bool) -> None:
+        """Flip averaging (each crop and its mirror, averaged) for every method, from the running pipeline's next
+        frame; its cost shows as the ``flip`` stage and in each method's latency."""
+        self.flip = bool(on)
+        if self.pipeline:
+            self.pipeline.set_flip(self.flip)
 
     def set_max_faces(self, n: int) -> None:
         """How many faces the tracker follows; applies to the running pipeline from its next frame."""

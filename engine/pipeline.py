@@ -46,10 +46,13 @@ class FrameResult:
 
 class FrameProcessor:
     def __init__(self, methods: list[str] | list[Method], tracker=None, smoothing: bool = False,
-                 frontalize: bool = False, max_faces: int | None = None) -> None:
+                 frontalize: bool = False, max_faces: int | None = None, flip: bool = False) -> None:
+        """``flip``: flip-average every method (engine/methods/flip.py); loaded methods are wrapped, not reloaded."""
+        from engine.methods.flip import with_flip
+
         self.methods: dict[str, Method] = {}
         for m in methods:
-            inst = create(m) if isinstance(m, str) else m
+            inst = create(m, flip=flip) if isinstance(m, str) else (with_flip(m, True) if flip else m)
             self.methods[inst.name] = inst
         if tracker is None:
             from engine.detect.tracker import FaceTracker
@@ -85,6 +88,8 @@ class FrameProcessor:
                     continue
                 stage["align"] += r.timings.get("network", 0.0) + r.timings.get("decode", 0.0)
                 stage["visibility"] += r.timings.get("visibility", 0.0)
+                if "flip" in r.timings:  # flip averaging's extra cost: the mirrored pass and the averaging
+                    stage["flip"] = stage.get("flip", 0.0) + r.timings["flip"]
                 r = r.to_image(tr.box)
                 r.confidence = tr.score  # the detector's score for this face (docs/exports.md)
                 if self.smoothing:
@@ -101,6 +106,13 @@ class FrameProcessor:
         stage["total"] = (time.perf_counter() - t0) * 1e3
         return FrameResult(frame.index, frame.timestamp, frame.image, faces, stage, method_ms, frame.name, frontal,
                            faces_over_limit=getattr(self.tracker, "over_limit", 0))
+
+    def set_flip(self, on: bool) -> None:
+        """Flip averaging on or off for every method, from the next frame, keeping the loaded models."""
+        from engine.methods.flip import with_flip
+
+        # one assignment: a frame in progress keeps iterating the dict it started with
+        self.methods = {n: with_flip(m, on) for n, m in self.methods.items()}
 
     def _frontal(self, image: np.ndarray, result: AlignmentResult) -> np.ndarray:
         from engine.facemodel import load_face_model
@@ -153,8 +165,9 @@ class LivePipeline:
     def __init__(self, source: Source, methods: list[str], on_result: Callable, on_error: Callable | None = None,
                  on_finished: Callable | None = None, smoothing: bool = False, max_frames: int | None = None,
                  realtime: bool = True, frontalize: bool = False, drop_frames: bool = True,
-                 max_faces: int | None = None) -> None:
+                 max_faces: int | None = None, flip: bool = False) -> None:
         self.source = source
+        self.flip = flip
         self.max_faces = max_faces  # None: the tracker's default
         self.method_names = methods
         self.on_result = on_result
@@ -222,6 +235,14 @@ class LivePipeline:
         if self.processor:
             self.processor.smoothing = on
 
+    def set_flip(self, on: bool) -> None:
+        """Flip averaging on or off, live (the next frame uses it; the speed window restarts)."""
+        self.flip = on
+        if self.processor:
+            self.processor.set_flip(on)
+        for d in self._method_ms.values():  # the latency shown must be one mode's, not a mix of both
+            d.clear()
+
     def set_max_faces(self, max_faces: int) -> None:
         """Change how many faces are tracked, live (the next frame uses it)."""
         from engine.detect.tracker import check_max_faces
@@ -272,7 +293,7 @@ class LivePipeline:
     def _work(self) -> None:
         try:
             self.processor = FrameProcessor(self.method_names, smoothing=self.smoothing, frontalize=self.frontalize,
-                                            max_faces=self.max_faces)
+                                            max_faces=self.max_faces, flip=self.flip)
         except Exception as e:
             self.on_error(f"cannot start the methods: {e}")
             self._stop.set()

@@ -43,7 +43,8 @@ class CompareGrid(VideoWriter):
 
 def compare(source_spec: str, methods: list[str], out_dir: str | Path, force: bool = False,
             progress: Callable[[int, int | None], None] | None = None,
-            cancelled: Callable[[], bool] | None = None) -> dict:
+            cancelled: Callable[[], bool] | None = None, flip: bool = False) -> dict:
+    """``flip``: every method flip-averaged (engine/methods/flip.py)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -59,7 +60,7 @@ def compare(source_spec: str, methods: list[str], out_dir: str | Path, force: bo
         raise FileExistsError(f"{report_path} already exists; use --force to overwrite")
     source = open_source(source_spec)
     check_writable(out)
-    proc = FrameProcessor(methods)
+    proc = FrameProcessor(methods, flip=flip)
     tris = load_face_model().triangles
     video = CompareGrid(out / "compare.mp4", source.fps, list(proc.methods), tris)
     ms: dict[str, list[float]] = {m: [] for m in proc.methods}
@@ -105,7 +106,7 @@ def compare(source_spec: str, methods: list[str], out_dir: str | Path, force: bo
         for m in proc.methods:
             from engine.methods.base import create
 
-            meth = create(m)
+            meth = create(m, flip=flip)
             rows[m]["nme"] = {k: v for k, v in evaluate(meth, root).items() if not k.startswith("_")}["nme"]
             meth.close()
     pair_rows = {f"{a} vs {b}": float(np.mean(v)) if v else float("nan") for (a, b), v in disagree.items()}
@@ -131,7 +132,7 @@ def compare(source_spec: str, methods: list[str], out_dir: str | Path, force: bo
 
     lines = [f"# Comparison on `{source_spec}`", "",
              f"{n} frames, methods: {', '.join(names)}; made with `python main.py compare {source_spec} "
-             f"--methods {','.join(names)} --out {out_dir}` in {time.perf_counter() - t0:.0f} s.", "",
+             f"--methods {','.join(names)} --out {out_dir}{' --flip' if flip else ''}` in {time.perf_counter() - t0:.0f} s.", "",
              "| method | ms/face (median) | FPS (1000 / ms) | frames with face |"
              + (" NME balanced |" if any("nme" in r for r in rows.values()) else ""),
              "|---|---|---|---|" + ("---|" if any("nme" in r for r in rows.values()) else "")]

@@ -53,11 +53,12 @@ def annotate(source_spec: str, methods: list[str] | list[Method], out_dir: str |
              cancelled: Callable[[], bool] | None = None,
              on_frame: Callable[[FrameResult], None] | None = None,
              detector=None, max_faces: int | None = None,
-             camera: dict[str, float | None] | None = None) -> AnnotateSummary:
+             camera: dict[str, float | None] | None = None, flip: bool = False) -> AnnotateSummary:
     """Annotate one video or image folder into ``out_dir``. ``methods`` are names, or loaded methods (and
     ``detector`` a loaded FaceDetector) that a caller reuses across inputs (annotate-batch's workers): what this
     call did not load, it does not close. ``camera``: the CSV's pinhole intrinsics {fx, fy, cx, cy} in pixels,
-    any of them None or missing for OpenFace's default (engine/export/openface.py)."""
+    any of them None or missing for OpenFace's default (engine/export/openface.py). ``flip``: every method
+    flip-averaged (engine/methods/flip.py)."""
     bad = [f for f in formats if f not in FORMATS]
     if bad:
         raise ValueError(f"unknown format(s) {', '.join(bad)}; choose from {', '.join(FORMATS)}")
@@ -84,9 +85,10 @@ def annotate(source_spec: str, methods: list[str] | list[Method], out_dir: str |
 
     per_image = source.kind == "images"
     tracker = tracker_for_source(source.kind, detector, max_faces)
-    processor = FrameProcessor(methods, tracker=tracker)
+    processor = FrameProcessor(methods, tracker=tracker, flip=flip)
     meta = {"methods": list(processor.methods), "weights_sha256": weights_hash(processor.methods),
             "providers": {n: m.provider for n, m in processor.methods.items()}, "source": str(source_spec),
+            "flip_averaged": {n: m.flip for n, m in processor.methods.items()},
             "fps": source.fps, "max_faces": max_faces, "version": package_version(),
             "coordinates": "image pixels; z toward the camera, relative", "camera": camera or "OpenFace default"}
     tris = load_face_model().triangles

@@ -85,6 +85,9 @@ class Method(ABC):
     info: ClassVar[MethodInfo]   # set by the package's METHOD declaration
     backend: str = ""         # "onnxruntime", "mediapipe"
     provider: str = "CPUExecutionProvider"
+    flip: bool = False        # True on a flip-averaged method (engine/methods/flip.py)
+    # mirror permutation of ``AlignmentResult.dense``'s points where the dense layout has one (flip averaging)
+    dense_flip: np.ndarray | None = None
 
     @property
     def name(self) -> str:
@@ -160,10 +163,11 @@ def available_methods() -> list[str]:
     return [n for n, i in sorted(registry().items()) if i.available]
 
 
-def create(name: str, quantized: bool = False, **kwargs) -> Method:
+def create(name: str, quantized: bool = False, flip: bool = False, **kwargs) -> Method:
     """An instance of method ``name``. Raises KeyError for an unknown name and ``MethodUnavailable`` (with the
     reason) when its weights are missing. ``quantized``: its INT8 ONNX variant (weights/NAME.int8.onnx, made by
-    ``python main.py quantize NAME``) instead of the float model; ValueError for a method with no ONNX model."""
+    ``python main.py quantize NAME``) instead of the float model; ValueError for a method with no ONNX model.
+    ``flip``: flip averaging (the crop and its mirror, averaged; engine/methods/flip.py), twice the network cost."""
     reg = registry()
     if name not in reg:
         raise KeyError(f"unknown method {name!r}; known: {', '.join(sorted(reg))}")
@@ -182,7 +186,12 @@ def create(name: str, quantized: bool = False, **kwargs) -> Method:
             raise MethodUnavailable(f"method {name!r} has no INT8 variant: {path} is missing (make it with "
                                     f"`python main.py quantize {name}`)")
         kwargs["weights_file"] = path.name
-    return reg[name].factory(**kwargs)
+    method = reg[name].factory(**kwargs)
+    if flip:
+        from engine.methods.flip import FlipAveraged
+
+        return FlipAveraged(method)
+    return method
 
 
 def _rotation_from_mean(fm: FaceModel, pts: np.ndarray) -> np.ndarray:

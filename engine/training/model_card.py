@@ -133,17 +133,28 @@ STAGE_LEGENDS = {
 }
 
 
+# the paper's NME after the same stages, where it reports them: (column heading, stage -> NME)
+PAPER_STAGES = {
+    "pifa": ("paper (Table 3, AFLW)",
+             {"block1": 25.8, "block2": 9.26, "block3": 6.77}),
+}
+
+
 def stage_text(history: list[dict], name: str = "pifa") -> str:
     """A cascade's NME after each stage (PIFA's blocks: the paper's Table 3; CPRFA's ablation), from the last
-    validated epoch."""
+    validated epoch, beside the paper's numbers where it reports them (PAPER_STAGES)."""
     last = next((h for h in reversed(history) if h.get("val_nme_stages")), None)
     if last is None:
         return ""
+    heading, paper = PAPER_STAGES.get(name, ("", {}))
     rows = "\n".join(f"| {k} | {b['0-30']:.2f} | {b['30-60']:.2f} | {b['60-90']:.2f} | **{b['balanced']:.2f}** |"
+                     + (f" {paper.get(k, '')} |" if paper else "")
                      for k, b in last["val_nme_stages"].items())
     legend = STAGE_LEGENDS.get(name, "")
+    head = "| stage | 0-30 | 30-60 | 60-90 | balanced |" + (f" {heading} |" if paper else "")
+    rule = "|---|---|---|---|---|" + ("---|" if paper else "")
     return (f"NME after each stage (epoch {last['epoch']}, torch, protocol{'; ' + legend if legend else ''}):\n\n"
-            f"| stage | 0-30 | 30-60 | 60-90 | balanced |\n|---|---|---|---|---|\n{rows}\n")
+            f"{head}\n{rule}\n{rows}\n")
 
 
 def write_card(name: str, e2e: bool = True) -> str:

@@ -51,6 +51,45 @@ def initial_parameters(target: np.ndarray) -> np.ndarray:
     return p0
 
 
+def pifa_param_weights(target: np.ndarray, p0: np.ndarray, dp_scale: np.ndarray, layer: nn.Module,
+                       kind: str = "std", translation_weight: float = 1.0, sample: int = 2048) -> np.ndarray:
+    """(58,) Eq. 6's per-entry weights w (the loss is the mean of (w_j (P_j - Pbar_j))^2).
+
+    ``std``: each entry in units of its spread (camera: the std of target - P^0; coefficients: 1, already in std
+    units), the translation entries times ``translation_weight``. With 50 of the 58 entries coefficients, the
+    camera holds 8/58 of the loss at P^0, yet it moves the landmarks far more per unit of spread.
+    ``landmark``: each entry weighted by the RMS displacement of the 68 landmarks (crop px) that a unit change of
+    it causes, averaged over ``sample`` training targets (the weak-perspective projection is bilinear, so the
+    derivatives are exact: camera row i, column a < 3 moves landmark l's coordinate i by its model point's a-th
+    coordinate, the translation by 1, coefficient c by (m1, m2) . basis[l, :, c]); so Eq. 6 approximates the mean
+    squared landmark error the parameter errors cause (3DDFA's weighted parameter distance in spirit). Rescaled
+    so that the loss of P^0 over the training targets equals the ``std`` weighting's: only the split between
+    the entries changes, not the balance with the landmark blocks' Eq. 7."""
+    std_w = 1.0 / np.asarray(dp_scale, np.float64)
+    std_w[[3, 7]] *= translation_weight
+    if kind == "std":
+        return std_w
+    if kind != "landmark":
+        raise ValueError(f"unknown Eq. 6 weighting {kind!r} (std or landmark)")
+    rng = np.random.default_rng(0)
+    t = np.asarray(target, np.float64)
+    t = t[rng.choice(len(t), min(sample, len(t)), replace=False)]
+    mean = layer.mean.detach().double().numpy()[N_MESH:]                       # (68, 3) PIFA's model frame
+    basis = layer.basis.detach().double().numpy()[N_MESH:]                     # (68, 3, 50)
+    shape = mean[None] + np.einsum("lkc,bc->blk", basis, t[:, N_CAMERA:])      # (S, 68, 3)
+    m = t[:, :N_CAMERA].reshape(-1, 2, 4)
+    sq = np.empty((len(t), N_P))
+    for i in range(2):                                                         # camera rows m1, m2
+        sq[:, 4 * i:4 * i + 3] = (shape ** 2).mean(1)
+        sq[:, 4 * i + 3] = 1.0
+    moved = np.einsum("lkc,bik->blic", basis, m[:, :, :3])                     # (S, 68, 2, 50)
+    sq[:, N_CAMERA:] = (moved ** 2).sum(2).mean(1)
+    w = np.sqrt(sq.mean(0))
+    dev = t - p0[None]
+    scale = np.sqrt(((dev * std_w) ** 2).sum(1).mean() / ((dev * w) ** 2).sum(1).mean())
+    return w * scale
+
+
 def fit_camera(shape: torch.Tensor, points2d: torch.Tensor) -> torch.Tensor:
     """Least-squares M (B, 2, 4) taking model-frame ``shape`` (B, V, 3) to crop-pixel ``points2d`` (B, V, 2).
 
@@ -83,8 +122,12 @@ class PIFARecipe(Recipe):
     opset: int = 18                # the visualization layer's z-buffer needs ScatterElements(reduction="max")
     # Eq. 6's rotation : translation balance on top of the 1/std weights (1: each M entry in units of its spread)
     translation_weight: float = 1.0
+    # Eq. 6's per-entry weights (pifa_param_weights): "std" each entry in units of its spread (shipped);
+    # "landmark" by how far a unit of it moves the 68 landmarks, which gives the camera most of the loss
+    # (scripts/pifa_blocks.py, docs/flip.md)
+    param_weighting: str = "std"
     vis: VisualizationConfig = field(default_factory=VisualizationConfig)
-    ablations = {"no-vis": {"use_vis": False}}
+    ablations = {"no-vis": {"use_vis": False}, "eq6-landmark": {"param_weighting": "landmark"}}
     notes: str = (
         "P = {M, p}: M the 2x4 weak-perspective camera (rows m1, m2: scaled rotation | translation, translation "
         "relative to the crop centre, v up) on the face model's frame moved to the mean mesh's centre and measured in "
@@ -131,12 +174,11 @@ class PIFARecipe(Recipe):
         p0 = initial_parameters(target)
         dp_scale = np.ones(N_P)
         dp_scale[:N_CAMERA] = np.maximum((target[:, :N_CAMERA] - p0[:N_CAMERA]).std(0), 1e-3)
-        # Eq. 6's weights: each entry's error in units of its spread (p is already in those units)
-        weight = 1.0 / dp_scale
-        weight[[3, 7]] *= self.translation_weight
+        model = PIFA(fm, coef_std, p0, dp_scale, filters=self.filters(), use_vis=self.use_vis, vis_cfg=self.vis)
+        weight = pifa_param_weights(target, p0, dp_scale, model.vis, self.param_weighting, self.translation_weight)
         self.param_weight = torch.as_tensor(weight, dtype=torch.float32)
         self.coef_std = torch.as_tensor(coef_std, dtype=torch.float32)
-        return PIFA(fm, coef_std, p0, dp_scale, filters=self.filters(), use_vis=self.use_vis, vis_cfg=self.vis)
+        return model
 
     def target_parameters(self, model: PIFA, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """(B, 58) Pbar of the (jittered) batch."""

@@ -52,9 +52,14 @@ class PRNetMethod(OnnxMethod):
 
             if "points" not in self.model.output_names:
                 raise ValueError(f"{self.model.path}: a dense-layout PRNet must have a 'points' output; re-export it")
+            from engine.methods.flip import texel_mirror_permutation
+
             self.valid = valid_mask_from_metadata(meta)
             self.layout = None
             self.dense_faces = grid_faces(self.valid)
+            # the BFM's UVs are mirror-symmetric in u and the mask is made so: a mirrored face's map is the map
+            # with its columns reversed (flip averaging pairs the texels by this)
+            self.dense_flip = texel_mirror_permutation(self.valid)
         elif self.uv_layout == "facemodel-536":
             self.layout = layout()
             self.valid = self.layout.face_mask
