@@ -199,7 +199,8 @@ def cmd_stream(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     clock = None  # --realtime: perf_counter() at the first frame's timestamp (after the models have loaded)
     try:
-        with FaceAligner(args.method, max_faces=args.max_faces, quantized=args.quantized) as aligner:
+        with FaceAligner(args.method, max_faces=args.max_faces, quantized=args.quantized,
+                         flip=args.flip) as aligner:
             print(f"streaming {aligner.name} on {args.source} to {streamer.target}"
                   f"{' (+ VMC)' if args.vmc else ''}; Ctrl+C stops", file=sys.stderr)
             for res in aligner.frames(args.source):
@@ -419,6 +420,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--realtime", action="store_true", help="pace a video file at its frame rate")
     s.add_argument("--max-faces", type=int, default=4, metavar="N", help="track at most N faces (default 4)")
     s.add_argument("--quantized", action="store_true", help="the method's INT8 model")
+    s.add_argument("--flip", action="store_true", help=FLIP_HELP)
     s.set_defaults(func=cmd_stream)
     s = sub.add_parser("annotate-batch", help="annotate many videos / image folders, resumable, on every core "
                                               "or a Ray cluster")

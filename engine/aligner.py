@@ -80,13 +80,15 @@ def faces_of(res: FrameResult, method: str) -> list[Face]:
 class FaceAligner:
     """Aligns every face of whole images with one method (a name from ``python main.py methods``, or a loaded
     ``Method``). ``color``: the channel order of the arrays you pass ("bgr" or "rgb"); ``max_faces``: faces
-    tracked per image (1-64, as annotate's ``--max-faces``). Close it (or use ``with``) to free the models."""
+    tracked per image (1-64, as annotate's ``--max-faces``); ``flip``: average each crop with its mirror
+    (engine/methods/flip.py, about twice the network cost). Close it (or use ``with``) to free the models."""
 
     def __init__(self, method: str | Method = "mtcnn3d", color: str = "bgr", max_faces: int = DEFAULT_MAX_FACES,
-                 quantized: bool = False) -> None:
+                 quantized: bool = False, flip: bool = False) -> None:
         if color not in COLORS:
             raise ValueError(f"color must be 'bgr' or 'rgb', got {color!r}")
         self.color = color
+        self.flip = flip
         self.max_faces = check_max_faces(max_faces)
         self._owns_method = isinstance(method, str)
         self.method = create(method, quantized=quantized) if isinstance(method, str) else method
@@ -96,7 +98,8 @@ class FaceAligner:
 
     def _processor(self, kind: str) -> FrameProcessor:
         """A fresh tracker (face ids from 0) in annotate's policy for this kind of source, over the loaded method."""
-        return FrameProcessor([self.method], tracker=tracker_for_source(kind, self.detector, self.max_faces))
+        return FrameProcessor([self.method], tracker=tracker_for_source(kind, self.detector, self.max_faces),
+                              flip=self.flip)
 
     @property
     def name(self) -> str:

@@ -119,3 +119,23 @@ def test_track_over_the_clip_equals_annotate(aligner, tmp_path_factory):
     assert set(got) == set(ref)
     for key, want in ref.items():
         np.testing.assert_allclose(got[key], want["xy"], atol=0.01, err_msg=f"frame {key[0]} face {key[1]}")
+
+
+def test_flip_equals_annotate_flip(image_folder, tmp_path):
+    """``FaceAligner(..., flip=True)`` is annotate --flip on the same images, and differs from the plain result."""
+    from engine import FaceAligner
+
+    out = tmp_path / "flip"
+    r = subprocess.run([sys.executable, "main.py", "annotate", str(image_folder), "--method", METHOD, "--out",
+                        str(out), "--formats", "csv", "--flip"], cwd=PROJECT_ROOT, capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 0, r.stderr
+    want = read_annotate_csv(out / "annotations.csv")
+    files = sorted(image_folder.iterdir())
+    with FaceAligner(METHOD, flip=True) as flipped, FaceAligner(METHOD) as plain:
+        path = files[0]
+        faces = flipped(cv2.imread(str(path)))
+        ref = [v for (f, _), v in sorted(want.items()) if f == 0]
+        assert len(faces) == len(ref) >= 1
+        np.testing.assert_allclose(faces[0].landmarks[:, :2], ref[0]["xy"], atol=0.01)
+        assert np.abs(plain(cv2.imread(str(path)))[0].landmarks[:, :2] - faces[0].landmarks[:, :2]).max() > 0.01
