@@ -23,6 +23,15 @@ def clip_path() -> Path:
     return p
 
 
+def engine_pose(openface_r: list[float]) -> np.ndarray:
+    """The CSV's pose_Rx/y/z (OpenFace's camera-axes Euler angles, radians) back to the engine's (yaw, pitch, roll)
+    degrees: the inverse of engine.export.openface.openface_rotation."""
+    from engine.export.openface import TO_CAMERA_AXES, openface_euler_to_rotation
+    from engine.geometry.rotation import matrix_to_euler
+
+    return matrix_to_euler(TO_CAMERA_AXES @ openface_euler_to_rotation(np.asarray(openface_r)) @ TO_CAMERA_AXES)
+
+
 def read_annotate_csv(path: Path) -> dict[tuple[int, int], dict]:
     """(frame, face_id) -> {"xy": (68, 2), "visible": (68,), "pose": (yaw, pitch, roll) degrees, "T": (3,)}."""
     out = {}
@@ -30,7 +39,7 @@ def read_annotate_csv(path: Path) -> dict[tuple[int, int], dict]:
         for row in csv.DictReader(f):
             xy = np.array([[float(row[f"x_{i}"]), float(row[f"y_{i}"])] for i in range(68)])
             vis = np.array([int(row[f"v_{i}"]) for i in range(68)])
-            pose = np.rad2deg([float(row["pose_Ry"]), float(row["pose_Rx"]), float(row["pose_Rz"])])
+            pose = engine_pose([float(row[f"pose_R{a}"]) for a in "xyz"])
             t = np.array([float(row[f"pose_T{a}"]) for a in "xyz"])
             out[(int(row["frame"]), int(row["face_id"]))] = {"xy": xy, "visible": vis, "pose": pose, "T": t}
     return out

@@ -7,16 +7,21 @@ from __future__ import annotations
 
 import numpy as np
 
+from engine.export.openface import Camera, openface_geometry
 from engine.pipeline import FrameResult
 from engine.result import AlignmentResult
 
 Message = tuple[str, list]
 
 
-def face_translation(r: AlignmentResult) -> np.ndarray:
-    """(tx, ty, tz) in the annotate CSV's ``pose_T*`` units: the mesh centre in image pixels (x, y) and its mean
-    depth (z, pixels, relative). Kept to this one function so the stream follows the CSV if that changes."""
-    return r.mesh.mean(0)
+def face_translation(r: AlignmentResult, image_size: tuple[int, int]) -> np.ndarray:
+    """(tx, ty, tz) in the annotate CSV's ``pose_T*`` units: the head's position in millimetres in the camera frame
+    (x right, y down, z away from the camera), from the same pinhole fit with OpenFace's default intrinsics for an
+    image of ``image_size`` (width, height) (engine/export/openface.py). NaN where the landmarks have no scale."""
+    try:
+        return openface_geometry(r.landmarks, r.pose, Camera.for_image(*image_size)).pose_t
+    except ValueError:
+        return np.full(3, np.nan)
 
 
 def frame_messages(res: FrameResult, method: str) -> list[Message]:
@@ -27,6 +32,6 @@ def frame_messages(res: FrameResult, method: str) -> list[Message]:
         head = [int(res.index), int(face_id)]
         out.append(("/facealign/landmarks", head + [float(v) for v in np.asarray(r.landmarks)[:, :2].ravel()]))
         out.append(("/facealign/visible", head + [int(bool(v)) for v in r.visible]))
-        t = face_translation(r)
+        t = face_translation(r, (res.image.shape[1], res.image.shape[0]))
         out.append(("/facealign/pose", head + [float(v) for v in r.pose] + [float(v) for v in t]))
     return out
