@@ -16,7 +16,20 @@ from typing import Callable
 from app.qt import QtCore
 from engine.detect.tracker import DEFAULT_MAX_FACES
 from engine.pipeline import LivePipeline
+from engine.runtime import SessionPolicy, set_session_policy
 from engine.sources import Source, SourceError, open_source
+
+# Sessions the app creates: one intra-op thread each, no spin-waiting, and the methods of a frame side by side on
+# the cores instead (scripts/app_speed.py --policy off measures ONNX Runtime's defaults for comparison). With one
+# thread per session the in-app ms per face is the figure `main.py bench` measures on one thread.
+APP_THREAD_POLICY: SessionPolicy | None = SessionPolicy(threads=1, spinning=False)
+
+
+def method_workers() -> int:
+    """Threads that run one frame's methods side by side: one per core under the app's policy."""
+    import os
+
+    return max(1, os.cpu_count() or 1) if APP_THREAD_POLICY is not None else 1
 
 
 class EngineBridge(QtCore.QObject):
@@ -72,13 +85,15 @@ class EngineBridge(QtCore.QObject):
             return False
         gen = self.generation
         browse = self.source.kind == "images"
+        if APP_THREAD_POLICY is not None:
+            set_session_policy(APP_THREAD_POLICY)
         with self._lock:
             self._pending = deque() if browse else deque(maxlen=1)
             self._post_queued = False
         self.pipeline = LivePipeline(self.source, methods, lambda r, f: self._on_result(gen, r, f),
                                      lambda msg: self._failed.emit(gen, msg), lambda: self._ended.emit(gen),
                                      smoothing=self.smoothing, max_frames=max_frames, frontalize=True, max_faces=self.max_faces,
-                                     drop_frames=not browse)
+                                     drop_frames=not browse, workers=method_workers())
         if browse:  # a folder opens on its first image and waits for next/previous/play
             self.pipeline.paused.set()
             self.pipeline.step()
