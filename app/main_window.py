@@ -60,6 +60,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.compare_order: list[str] = list(compare or [])
         self.frames_shown = 0
         self.tracked_frames = 0
+        self.pane_frames: dict[str, int] = {}  # method -> index of the frame its pane shows
         self.source_spec: str | None = None
         self.providers = {}
         self.methods = self.bridge.available_methods()
@@ -430,8 +431,10 @@ class MainWindow(QtWidgets.QMainWindow):
             for m, view in self.grid_views.items():
                 if m in res.display:
                     view.set_qimage(res.display[m])
+                    self.pane_frames[m] = res.index  # each pane shows the frame its results were computed on
         elif "video" in res.display:
             self.video.set_qimage(res.display["video"])
+            self.pane_frames = {m: res.index for m in res.method_ms}
         primary = next(iter(res.method_ms), None)
         first = res.faces[0] if res.faces else None
         r = first.results.get(primary) if first is not None and primary else None

@@ -22,6 +22,11 @@ from engine.smoothing import OneEuroFilter
 from engine.sources import Frame, Source
 
 
+# a frame further than this from the previous one processed (seconds of the source's own time) has stale tracks:
+# 3 frames at 25 fps. A live view that keeps up never reaches it; one that drops frames re-detects each frame
+STALE_AFTER_S = 0.13
+
+
 @dataclass
 class FaceResult:
     face_id: int
@@ -66,6 +71,7 @@ class FrameProcessor:
         self.primary = next(iter(self.methods))
         self.frontalize = frontalize
         self._sampler = None
+        self._last_t: float | None = None
         self._pool = None
         if workers > 1 and len(self.methods) > 1:
             from concurrent.futures import ThreadPoolExecutor
@@ -75,7 +81,10 @@ class FrameProcessor:
 
     def process(self, frame: Frame) -> FrameResult:
         t0 = time.perf_counter()
-        tracks = self.tracker.boxes_for(frame.image)
+        # frames far apart (dropped by a slow pipeline, a seek, a loop): the tracks' crops are stale
+        stale = self._last_t is not None and not 0 < frame.timestamp - self._last_t <= STALE_AFTER_S
+        self._last_t = frame.timestamp
+        tracks = self.tracker.boxes_for(frame.image, stale=stale) if stale else self.tracker.boxes_for(frame.image)
         t_det = time.perf_counter()
         faces, method_ms = [], {n: 0.0 for n in self.methods}
         stage = {"detect": (t_det - t0) * 1e3, "align": 0.0, "visibility": 0.0}
@@ -94,6 +103,7 @@ class FrameProcessor:
         self._last_ms.update(method_ms)
         for k, tr in enumerate(tracks):
             out: dict[str, AlignmentResult] = {}
+            raw_primary = None
             for name in self.methods:
                 r = batch[name][k]
                 if r is None:  # the method found no face in this crop
@@ -101,10 +111,12 @@ class FrameProcessor:
                 stage["align"] += r.timings.get("network", 0.0) + r.timings.get("decode", 0.0)
                 stage["visibility"] += r.timings.get("visibility", 0.0)
                 r = r.to_image(tr.box)
+                if name == self.primary:  # the next crop follows the face as found, not as smoothed (lagging)
+                    raw_primary = r.landmarks.copy()
                 if self.smoothing:
                     r = self._smooth(tr.face_id, name, r, frame.timestamp)
                 out[name] = r
-            self.tracker.update(tr, out[self.primary].landmarks if self.primary in out else None)
+            self.tracker.update(tr, raw_primary if self.primary in out else None)
             if out:
                 faces.append(FaceResult(tr.face_id, tr.box.copy(), out))
         frontal = None

@@ -81,9 +81,13 @@ class FaceTracker:
         self.max_faces = check_max_faces(max_faces)
         self.tracks = self.tracks[:self.max_faces]
 
-    def boxes_for(self, image: np.ndarray) -> list[Track]:
-        """The tracks to align in this frame (re-detecting when due or when nothing is tracked)."""
-        due = not self.tracks or self._frame % self.redetect_every == 0
+    def boxes_for(self, image: np.ndarray, stale: bool = False) -> list[Track]:
+        """The tracks to align in this frame (re-detecting when due or when nothing is tracked).
+
+        ``stale``: the tracks' landmarks come from a frame far from this one (frames were dropped, or a seek):
+        re-detect now, and a track the detector sees takes the detection's box, since a crop from the old
+        landmarks can miss a face that moved or turned meanwhile (the method then fits a face on the cheek)."""
+        due = not self.tracks or stale or self._frame % self.redetect_every == 0
         self._frame += 1
         if due:
             self.detections_run += 1
@@ -98,7 +102,7 @@ class FaceTracker:
                 if j >= 0 and scores[j] > 0.3 and j not in used:
                     used.add(j)
                     t.unconfirmed = 0
-                    if t.landmarks is None:
+                    if t.landmarks is None or stale:
                         t.box = dets[j]
                 else:
                     t.unconfirmed += 1
