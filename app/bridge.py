@@ -76,7 +76,9 @@ class EngineBridge(QtCore.QObject):
         return preferred_providers()[0]
 
     def start(self, spec: str, methods: list[str], loop: bool = True, max_frames: int | None = None,
-              resolution: tuple[int, int] | None = None) -> bool:
+              resolution: tuple[int, int] | None = None, start_index: int = 0, paused: bool = False) -> bool:
+        """Play ``spec`` with ``methods`` from frame/image ``start_index`` (a seekable source), or show that one
+        frame and wait (``paused``)."""
         self.stop()
         try:
             self.source = open_source(spec, loop=loop, resolution=resolution, browse=True)
@@ -94,7 +96,9 @@ class EngineBridge(QtCore.QObject):
                                      lambda msg: self._failed.emit(gen, msg), lambda: self._ended.emit(gen),
                                      smoothing=self.smoothing, max_frames=max_frames, frontalize=True, max_faces=self.max_faces,
                                      drop_frames=not browse, workers=method_workers())
-        if browse:  # a folder opens on its first image and waits for next/previous/play
+        if start_index and hasattr(self.source, "seek"):
+            self.source.seek(start_index)
+        if browse or paused:  # a folder opens on its image and waits for next/previous/play
             self.pipeline.paused.set()
             self.pipeline.step()
         self.pipeline.start()

@@ -77,7 +77,11 @@ class MeshView(QtWidgets.QWidget):
     """The current face's mesh in a VisPy canvas: shaded, optionally textured from the frame, turntable camera.
 
     The mesh is shown in the camera's frame, so it turns with the head; it is centred and scaled each frame so it
-    stays in view (the camera follows the head)."""
+    stays in view (the camera follows the head). It is redrawn at most ``max_fps`` times a second: under Xvfb (and
+    on any machine without a GPU) VisPy renders in software on the GUI thread, and a redraw per frame cost more
+    than the frame's alignment; the newest mesh waits for the next slot, so the pane is at most 1/max_fps late."""
+
+    max_fps = 10.0
 
     def __init__(self, triangles: np.ndarray, parent=None) -> None:
         super().__init__(parent)
@@ -90,13 +94,39 @@ class MeshView(QtWidgets.QWidget):
         self.mesh = scene.visuals.Mesh(vertices=np.zeros((3, 3), np.float32), faces=np.array([[0, 1, 2]], np.uint32),
                                        color=(0.85, 0.75, 0.68, 1.0), shading="smooth", parent=self.view.scene)
         self.textured = True
-        self.frames_drawn = 0
+        self.frames_drawn = 0      # meshes put on screen
+        self.frames_received = 0   # meshes handed to the view
+        self._pending: tuple | None = None
+        self._last_draw = -1e9
+        self._timer = QtCore.QTimer(self)
+        self._timer.setSingleShot(True)
+        self._timer.timeout.connect(self._draw_pending)
         lay = QtWidgets.QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
         lay.addWidget(self.canvas.native)
 
     def set_mesh(self, mesh_px: np.ndarray, image: np.ndarray | None = None, faces: np.ndarray | None = None) -> None:
-        """Show a mesh given in image pixels; ``faces`` default to the face model's triangles."""
+        """Show a mesh given in image pixels (now, or at the next redraw slot); ``faces`` default to the face
+        model's triangles."""
+        import time
+
+        self.frames_received += 1
+        self._pending = (mesh_px, image, faces)
+        wait = self._last_draw + 1.0 / self.max_fps - time.perf_counter()
+        if wait <= 0:
+            self._timer.stop()
+            self._draw_pending()
+        elif not self._timer.isActive():
+            self._timer.start(max(1, int(wait * 1000)))
+
+    def _draw_pending(self) -> None:
+        import time
+
+        if self._pending is None:
+            return
+        mesh_px, image, faces = self._pending
+        self._pending = None
+        self._last_draw = time.perf_counter()
         faces = self.triangles if faces is None else faces.astype(np.uint32)
         v = mesh_px.astype(np.float32).copy()
         centre = v.mean(0)
@@ -121,6 +151,8 @@ class MeshView(QtWidgets.QWidget):
 
     def clear(self) -> None:
         """No face in this frame: show nothing rather than the previous face."""
+        self._pending = None
+        self._timer.stop()
         self.mesh.visible = False
         self.canvas.update()
 

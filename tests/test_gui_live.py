@@ -71,3 +71,83 @@ def test_compare_panes_keep_landmarks_on_the_face_at_a_low_frame_rate(display, d
     for m, errs in errors.items():
         assert len(errs) >= len(order), (m, len(errs))
         assert max(errs) <= MAX_PANE_ERROR_PX, (m, [round(e, 1) for e in errs])
+
+
+@pytest.fixture(scope="module")
+def live(display, dev_dir, tmp_path_factory):
+    """One launch of the window through the compare-mode walk-through (tests/gui_live_driver.py)."""
+    from engine.methods.base import registry
+
+    video = dev_dir.parent / "video" / "obama.mp4"
+    if not video.exists():
+        pytest.skip(f"{video} missing")
+    pair = [m for m in ("mtcnn3d", "mediapipe", "baseline") if registry()[m].available][:2]
+    if len(pair) < 2:
+        pytest.skip("two of mtcnn3d, mediapipe, baseline need weights")
+    out = tmp_path_factory.mktemp("live")
+    clip = out / "clip.mp4"
+    low_rate_clip(video, clip, step=1, fps=25.0)
+    run_driver("tests/gui_live_driver.py", display, out, clip, out, *pair)
+    return json.loads((out / "live.json").read_text()), out, pair
+
+
+def test_compare_tiles_are_zoomed_to_the_face_and_toggle_to_the_whole_frame(live):
+    rep, out, pair = live
+    assert rep["played"]
+    w, h = rep["frame_size"]
+    x0, y0, x1, y1 = rep["region"]
+    # the region holds every face's box and is a fraction of the frame, at the tiles' aspect
+    for bx0, by0, bx1, by1 in rep["face_boxes"]:
+        assert x0 <= bx0 + 2 and y0 <= by0 + 2 and bx1 - 2 <= x1 and by1 - 2 <= y1
+    assert (x1 - x0) * (y1 - y0) < 0.6 * w * h
+    face_h = max(b[3] - b[1] for b in rep["face_boxes"])
+    for m, (tw, th) in rep["tile_sizes"].items():
+        vw, vh = rep["view_sizes"][m]
+        assert tw == vw or th == vh  # scaled to the pane in the worker thread
+        assert face_h / (y1 - y0) * th > 0.45 * th  # the face fills about half the tile's height or more
+    # every tile shows the same region: the tiles' pixels outside the overlays agree at the corners
+    assert rep["region_whole"] == [0, 0, w, h]
+    tile = cv2.imread(str(out / "tile_zoomed.png"))
+    band = tile[: tile.shape[0] // 12]
+    assert band.mean() < tile.mean()  # the label's dark band along the top
+
+
+def test_switching_method_keeps_the_frame_and_the_pause(live):
+    rep, _, pair = live
+    assert rep["at_20"] and rep["after_switch_shown"]
+    assert rep["after_switch_indices"] == [20] and rep["after_switch_paused"] == [True, True]
+    assert rep["single_indices"] == [20] and rep["single_paused"]
+    assert rep["max_faces_redone"]
+
+
+def test_method_box_names_the_first_tile_and_the_side_panes(live):
+    rep, _, pair = live
+    first, second = pair
+    assert rep["method_box"] == first and first in rep["compare_label"] and second in rep["compare_label"]
+    # choosing the second in the box makes it the first tile and the side panes' method
+    assert rep["after_switch_grid"][0] == second and rep["after_switch_method_box"] == second
+    assert second in rep["after_switch_mesh_label"]
+
+
+def test_provider_label_names_the_shown_methods_runtime(live):
+    rep, _, pair = live
+    assert rep["single_methods"] == [pair[1]]
+    if pair[1] == "mediapipe":
+        assert "TFLite" in rep["provider_label"] and "CPUExecutionProvider" not in rep["provider_label"]
+
+
+def test_exports_follow_the_toolbar_and_say_when_partial(live):
+    rep, out, pair = live
+    doc = json.loads((out / "export" / "annotations.json").read_text())
+    assert doc["metadata"]["max_faces"] == 1 and doc["metadata"]["partial"] is True
+    assert len(rep["compare_export_methods"]) >= 2 and set(pair) <= set(rep["compare_export_methods"])
+    assert "partial" in rep["compare_message"], rep["compare_message"]
+    assert json.loads((out / "compare_report" / "report.json").read_text())["partial"] is True
+
+
+def test_toolbar_at_1024_and_menu_and_settings(live):
+    rep, _, _ = live
+    assert all(rep["toggles_visible_1024"].values()), rep["toggles_visible_1024"]
+    assert rep["menu_open_after_tick"] and rep["menu_ticked"]
+    assert rep["texture_after_reopen"] is False
+    assert rep["ticked_after_reopen"] == rep["ticked_before_close"]

@@ -91,8 +91,11 @@ class FaceTracker:
         self._frame += 1
         if due:
             self.detections_run += 1
-            tiled = self._since_reset % self.tile_every == 0
-            self._since_reset += 1
+            # a stale re-detection looks for the faces already tracked: the whole-image pass, not the tiled scan
+            # (about 60x its cost, which would make a slow pipeline slower still)
+            refresh = stale and bool(self.tracks)
+            tiled = not refresh and self._since_reset % self.tile_every == 0
+            self._since_reset += 0 if refresh else 1
             boxes = self.detector.detect(image, tiles=tiled) if tiled is False else self.detector.detect(image)
             dets = [roi_box_from_detection(d) for d in boxes]
             used = set()
