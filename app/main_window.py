@@ -74,6 +74,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.tracked_frames = 0
         self.pane_frames: dict[str, int] = {}  # method -> index of the frame its pane shows
         self.current_index = 0                 # the frame/image last shown: a restart goes on from it
+        self._paused_total, self._paused_since = 0.0, None  # the speed chart's clock stops while paused
         self.zoom_region: tuple[int, int, int, int] | None = None  # what the compare tiles show (worker thread)
         self._restart_timer = QtCore.QTimer(self)
         self._restart_timer.setSingleShot(True)
@@ -386,6 +387,8 @@ class MainWindow(QtWidgets.QMainWindow):
             self.act_next.setEnabled(seekable)
             # a folder opens paused on its first image; Space plays through every image, ◀ ▶ and the slider browse
             self.act_pause.setChecked(self.bridge.paused)
+            self._paused_total = 0.0
+            self._paused_since = time.perf_counter() if self.bridge.paused else None
         else:
             self.video.clear_image("could not open the source")
             self.status(f"could not open {spec}")
@@ -448,7 +451,17 @@ class MainWindow(QtWidgets.QMainWindow):
         if path:
             self.open_source(path)
 
+    def paused_seconds(self, now: float) -> float:
+        """Seconds spent paused since the source was opened (the current pause included)."""
+        return self._paused_total + (now - self._paused_since if self._paused_since is not None else 0.0)
+
     def toggle_pause(self) -> None:
+        now = time.perf_counter()
+        if self.act_pause.isChecked() and self._paused_since is None:
+            self._paused_since = now
+        elif not self.act_pause.isChecked() and self._paused_since is not None:
+            self._paused_total += now - self._paused_since
+            self._paused_since = None
         self.bridge.set_paused(self.act_pause.isChecked())
         self.status("paused" if self.act_pause.isChecked() else "playing")
 
@@ -548,7 +561,9 @@ class MainWindow(QtWidgets.QMainWindow):
         if text != self.provider_label.text():
             self.provider_label.setText(text)
         latency = {m: (1000.0 / v if v else 0.0) for m, v in fps.items() if m != "pipeline"}
-        self.fps_panel.add(now, latency, self.shown_fps.fps, fps.get("pipeline", 0.0), self.bridge.method_providers())
+        # the chart's time axis is playing time: it stands still while paused (a step adds a point, no gap)
+        self.fps_panel.add(now - self.paused_seconds(now), latency, self.shown_fps.fps, fps.get("pipeline", 0.0),
+                           providers)
         self.frames_shown += 1
         if self.seek_slider.isEnabled() and not self.seek_slider.isSliderDown():
             self.seek_slider.blockSignals(True)

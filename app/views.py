@@ -157,6 +157,26 @@ class MeshView(QtWidgets.QWidget):
         self.canvas.update()
 
 
+def conditions() -> str:
+    """What the ms per face were measured under, so they can be set against `main.py bench`'s one-thread figure:
+    the app's sessions run one thread each (the bench's 1-thread setting), but a method's ms is wall time, so it
+    includes waiting for a core whenever more runnable work than cores competes (other methods side by side, the
+    decoder, the window, other programs): the machine's load says how much."""
+    import os
+
+    from app.bridge import APP_THREAD_POLICY
+
+    cores = os.cpu_count() or 1
+    try:
+        load = os.getloadavg()[0]
+    except OSError:  # not on this platform
+        load = float("nan")
+    threads = (f"{APP_THREAD_POLICY.threads} thread per session (bench: 1t)" if APP_THREAD_POLICY is not None
+               and APP_THREAD_POLICY.threads else "ONNX Runtime's default threads")
+    busy = "  ·  busier than its cores: ms include waiting for one" if load > cores else ""
+    return f"{threads}  ·  load {load:.1f} on {cores} cores{busy}"
+
+
 class FpsPanel(QtWidgets.QWidget):
     """Speed, each number labelled with what it measures: per method its latency (mean ms per face) and its
     throughput alone (faces/s = 1000 / that mean), both over the same last 30 frames with a face; and the frame
@@ -238,7 +258,7 @@ class FpsPanel(QtWidgets.QWidget):
         for name, (xs, ys) in self.data.items():
             self.curves[name].setData(xs, ys)
         self.rates.setText(f"shown {shown_fps:.1f} FPS (this window)  ·  processed {processed_fps:.1f} FPS "
-                           f"(pipeline, all methods)")
+                           f"(pipeline, all methods)\n{conditions()}")
         names = [n for n, v in latency_ms.items() if v > 0]
         self.table.setRowCount(len(names))
         for row, n in enumerate(names):

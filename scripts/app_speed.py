@@ -79,6 +79,8 @@ def main() -> None:
 
     pump(args.warmup)
     shown0, processed0 = win.frames_shown, (win.bridge.pipeline.frames_processed if win.bridge.pipeline else 0)
+    # OS threads of this process once everything is running: ONNX Runtime's pools show up here
+    os_threads = len(os.listdir("/proc/self/task")) if os.path.isdir("/proc/self/task") else None
     recording[0] = True
     t0 = time.perf_counter()
     pump(args.seconds)
@@ -107,7 +109,7 @@ def main() -> None:
         "in_app_ms_per_face_median": per_face,
         "speed_panel_ms_per_face": {m: round(v, 2) for m, v in latency.items()},
         "gui_thread_ms_per_shown_frame_median": med(gui_ms),
-        "threads": os.environ.get("OMP_NUM_THREADS"),
+        "os_threads": os_threads, "load_1min": round(os.getloadavg()[0], 1), "cores": os.cpu_count(),
     }
     if not args.no_bench:
         from engine.evaluation.bench import fixed_crops, ms_per_face

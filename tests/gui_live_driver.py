@@ -56,8 +56,14 @@ def main(clip: str, out_dir: str, first: str, second: str) -> None:
     # pause, go to a frame, switch the method: same frame, still paused
     win.act_pause.trigger()
     wait_until(app, lambda: win.bridge.paused, 5)
+    def chart_end() -> float:
+        return max((xs[-1] for xs, _ in win.fps_panel.data.values() if xs), default=0.0)
+
+    x_paused = chart_end()
+    wait_until(app, lambda: False, 1.5)
     win.seek_slider.setValue(20)
     rep["at_20"] = wait_until(app, lambda: results and results[-1][0] == 20, 30)
+    rep["chart_advance_while_paused_s"] = chart_end() - x_paused
     results.clear()
     win.method_box.setCurrentIndex(win.method_box.findData(second))
     rep["after_switch_shown"] = wait_until(app, lambda: bool(results), 60)

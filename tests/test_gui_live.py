@@ -118,6 +118,8 @@ def test_switching_method_keeps_the_frame_and_the_pause(live):
     assert rep["after_switch_indices"] == [20] and rep["after_switch_paused"] == [True, True]
     assert rep["single_indices"] == [20] and rep["single_paused"]
     assert rep["max_faces_redone"]
+    # the speed chart's time axis stood still through 1.5 s of pause and a step (playing time)
+    assert rep["chart_advance_while_paused_s"] < 0.5, rep["chart_advance_while_paused_s"]
 
 
 def test_method_box_names_the_first_tile_and_the_side_panes(live):
