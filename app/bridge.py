@@ -89,6 +89,11 @@ class EngineBridge(QtCore.QObject):
         browse = self.source.kind == "images"
         if APP_THREAD_POLICY is not None:
             set_session_policy(APP_THREAD_POLICY)
+            # OpenCV's own pool (remap, resize in the worker) likewise: one thread, so no stage waits for a
+            # straggler thread of its own pool while the cores run other stages
+            import cv2
+
+            cv2.setNumThreads(1)
         with self._lock:
             self._pending = deque() if browse else deque(maxlen=1)
             self._post_queued = False

@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import sys
 import time
+from dataclasses import replace
 
 import numpy as np
 
 from app.bridge import EngineBridge
 from app.qt import QtCore, QtGui, QtWidgets
-from app.tiles import ease_region, face_region, fit, tile_label
+from app.tiles import ease_region, face_region, fit, grid_columns, tile_label
 from app.views import FpsPanel, ImageView, MeshView, to_qimage
 from engine.detect.tracker import DEFAULT_MAX_FACES, MAX_FACES_LIMIT
 from engine.facemodel import load_face_model
@@ -160,7 +161,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.compare_label = QtWidgets.QLabel()
         self.compare_label.setToolTip("the methods compare mode shows, in tile order; the first also drives the "
                                       "mesh and frontal panes (choose it in the method box)")
-        tb.addWidget(self.compare_label)
+        self.compare_label.hide()  # above the tiles in compare mode (in the toolbar it pushed buttons off)
         # the view toggles on the second row: at 1024 px the first row pushed them into its overflow menu
         self.addToolBarBreak()
         tb2 = self.addToolBar("export")
@@ -204,6 +205,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.grid = QtWidgets.QGridLayout(self.grid_host)
         self.grid.setContentsMargins(0, 0, 0, 0)
         self.grid_views: dict[str, ImageView] = {}
+        self.grid_cols = 1
         self.stack = QtWidgets.QStackedWidget()
         self.stack.addWidget(self.video)
         self.stack.addWidget(self.grid_host)
@@ -231,6 +233,7 @@ class MainWindow(QtWidgets.QMainWindow):
         lay.addWidget(self.banner)
         lay.addWidget(self.notice)
         lay.addWidget(self.open_button)
+        lay.addWidget(self.compare_label)
         lay.addWidget(self.stack, 1)
         self.setCentralWidget(centre)
 
@@ -355,13 +358,16 @@ class MainWindow(QtWidgets.QMainWindow):
         self.zoom_region = None
         self.current_index = start_index
         if len(methods) > 1:
-            self.compare_label.setText(" comparing: " + ", ".join(methods) + " ")
+            self.compare_label.setText(f"comparing: {', '.join(methods)}  ·  mesh and frontal panes: {methods[0]} "
+                                       "(the method box)")
+            self.compare_label.show()
             # the box names the method of the mesh and frontal panes (the first tile)
             self.method_box.blockSignals(True)
             self.method_box.setCurrentIndex(max(0, self.method_box.findData(methods[0])))
             self.method_box.blockSignals(False)
         else:
             self.compare_label.setText("")
+            self.compare_label.hide()
         if quiet:
             # probe without a visible error (the camera may simply be absent)
             from engine.sources import SourceError, open_source
@@ -474,7 +480,9 @@ class MainWindow(QtWidgets.QMainWindow):
             v.setParent(None)
         self.grid_views = {}
         if compare:
-            cols = 2 if len(methods) > 1 else 1
+            host = self.stack.size()
+            cols = grid_columns(len(methods), max(1, host.width()), max(1, host.height()))
+            self.grid_cols = cols
             for i, m in enumerate(methods):  # in the order given: first is the primary (mesh, frontal panes)
                 v = ImageView(m)
                 self.grid.addWidget(v, i // cols, i % cols)
@@ -502,13 +510,18 @@ class MainWindow(QtWidgets.QMainWindow):
             self.zoom_region = region
             res.display["region"] = region
             x0, y0, x1, y1 = region
+            shift = np.array([x0, y0, 0.0])
             for m, view in views.items():
-                img = res.image.copy()
+                # only the region is copied and drawn on (results moved into its pixels): 7 full frames were
+                # copied and drawn per result before
+                img = res.image[y0:y1, x0:x1].copy()
                 for face in res.faces:
                     if m in face.results:
-                        draw_result(img, face.results[m], face.box, face.face_id, wireframe=wire,
+                        r = face.results[m]
+                        moved = replace(r, landmarks=r.landmarks - shift, mesh=r.mesh - shift)
+                        draw_result(img, moved, face.box - shift[[0, 1, 0, 1]], face.face_id, wireframe=wire,
                                     triangles=self.triangles)
-                tile = fit(img[y0:y1, x0:x1], view.view_size)
+                tile = fit(img, view.view_size)
                 lat = 1000.0 / fps[m] if fps.get(m) else 0.0
                 tile_label(tile, f"{m}  {lat:.1f} ms/face" if lat else m)
                 res.display[m] = to_qimage(np.ascontiguousarray(tile))

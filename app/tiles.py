@@ -29,9 +29,9 @@ def face_region(boxes: list[np.ndarray], image_shape: tuple[int, ...], aspect: f
         rw = rh * aspect
     else:
         rh = rw / aspect
-    if rw >= w or rh >= h:  # as large as the frame one way: shrink to fit inside at the aspect
-        s = min(w / rw, h / rh)
-        rw, rh = rw * s, rh * s
+    # no larger than the frame: a side that does not fit is the frame's (the tile letterboxes the rest; shrinking
+    # both sides instead would cut the face in a wide, short tile)
+    rw, rh = min(rw, w), min(rh, h)
     cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
     x0 = float(np.clip(cx - rw / 2, 0, w - rw))
     y0 = float(np.clip(cy - rh / 2, 0, h - rh))
@@ -49,6 +49,19 @@ def ease_region(previous: tuple[int, int, int, int] | None, target: tuple[int, i
     if np.abs(p - t).max() > 0.5 * size:
         return target
     return tuple(int(round(v)) for v in p + rate * (t - p))
+
+
+def grid_columns(n: int, width: int, height: int, aspect: float = 1.0) -> int:
+    """Columns for ``n`` tiles in a width x height area that show a region of width/height ``aspect`` largest
+    (seven tiles in two columns were 443x135 px: a face about 60 px tall)."""
+    best, best_scale = 1, 0.0
+    for cols in range(1, n + 1):
+        rows = -(-n // cols)
+        tw, th = width / cols, height / rows
+        scale = min(tw / aspect, th)
+        if scale > best_scale + 1e-9:
+            best, best_scale = cols, scale
+    return best
 
 
 def fit(bgr: np.ndarray, size: tuple[int, int]) -> np.ndarray:

@@ -246,6 +246,8 @@ class FpsPanel(QtWidgets.QWidget):
             if name not in self.curves:
                 color = PALETTE[len(self.curves) % len(PALETTE)]
                 self.curves[name] = self.plot.plot(pen={"color": color, "width": 2}, name=name)
+                # one column held four names in the chart's height: the fifth and later were cut off
+                self.legend.setColumnCount(1 if len(self.curves) <= 4 else 2)
                 self.data[name] = ([], [])
             xs, ys = self.data[name]
             xs.append(t - self.t0)
