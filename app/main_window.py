@@ -538,6 +538,7 @@ class MainWindow(QtWidgets.QMainWindow):
             if not still:
                 text += f"  |  shown {self.shown_fps.fps:.1f} FPS"
             tile_label(img, text)
+            res.display["label"] = text
             res.display["video"] = to_qimage(img)
         if res.frontal is not None:
             res.display["frontal"] = to_qimage(res.frontal, self.frontal.view_size)

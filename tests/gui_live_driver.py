@@ -99,6 +99,15 @@ def main(clip: str, out_dir: str, first: str, second: str) -> None:
     worker.failed.connect(msgs.append)
     wait_until(app, lambda: bool(msgs), 120)
     rep["annotate_message"] = msgs[0] if msgs else ""
+    # the same export again without "overwrite": a banner, and no open-file buttons over a playing view
+    msgs.clear()
+    worker = win.export("annotate", out=str(out / "export"), formats=["json"])
+    worker.done.connect(msgs.append)
+    worker.failed.connect(msgs.append)
+    wait_until(app, lambda: bool(msgs), 60)
+    wait_until(app, lambda: False, 0.3)
+    rep["exists_message"] = msgs[0] if msgs else ""
+    rep["exists_banner_and_buttons"] = [win.banner.isVisible(), win.open_button.isVisible()]
     msgs.clear()
     worker = win.export("compare", out=str(out / "compare_report"), formats=[], force=True)
     rep["compare_export_methods"] = list(worker.methods)
@@ -135,6 +144,19 @@ def main(clip: str, out_dir: str, first: str, second: str) -> None:
     rep["menu_open_after_tick"] = win.compare_menu.isVisible()
     rep["menu_ticked"] = act.isChecked() != before
     win.compare_menu.hide()
+
+    # a still image: the overlay names the method and its time, no "shown FPS"
+    import cv2
+
+    cap = cv2.VideoCapture(clip)
+    _, still = cap.read()
+    cap.release()
+    cv2.imwrite(str(out / "still.png"), still)
+    results.clear()
+    win.open_source(str(out / "still.png"))
+    wait_until(app, lambda: bool(results) and "label" in last["res"].display, 60)
+    rep["still_label"] = last["res"].display.get("label", "")
+    win.video.grab().save(str(out / "still_view.png"))
 
     # settings kept between runs: texture off, the compare selection
     win.act_texture.setChecked(False)

@@ -147,6 +147,13 @@ def test_exports_follow_the_toolbar_and_say_when_partial(live):
     assert json.loads((out / "compare_report" / "report.json").read_text())["partial"] is True
 
 
+def test_existing_files_banner_without_open_buttons_and_still_image_label(live):
+    rep, _, pair = live
+    assert "already exist" in rep["exists_message"]
+    assert rep["exists_banner_and_buttons"] == [True, False]
+    assert rep["still_label"].startswith(pair[1]) and "shown" not in rep["still_label"]
+
+
 def test_toolbar_at_1024_and_menu_and_settings(live):
     rep, _, _ = live
     assert all(rep["toggles_visible_1024"].values()), rep["toggles_visible_1024"]
