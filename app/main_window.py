@@ -9,7 +9,7 @@ import numpy as np
 
 from app.bridge import EngineBridge
 from app.qt import QtCore, QtGui, QtWidgets
-from app.tiles import ease_region, face_region, fit, grid_columns, tile_label
+from app.tiles import ease_region, face_region, fit, grid_columns, label_scale, tile_label
 from app.views import FpsPanel, ImageView, MeshView, to_qimage
 from engine.detect.tracker import DEFAULT_MAX_FACES, MAX_FACES_LIMIT
 from engine.facemodel import load_face_model
@@ -511,6 +511,10 @@ class MainWindow(QtWidgets.QMainWindow):
             res.display["region"] = region
             x0, y0, x1, y1 = region
             shift = np.array([x0, y0, 0.0])
+            texts = {m: (f"{m}  {1000.0 / fps[m]:.1f} ms/face" if fps.get(m) else m) for m in views}
+            tile_w = min(round((x1 - x0) * min(v.view_size[0] / (x1 - x0), v.view_size[1] / (y1 - y0)))
+                         for v in views.values())
+            scale = label_scale(list(texts.values()), tile_w)  # one size in every tile
             for m, view in views.items():
                 # only the region is copied and drawn on (results moved into its pixels): 7 full frames were
                 # copied and drawn per result before
@@ -522,8 +526,7 @@ class MainWindow(QtWidgets.QMainWindow):
                         draw_result(img, moved, face.box - shift[[0, 1, 0, 1]], face.face_id, wireframe=wire,
                                     triangles=self.triangles)
                 tile = fit(img, view.view_size)
-                lat = 1000.0 / fps[m] if fps.get(m) else 0.0
-                tile_label(tile, f"{m}  {lat:.1f} ms/face" if lat else m)
+                tile_label(tile, texts[m], scale=scale)
                 res.display[m] = to_qimage(np.ascontiguousarray(tile))
         else:
             img = res.image.copy()

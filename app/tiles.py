@@ -76,12 +76,21 @@ def fit(bgr: np.ndarray, size: tuple[int, int]) -> np.ndarray:
                       interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
 
 
-def tile_label(img: np.ndarray, text: str, min_scale: float = 0.45, max_scale: float = 0.7) -> np.ndarray:
+def label_scale(texts: list[str], width: int, min_scale: float = 0.45, max_scale: float = 0.7) -> float:
+    """One text size for several tiles' labels (the same size in every tile): the largest at which the longest
+    fits ``width``, but at least ``min_scale``."""
+    font = cv2.FONT_HERSHEY_SIMPLEX
+    widest = max((cv2.getTextSize(t, font, 1.0, 1)[0][0] for t in texts), default=1)
+    return float(np.clip((width - 12) / max(1, widest), min_scale, max_scale))
+
+
+def tile_label(img: np.ndarray, text: str, min_scale: float = 0.45, max_scale: float = 0.7,
+               scale: float | None = None) -> np.ndarray:
     """White text on a dark band along the tile's top, its size chosen to fit the tile's width (at least
-    ``min_scale``: about 10 px capitals, readable; longer text is cut with an ellipsis)."""
+    ``min_scale``: about 10 px capitals, readable; longer text is cut with an ellipsis), or ``scale``."""
     h, w = img.shape[:2]
     font = cv2.FONT_HERSHEY_SIMPLEX
-    scale = max_scale
+    scale = max_scale if scale is None else scale
     (tw, th), _ = cv2.getTextSize(text, font, scale, 1)
     if tw > w - 12:
         scale = max(min_scale, scale * (w - 12) / tw)

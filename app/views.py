@@ -254,9 +254,12 @@ class FpsPanel(QtWidgets.QWidget):
             ys.append(value)
             del xs[:-300], ys[:-300]
         self.providers.update({k: v for k, v in providers.items() if v})
-        if t - self.last_redraw < 0.2:
+        import time
+
+        now = time.perf_counter()  # wall time: ``t`` stands still while paused, a paused step still redraws
+        if now - self.last_redraw < 0.2:
             return
-        self.last_redraw = t
+        self.last_redraw = now
         for name, (xs, ys) in self.data.items():
             self.curves[name].setData(xs, ys)
         self.rates.setText(f"shown {shown_fps:.1f} FPS (this window)  ·  processed {processed_fps:.1f} FPS "
