@@ -5,7 +5,7 @@ import numpy as np
 
 from app.qt import QtCore, QtGui, QtWidgets
 
-PALETTE = ["#4caf50", "#2196f3", "#ff9800", "#e91e63", "#9c27b0", "#00bcd4"]
+PALETTE = ["#4caf50", "#2196f3", "#ff9800", "#e91e63", "#9c27b0", "#00bcd4", "#ffeb3b", "#9e9e9e"]  # one per method
 
 
 def to_qimage(bgr: np.ndarray, size: tuple[int, int] | None = None) -> QtGui.QImage:

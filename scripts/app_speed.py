@@ -33,6 +33,9 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=20.0)
     ap.add_argument("--warmup", type=float, default=4.0)
     ap.add_argument("--policy", choices=("on", "off"), default="on")
+    ap.add_argument("--workers", type=int, help="threads running one frame's methods side by side (default: the "
+                    "app's, one per core under the policy)")
+    ap.add_argument("--switch-ms", type=float, help="the interpreter's thread switch interval (default 5 ms)")
     ap.add_argument("--no-bench", action="store_true")
     ap.add_argument("--screenshot")
     args = ap.parse_args()
@@ -49,6 +52,10 @@ def main() -> None:
 
     if args.policy == "off":
         bridge_module.APP_THREAD_POLICY = None
+    if args.workers:
+        bridge_module.method_workers = lambda: args.workers
+    if args.switch_ms:
+        sys.setswitchinterval(args.switch_ms / 1000.0)
     win = MainWindow(source=args.clip, method=methods[0], compare=methods if len(methods) > 1 else None)
     win.show()
     frames: list = []
@@ -117,7 +124,8 @@ def main() -> None:
     with_face = [f for f in frames if f[4]]
     per_face = {m: med([f[3][m] / f[4] for f in with_face if m in f[3]]) for m in methods}
     report = {
-        "clip": args.clip, "methods": methods, "policy": args.policy, "seconds": round(span, 1),
+        "clip": args.clip, "methods": methods, "policy": args.policy, "workers": args.workers,
+        "switch_ms": args.switch_ms, "seconds": round(span, 1),
         "shown_fps": round((win.frames_shown - shown0) / span, 2), "processed_fps": round(processed / span, 2),
         "stage_ms_median": {k: med([t[k] for _, _, t, _, _ in frames if k in t]) for k in stages},
         "in_app_ms_per_face_median": per_face,
