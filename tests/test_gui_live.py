@@ -105,7 +105,7 @@ def test_compare_tiles_are_zoomed_to_the_face_and_toggle_to_the_whole_frame(live
         vw, vh = rep["view_sizes"][m]
         assert tw == vw or th == vh  # scaled to the pane in the worker thread
         assert face_h / (y1 - y0) * th > 0.45 * th  # the face fills about half the tile's height or more
-    # every tile shows the same region: the tiles' pixels outside the overlays agree at the corners
+    # "Whole frame" shows the whole frame
     assert rep["region_whole"] == [0, 0, w, h]
     tile = cv2.imread(str(out / "tile_zoomed.png"))
     band = tile[: tile.shape[0] // 12]
