@@ -44,6 +44,7 @@ def main(clip: str, out_dir: str, first: str, second: str) -> None:
     rep["method_box"] = win.method_box.currentData()
     win.grab().save(str(out / "compare_zoomed.png"))
     win.grid_views[first].grab().save(str(out / "tile_zoomed.png"))
+    win.grid_views[second].grab().save(str(out / "tile_zoomed_second.png"))
 
     # the whole-frame toggle
     n = len(results)

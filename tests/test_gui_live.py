@@ -108,6 +108,11 @@ def test_compare_tiles_are_zoomed_to_the_face_and_toggle_to_the_whole_frame(live
     # "Whole frame" shows the whole frame
     assert rep["region_whole"] == [0, 0, w, h]
     tile = cv2.imread(str(out / "tile_zoomed.png"))
+    other = cv2.imread(str(out / "tile_zoomed_second.png"))
+    # the same region in both tiles: below the face (no overlays there) their pixels agree
+    bottom = slice(int(0.9 * tile.shape[0]), tile.shape[0])
+    assert tile.shape == other.shape
+    assert np.abs(tile[bottom].astype(int) - other[bottom].astype(int)).mean() < 4
     band = tile[: tile.shape[0] // 12]
     assert band.mean() < tile.mean()  # the label's dark band along the top
 
