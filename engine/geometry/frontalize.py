@@ -4,8 +4,8 @@ A frontal raster of the face model's mean shape (triangle + barycentrics per out
 from it a sampling map that depends only on the topology (``FrontalSampler``: a sparse matrix from the mesh's
 vertices to each face pixel's source position). Per frame that is one sparse product, one cv2.remap and a
 per-triangle facing test. Pixels whose triangle faces away from the camera, or is seen so obliquely that its
-texture is smeared or is the background beside the cheek (``min_facing``), take the mirrored pixel from the other
-half of the face, which is symmetric in the frontal raster.
+texture is smeared or is the background beside the cheek (``min_facing``), blend in the mirrored pixel from the
+other half of the face, which is symmetric in the frontal raster.
 """
 from __future__ import annotations
 
@@ -41,10 +41,11 @@ def frontal_raster(frontal_mesh_pixel_frame: np.ndarray, triangles: np.ndarray, 
     return FrontalRaster(size, tri_id, bary, mirror)
 
 
-# cosine of the angle between a triangle's normal and the view direction below which its pixels are taken from
-# the mirrored side: about 72 degrees. At 40 degrees of yaw the far cheek's outer band turns past it, and its
-# projection there is as likely background as skin (the grey band the mirrored side now replaces)
-MIN_FACING = 0.3
+# cosine of the angle between a triangle's normal and the view direction below which the mirrored side is blended
+# in (about 60 degrees; fully at 90 and beyond, where the mirrored side faces the camera better). At 40 degrees of
+# yaw the far cheek's outer band is seen so obliquely that its projection is as likely background as skin (the grey
+# band on aflw2000_dev images 591, 640, 714, 740, all about 40 degrees: scripts/frontalize_far_cheek.py)
+MIN_FACING = 0.5
 
 
 class FrontalSampler:
@@ -81,16 +82,27 @@ class FrontalSampler:
                         borderMode=cv2.BORDER_CONSTANT)
         flat = out.reshape(s * s, -1)
         n = face_normals(mesh, self.triangles)
-        if min_facing > 0:
-            facing = n[:, 2] > min_facing * np.linalg.norm(n, axis=1)
-        else:
-            facing = n[:, 2] > 0
-        seen = np.zeros(s * s, bool)
-        seen[self.inside] = facing[self.tri]
-        hidden = ~seen
-        hidden[self.outside] = False
-        fill = hidden & seen[self.mirror]
-        flat[fill] = flat[self.mirror[fill]]
+        if min_facing <= 0:  # the former rule: only pixels of triangles turned away take the mirrored pixel
+            seen = np.zeros(s * s, bool)
+            seen[self.inside] = n[self.tri, 2] > 0
+            hidden = ~seen
+            hidden[self.outside] = False
+            fill = hidden & seen[self.mirror]
+            flat[fill] = flat[self.mirror[fill]]
+            flat[self.outside] = 0
+            return out
+        # how squarely each pixel's triangle faces the camera (cosine); below min_facing the mirrored pixel is
+        # blended in, fully at 0 and beyond, where the mirrored side faces the camera better. A ramp rather than
+        # a threshold: a per-triangle cut left a ragged patchwork along the far cheek
+        cos = n[:, 2] / np.maximum(np.linalg.norm(n, axis=1), 1e-12)
+        facing = np.full(s * s, -1.0)
+        facing[self.inside] = cos[self.tri]
+        mirror_facing = facing[self.mirror]
+        weight = np.clip((min_facing - facing) / min_facing, 0.0, 1.0)
+        weight[(mirror_facing <= facing) | (mirror_facing <= 0) | self.outside] = 0.0
+        blend = weight > 0
+        w = weight[blend, None]
+        flat[blend] = (flat[blend] * (1 - w) + flat[self.mirror[blend]] * w + 0.5).astype(np.uint8)
         flat[self.outside] = 0
         return out
 
