@@ -98,14 +98,14 @@ def main(clip: str, out_dir: str, first: str, second: str) -> None:
     worker.progress.connect(lambda i, k: worker.dialog.cancel() if i >= 3 else None)
     worker.done.connect(msgs.append)
     worker.failed.connect(msgs.append)
-    wait_until(app, lambda: bool(msgs), 120)
+    wait_until(app, lambda: bool(msgs), 300)
     rep["annotate_message"] = msgs[0] if msgs else ""
     # the same export again without "overwrite": a banner, and no open-file buttons over a playing view
     msgs.clear()
     worker = win.export("annotate", out=str(out / "export"), formats=["json"])
     worker.done.connect(msgs.append)
     worker.failed.connect(msgs.append)
-    wait_until(app, lambda: bool(msgs), 60)
+    wait_until(app, lambda: bool(msgs), 180)
     wait_until(app, lambda: False, 0.3)
     rep["exists_message"] = msgs[0] if msgs else ""
     rep["exists_banner_and_buttons"] = [win.banner.isVisible(), win.open_button.isVisible()]

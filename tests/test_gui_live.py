@@ -154,7 +154,7 @@ def test_exports_follow_the_toolbar_and_say_when_partial(live):
 
 def test_existing_files_banner_without_open_buttons_and_still_image_label(live):
     rep, _, pair = live
-    assert "already exist" in rep["exists_message"]
+    assert "already exist" in rep["exists_message"], rep["exists_message"]
     assert rep["exists_banner_and_buttons"] == [True, False]
     assert rep["still_label"].startswith(pair[1]) and "shown" not in rep["still_label"]
 
