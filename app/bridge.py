@@ -16,7 +16,20 @@ from typing import Callable
 from app.qt import QtCore
 from engine.detect.tracker import DEFAULT_MAX_FACES
 from engine.pipeline import LivePipeline
+from engine.runtime import SessionPolicy, set_session_policy
 from engine.sources import Source, SourceError, open_source
+
+# Sessions the app creates: one intra-op thread each, no spin-waiting, and the methods of a frame side by side on
+# the cores instead (scripts/app_speed.py --policy off measures ONNX Runtime's defaults for comparison). With one
+# thread per session the in-app ms per face is the figure `main.py bench` measures on one thread.
+APP_THREAD_POLICY: SessionPolicy | None = SessionPolicy(threads=1, spinning=False)
+
+
+def method_workers() -> int:
+    """Threads that run one frame's methods side by side: one per core under the app's policy."""
+    import os
+
+    return max(1, os.cpu_count() or 1) if APP_THREAD_POLICY is not None else 1
 
 
 class EngineBridge(QtCore.QObject):
@@ -66,7 +79,9 @@ class EngineBridge(QtCore.QObject):
         return preferred_providers()[0]
 
     def start(self, spec: str, methods: list[str], loop: bool = True, max_frames: int | None = None,
-              resolution: tuple[int, int] | None = None) -> bool:
+              resolution: tuple[int, int] | None = None, start_index: int = 0, paused: bool = False) -> bool:
+        """Play ``spec`` with ``methods`` from frame/image ``start_index`` (a seekable source), or show that one
+        frame and wait (``paused``)."""
         self.stop()
         try:
             self.source = open_source(spec, loop=loop, resolution=resolution, browse=True)
@@ -75,14 +90,23 @@ class EngineBridge(QtCore.QObject):
             return False
         gen = self.generation
         browse = self.source.kind == "images"
+        if APP_THREAD_POLICY is not None:
+            set_session_policy(APP_THREAD_POLICY)
+            # OpenCV's own pool (remap, resize in the worker) likewise: one thread, so no stage waits for a
+            # straggler thread of its own pool while the cores run other stages
+            import cv2
+
+            cv2.setNumThreads(1)
         with self._lock:
             self._pending = deque() if browse else deque(maxlen=1)
             self._post_queued = False
         self.pipeline = LivePipeline(self.source, methods, lambda r, f: self._on_result(gen, r, f),
                                      lambda msg: self._failed.emit(gen, msg), lambda: self._ended.emit(gen),
                                      smoothing=self.smoothing, max_frames=max_frames, frontalize=True, max_faces=self.max_faces,
-                                     drop_frames=not browse, flip=self.flip)
-        if browse:  # a folder opens on its first image and waits for next/previous/play
+                                     drop_frames=not browse, workers=method_workers(), flip=self.flip)
+        if start_index and hasattr(self.source, "seek"):
+            self.source.seek(start_index)
+        if browse or paused:  # a folder opens on its image and waits for next/previous/play
             self.pipeline.paused.set()
             self.pipeline.step()
         self.pipeline.start()

@@ -14,9 +14,11 @@ class ExportWorker(QtCore.QThread):
     done = QtCore.Signal(str)
     failed = QtCore.Signal(str)
 
-    def __init__(self, kind: str, source: str, methods: list[str], out: str, formats: list[str], force: bool) -> None:
+    def __init__(self, kind: str, source: str, methods: list[str], out: str, formats: list[str], force: bool,
+                 max_faces: int | None = None) -> None:
         super().__init__()
         self.kind, self.source, self.methods, self.out = kind, source, methods, out
+        self.max_faces = max_faces  # the toolbar's limit, as the live view tracks
         self.formats, self.force = formats, force
         self.cancel = threading.Event()
 
@@ -29,13 +31,17 @@ class ExportWorker(QtCore.QThread):
                 from engine.evaluation.compare import compare
 
                 res = compare(self.source, self.methods, self.out, force=self.force, progress=prog,
-                              cancelled=self.cancel.is_set)
-                self.done.emit(f"compare report: {res['frames']} frames -> {self.out}/report.md")
+                              cancelled=self.cancel.is_set, max_faces=self.max_faces)
+                if res.get("partial"):
+                    self.done.emit(f"compare report cancelled after {res['frames']} frames -> {self.out}/report.md "
+                                   "(partial: the report covers only these frames)")
+                else:
+                    self.done.emit(f"compare report: {res['frames']} frames -> {self.out}/report.md")
             else:
                 from engine.export.annotate import annotate
 
                 s = annotate(self.source, self.methods, self.out, self.formats, force=self.force, progress=prog,
-                             cancelled=self.cancel.is_set)
+                             cancelled=self.cancel.is_set, max_faces=self.max_faces)
                 state = "cancelled after" if s.cancelled else "exported"
                 partial = " (partial: the files hold only these frames)" if s.cancelled else ""
                 self.done.emit(f"{state} {s.frames} frames ({s.faces} faces) -> {self.out}{partial}")
@@ -104,9 +110,9 @@ class ExportDialog(QtWidgets.QDialog):
 
 
 def run_export(parent, kind: str, source: str, methods: list[str], out: str, formats: list[str], force: bool,
-               on_message) -> ExportWorker:
+               on_message, max_faces: int | None = None) -> ExportWorker:
     """Start the export with a modal-less progress dialog; returns the worker (kept alive by the caller)."""
-    worker = ExportWorker(kind, source, methods, out, formats, force)
+    worker = ExportWorker(kind, source, methods, out, formats, force, max_faces)
     dlg = QtWidgets.QProgressDialog("Exporting…", "Cancel", 0, 0, parent)
     dlg.setWindowTitle("Export")
     dlg.setMinimumDuration(0)

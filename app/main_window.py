@@ -3,16 +3,18 @@ from __future__ import annotations
 
 import sys
 import time
+from dataclasses import replace
 
 import numpy as np
 
 from app.bridge import EngineBridge
 from app.qt import QtCore, QtGui, QtWidgets
+from app.tiles import ease_region, face_region, fit, grid_columns, label_scale, tile_label
 from app.views import FpsPanel, ImageView, MeshView, to_qimage
 from engine.detect.tracker import DEFAULT_MAX_FACES, MAX_FACES_LIMIT
 from engine.facemodel import load_face_model
 from engine.pipeline import FpsMeter
-from engine.render import draw_result, label
+from engine.render import draw_result
 
 # single-key shortcuts that must work whenever the main window is active, whatever widget has the focus
 WINDOW_KEYS = (QtCore.Qt.Key_Space, QtCore.Qt.Key_C, QtCore.Qt.Key_S, QtCore.Qt.Key_W, QtCore.Qt.Key_Left,
@@ -34,6 +36,17 @@ def most_accurate_method(present: list[str]) -> str | None:
         except (OSError, KeyError, TypeError, ValueError):
             continue
     return min(scores, key=scores.get) if scores else None
+
+
+class StayOpenMenu(QtWidgets.QMenu):
+    """A menu of check boxes that stays open while they are ticked (a plain QMenu closes after each one)."""
+
+    def mouseReleaseEvent(self, e) -> None:  # noqa: N802 (Qt naming)
+        action = self.activeAction()
+        if action is not None and action.isEnabled() and action.isCheckable():
+            action.trigger()
+            return
+        super().mouseReleaseEvent(e)
 
 
 FILE_FILTER = "Videos and images (*.mp4 *.avi *.mov *.mkv *.webm *.jpg *.jpeg *.png *.bmp *.tif *.tiff);;All files (*)"
@@ -60,6 +73,13 @@ class MainWindow(QtWidgets.QMainWindow):
         self.compare_order: list[str] = list(compare or [])
         self.frames_shown = 0
         self.tracked_frames = 0
+        self.pane_frames: dict[str, int] = {}  # method -> index of the frame its pane shows
+        self.current_index = 0                 # the frame/image last shown: a restart goes on from it
+        self._paused_total, self._paused_since = 0.0, None  # the speed chart's clock stops while paused
+        self.zoom_region: tuple[int, int, int, int] | None = None  # what the compare tiles show (worker thread)
+        self._restart_timer = QtCore.QTimer(self)
+        self._restart_timer.setSingleShot(True)
+        self._restart_timer.timeout.connect(self.restart)
         self.source_spec: str | None = None
         self.providers = {}
         self.methods = self.bridge.available_methods()
@@ -118,40 +138,54 @@ class MainWindow(QtWidgets.QMainWindow):
             self.method_box.setItemData(idx, desc, QtCore.Qt.ToolTipRole)
             if not present:
                 self.method_box.model().item(idx).setEnabled(False)
-        self.method_box.currentIndexChanged.connect(lambda _: self.restart())
+        self.method_box.currentIndexChanged.connect(lambda _: self._method_chosen())
         tb.addWidget(self.method_box)
         self.act_compare = tb.addAction("Compare", self.restart)
         self.act_compare.setCheckable(True)
         self.act_compare.setShortcut("C")
-        self.compare_menu = QtWidgets.QMenu("Compare methods", self)
+        self.compare_menu = StayOpenMenu("Compare methods", self)
         self.compare_actions = {}
         for name, _, present in self.methods:
             a = self.compare_menu.addAction(name)
             a.setCheckable(True)
             a.setEnabled(present)
             a.setChecked(present)
-            a.toggled.connect(lambda _: self.restart() if self.act_compare.isChecked() else None)
+            # ticking several methods in the open menu restarts once, after the last tick
+            a.toggled.connect(lambda _: self._restart_timer.start(400) if self.act_compare.isChecked() else None)
             self.compare_actions[name] = a
         btn = QtWidgets.QToolButton()
         btn.setText("methods ▾")
         btn.setMenu(self.compare_menu)
         btn.setPopupMode(QtWidgets.QToolButton.InstantPopup)
         tb.addWidget(btn)
-        tb.addSeparator()
-        self.act_smooth = tb.addAction("Smoothing", lambda: self.bridge.set_smoothing(self.act_smooth.isChecked()))
+        self.compare_label = QtWidgets.QLabel()
+        self.compare_label.setToolTip("the methods compare mode shows, in tile order; the first also drives the "
+                                      "mesh and frontal panes (choose it in the method box)")
+        self.compare_label.hide()  # above the tiles in compare mode (in the toolbar it pushed buttons off)
+        # the view toggles on the second row: at 1024 px the first row pushed them into its overflow menu
+        self.addToolBarBreak()
+        tb2 = self.addToolBar("export")
+        tb2.setObjectName("export-toolbar")
+        tb2.setMovable(False)
+        self.act_smooth = tb2.addAction("Smoothing", lambda: self.bridge.set_smoothing(self.act_smooth.isChecked()))
         self.act_smooth.setCheckable(True)
         self.act_smooth.setShortcut("S")
-        self.act_flip = tb.addAction("Flip avg", lambda: self.bridge.set_flip(self.act_flip.isChecked()))
+        self.act_flip = tb2.addAction("Flip avg", lambda: self.bridge.set_flip(self.act_flip.isChecked()))
         self.act_flip.setCheckable(True)
-        self.act_flip.setShortcut("F")
-        self.act_flip.setToolTip("flip averaging: align each face and its mirror image and average the two "
-                                 "(steadier, about twice the cost: the status bar's 'flip' ms)")
-        self.act_wire = tb.addAction("Wireframe")
+        self.act_flip.setShortcut("M")
+        self.act_flip.setToolTip("flip averaging (M, mirror): align each face and its mirror image and average the "
+                                 "two (steadier, about twice the cost: the status bar's 'flip' ms)")
+        self.act_wire = tb2.addAction("Wireframe")
         self.act_wire.setCheckable(True)
         self.act_wire.setShortcut("W")
-        self.act_texture = tb.addAction("Texture", self._texture_changed)
+        self.act_texture = tb2.addAction("Texture", self._texture_changed)
         self.act_texture.setCheckable(True)
         self.act_texture.setChecked(True)
+        self.act_whole = tb2.addAction("Whole frame")
+        self.act_whole.setCheckable(True)
+        self.act_whole.setShortcut("F")
+        self.act_whole.setToolTip("compare tiles: the whole frame instead of the faces (F)")
+        tb2.addSeparator()
         self.max_faces = QtWidgets.QSpinBox()
         self.max_faces.setRange(1, MAX_FACES_LIMIT)
         self.max_faces.setValue(DEFAULT_MAX_FACES)
@@ -159,12 +193,8 @@ class MainWindow(QtWidgets.QMainWindow):
         self.max_faces.setToolTip("how many faces are tracked and aligned per frame (each costs one alignment "
                                   "per method); the status bar says when more are detected")
         self.max_faces.setFocusPolicy(QtCore.Qt.ClickFocus)  # never the window's initial focus: keys stay shortcuts
-        self.max_faces.valueChanged.connect(self.bridge.set_max_faces)
-        # exports on their own toolbar row: on the first they fell into the overflow menu at the default width
-        self.addToolBarBreak()
-        tb2 = self.addToolBar("export")
-        tb2.setObjectName("export-toolbar")
-        tb2.setMovable(False)
+        self.max_faces.valueChanged.connect(self._max_faces_changed)
+        # exports on the second toolbar row: on the first they fell into the overflow menu at the default width
         self.act_export = tb2.addAction("Export…", lambda: self.export("annotate"))
         self.act_export_compare = tb2.addAction("Export compare…", lambda: self.export("compare"))
         tb2.addSeparator()
@@ -185,6 +215,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.grid = QtWidgets.QGridLayout(self.grid_host)
         self.grid.setContentsMargins(0, 0, 0, 0)
         self.grid_views: dict[str, ImageView] = {}
+        self.grid_cols = 1
         self.stack = QtWidgets.QStackedWidget()
         self.stack.addWidget(self.video)
         self.stack.addWidget(self.grid_host)
@@ -212,6 +243,7 @@ class MainWindow(QtWidgets.QMainWindow):
         lay.addWidget(self.banner)
         lay.addWidget(self.notice)
         lay.addWidget(self.open_button)
+        lay.addWidget(self.compare_label)
         lay.addWidget(self.stack, 1)
         self.setCentralWidget(centre)
 
@@ -238,6 +270,8 @@ class MainWindow(QtWidgets.QMainWindow):
         dock2.setFeatures(QtWidgets.QDockWidget.DockWidgetMovable)
         self.addDockWidget(QtCore.Qt.BottomDockWidgetArea, dock2)
         self.status_label = QtWidgets.QLabel()
+        # may shrink below its text (cut at the right) instead of running into the provider label
+        self.status_label.setSizePolicy(QtWidgets.QSizePolicy.Ignored, QtWidgets.QSizePolicy.Preferred)
         self.statusBar().addWidget(self.status_label, 1)
         self.provider_label = QtWidgets.QLabel(f"provider: {self.bridge.providers()}")
         self.statusBar().addPermanentWidget(self.provider_label)
@@ -256,8 +290,11 @@ class MainWindow(QtWidgets.QMainWindow):
         self.method_box.blockSignals(True)
         self.method_box.setCurrentIndex(max(0, self.method_box.findData(name)))
         self.method_box.blockSignals(False)
-        for key, act in (("smoothing", self.act_smooth), ("wireframe", self.act_wire), ("flip", self.act_flip)):
-            act.setChecked(str(self.settings.value(key, "false")).lower() == "true")
+        for key, act, default in (("smoothing", self.act_smooth, "false"), ("wireframe", self.act_wire, "false"),
+                                  ("texture", self.act_texture, "true"), ("whole_frame", self.act_whole, "false"),
+                                  ("flip", self.act_flip, "false")):
+            act.setChecked(str(self.settings.value(key, default)).lower() == "true")
+        self.mesh_view.textured = self.act_texture.isChecked()
         self.bridge.set_smoothing(self.act_smooth.isChecked())
         self.bridge.set_flip(self.act_flip.isChecked())
         try:
@@ -265,6 +302,14 @@ class MainWindow(QtWidgets.QMainWindow):
         except (TypeError, ValueError):  # a hand-edited settings file
             self.max_faces.setValue(DEFAULT_MAX_FACES)
         self.bridge.set_max_faces(self.max_faces.value())
+        if not compare:  # the compare selection of the last run (compare mode itself starts off)
+            saved = self.settings.value("compare_methods", None)
+            if saved is not None:
+                names = [n for n in str(saved).split(",") if n]
+                for n, a in self.compare_actions.items():
+                    a.blockSignals(True)
+                    a.setChecked(n in names and a.isEnabled())
+                    a.blockSignals(False)
         if compare:
             for n, a in self.compare_actions.items():
                 a.blockSignals(True)
@@ -278,6 +323,9 @@ class MainWindow(QtWidgets.QMainWindow):
         self.settings.setValue("smoothing", self.act_smooth.isChecked())
         self.settings.setValue("wireframe", self.act_wire.isChecked())
         self.settings.setValue("flip", self.act_flip.isChecked())
+        self.settings.setValue("texture", self.act_texture.isChecked())
+        self.settings.setValue("whole_frame", self.act_whole.isChecked())
+        self.settings.setValue("compare_methods", ",".join(n for n, a in self.compare_actions.items() if a.isChecked()))
         self.settings.setValue("max_faces", self.max_faces.value())
         if self.source_spec is not None and not self.source_spec.isdigit():
             self.settings.setValue("last_source", self.source_spec)
@@ -299,7 +347,9 @@ class MainWindow(QtWidgets.QMainWindow):
             self.open_button.show()
             self.status("no camera available: open a file or folder")
 
-    def open_source(self, spec: str, quiet: bool = False) -> bool:
+    def open_source(self, spec: str, quiet: bool = False, start_index: int = 0, paused: bool = False) -> bool:
+        """Open ``spec`` and play it with the selected methods; a restart (another method, compare selection)
+        passes the frame it was on and whether it was paused, and goes on from there."""
         self.source_spec = spec
         methods = self.selected_methods()
         if not methods or methods == [None]:
@@ -318,6 +368,19 @@ class MainWindow(QtWidgets.QMainWindow):
         self.frontal.clear_image("frontalized face")
         self.mesh_label.setText(f"3D mesh: {methods[0]} (drag to turn)")
         self.frontal_label.setText(f"frontalized: {methods[0]}")
+        self.zoom_region = None
+        self.current_index = start_index
+        if len(methods) > 1:
+            self.compare_label.setText(f"comparing: {', '.join(methods)}  ·  mesh and frontal panes: {methods[0]} "
+                                       "(the method box)")
+            self.compare_label.show()
+            # the box names the method of the mesh and frontal panes (the first tile)
+            self.method_box.blockSignals(True)
+            self.method_box.setCurrentIndex(max(0, self.method_box.findData(methods[0])))
+            self.method_box.blockSignals(False)
+        else:
+            self.compare_label.setText("")
+            self.compare_label.hide()
         if quiet:
             # probe without a visible error (the camera may simply be absent)
             from engine.sources import SourceError, open_source
@@ -328,7 +391,7 @@ class MainWindow(QtWidgets.QMainWindow):
                 return False
         res = self.camera_res.currentText()
         resolution = tuple(int(v) for v in res.split("x")) if "x" in res else None
-        ok = self.bridge.start(spec, methods, resolution=resolution)
+        ok = self.bridge.start(spec, methods, resolution=resolution, start_index=start_index, paused=paused)
         if ok:
             self.open_button.hide()
             n = self.bridge.length()
@@ -337,12 +400,14 @@ class MainWindow(QtWidgets.QMainWindow):
             self.seek_slider.blockSignals(True)
             self.seek_slider.setEnabled(seekable)
             self.seek_slider.setRange(0, max(0, (n or 1) - 1))
-            self.seek_slider.setValue(0)
+            self.seek_slider.setValue(min(start_index, self.seek_slider.maximum()))
             self.seek_slider.blockSignals(False)
             self.act_prev.setEnabled(seekable)
             self.act_next.setEnabled(seekable)
             # a folder opens paused on its first image; Space plays through every image, ◀ ▶ and the slider browse
             self.act_pause.setChecked(self.bridge.paused)
+            self._paused_total = 0.0
+            self._paused_since = time.perf_counter() if self.bridge.paused else None
         else:
             self.video.clear_image("could not open the source")
             self.status(f"could not open {spec}")
@@ -369,8 +434,29 @@ class MainWindow(QtWidgets.QMainWindow):
         return super().eventFilter(obj, ev)
 
     def restart(self) -> None:
+        """Re-open the source with the methods now selected, on the same frame, paused if it was (a camera
+        simply goes on)."""
+        self._restart_timer.stop()
         if self.source_spec is not None:
-            self.open_source(self.source_spec)
+            keep = self.seek_slider.isEnabled()
+            self.open_source(self.source_spec, start_index=self.current_index if keep else 0,
+                             paused=keep and self.act_pause.isChecked())
+
+    def _method_chosen(self) -> None:
+        """In compare mode the method box picks the first tile (the one the mesh and frontal panes show)."""
+        name = self.method_box.currentData()
+        if self.act_compare.isChecked() and name in self.compare_actions:
+            self.compare_order = [name] + [n for n in self.selected_methods() if n != name]
+            a = self.compare_actions[name]
+            a.blockSignals(True)
+            a.setChecked(True)
+            a.blockSignals(False)
+        self.restart()
+
+    def _max_faces_changed(self, n: int) -> None:
+        self.bridge.set_max_faces(n)
+        if self.bridge.paused:  # a paused frame is redone with the new limit
+            self.bridge.seek(self.current_index)
 
     def choose_file(self) -> None:
         start = str(self.settings.value("last_dir", ""))
@@ -384,7 +470,17 @@ class MainWindow(QtWidgets.QMainWindow):
         if path:
             self.open_source(path)
 
+    def paused_seconds(self, now: float) -> float:
+        """Seconds spent paused since the source was opened (the current pause included)."""
+        return self._paused_total + (now - self._paused_since if self._paused_since is not None else 0.0)
+
     def toggle_pause(self) -> None:
+        now = time.perf_counter()
+        if self.act_pause.isChecked() and self._paused_since is None:
+            self._paused_since = now
+        elif not self.act_pause.isChecked() and self._paused_since is not None:
+            self._paused_total += now - self._paused_since
+            self._paused_since = None
         self.bridge.set_paused(self.act_pause.isChecked())
         self.status("paused" if self.act_pause.isChecked() else "playing")
 
@@ -397,7 +493,9 @@ class MainWindow(QtWidgets.QMainWindow):
             v.setParent(None)
         self.grid_views = {}
         if compare:
-            cols = 2 if len(methods) > 1 else 1
+            host = self.stack.size()
+            cols = grid_columns(len(methods), max(1, host.width()), max(1, host.height()))
+            self.grid_cols = cols
             for i, m in enumerate(methods):  # in the order given: first is the primary (mesh, frontal panes)
                 v = ImageView(m)
                 self.grid.addWidget(v, i // cols, i % cols)
@@ -409,20 +507,40 @@ class MainWindow(QtWidgets.QMainWindow):
     # ---- results ----------------------------------------------------------------------------------------------
     def _prepare_display(self, res, fps: dict) -> None:
         """Worker thread: draw the overlays and scale each view's image to its size, so the GUI thread only
-        swaps pixmaps (compare mode drew and scaled four 1280x720 frames per result in the GUI thread)."""
+        swaps pixmaps (compare mode drew and scaled four 1280x720 frames per result in the GUI thread). Compare
+        tiles show the faces (one region for every tile, so the methods line up) unless "Whole frame" is on;
+        labels are drawn after scaling, at a size the tile can hold."""
         wire = self.act_wire.isChecked()
         views = dict(self.grid_views)
-        shown = self.shown_fps.fps
+        still = self.bridge.source is not None and self.bridge.source.kind == "images"
         if views:
+            size = next(iter(views.values())).view_size
+            if self.act_whole.isChecked() or not res.faces:
+                region = (0, 0, res.image.shape[1], res.image.shape[0])
+            else:
+                target = face_region([f.box for f in res.faces], res.image.shape, size[0] / max(1, size[1]))
+                region = ease_region(self.zoom_region, target)
+            self.zoom_region = region
+            res.display["region"] = region
+            x0, y0, x1, y1 = region
+            shift = np.array([x0, y0, 0.0])
+            texts = {m: (f"{m}  {1000.0 / fps[m]:.1f} ms/face" if fps.get(m) else m) for m in views}
+            tile_w = min(round((x1 - x0) * min(v.view_size[0] / (x1 - x0), v.view_size[1] / (y1 - y0)))
+                         for v in views.values())
+            scale = label_scale(list(texts.values()), tile_w)  # one size in every tile
             for m, view in views.items():
-                img = res.image.copy()
+                # only the region is copied and drawn on (results moved into its pixels): 7 full frames were
+                # copied and drawn per result before
+                img = res.image[y0:y1, x0:x1].copy()
                 for face in res.faces:
                     if m in face.results:
-                        draw_result(img, face.results[m], face.box, face.face_id, wireframe=wire,
+                        r = face.results[m]
+                        moved = replace(r, landmarks=r.landmarks - shift, mesh=r.mesh - shift)
+                        draw_result(img, moved, face.box - shift[[0, 1, 0, 1]], face.face_id, wireframe=wire,
                                     triangles=self.triangles)
-                lat = 1000.0 / fps[m] if fps.get(m) else 0.0
-                label(img, f"{m}  {lat:.1f} ms/face  |  shown {shown:.1f} FPS")
-                res.display[m] = to_qimage(img, view.view_size)
+                tile = fit(img, view.view_size)
+                tile_label(tile, texts[m], scale=scale)
+                res.display[m] = to_qimage(np.ascontiguousarray(tile))
         else:
             img = res.image.copy()
             for face in res.faces:
@@ -430,20 +548,29 @@ class MainWindow(QtWidgets.QMainWindow):
                     draw_result(img, r, face.box, face.face_id, wireframe=wire, triangles=self.triangles)
             m = next(iter(res.method_ms), "")
             lat = 1000.0 / fps[m] if fps.get(m) else 0.0
-            label(img, f"{m}  {lat:.1f} ms/face  |  shown {shown:.1f} FPS")
-            res.display["video"] = to_qimage(img, self.video.view_size)
+            img = np.ascontiguousarray(fit(img, self.video.view_size))
+            # "shown FPS" means nothing for a still image: there it names the method and its time only
+            text = f"{m}  {lat:.1f} ms/face" if lat else m
+            if not still:
+                text += f"  |  shown {self.shown_fps.fps:.1f} FPS"
+            tile_label(img, text)
+            res.display["label"] = text
+            res.display["video"] = to_qimage(img)
         if res.frontal is not None:
             res.display["frontal"] = to_qimage(res.frontal, self.frontal.view_size)
 
     def on_result(self, res, fps: dict) -> None:
         now = time.perf_counter()
+        self.current_index = res.index
         self.shown_fps.tick(now)
         if self.grid_views:
             for m, view in self.grid_views.items():
                 if m in res.display:
                     view.set_qimage(res.display[m])
+                    self.pane_frames[m] = res.index  # each pane shows the frame its results were computed on
         elif "video" in res.display:
             self.video.set_qimage(res.display["video"])
+            self.pane_frames = {m: res.index for m in res.method_ms}
         primary = next(iter(res.method_ms), None)
         first = res.faces[0] if res.faces else None
         r = first.results.get(primary) if first is not None and primary else None
@@ -458,8 +585,15 @@ class MainWindow(QtWidgets.QMainWindow):
             self.frontal.clear_image("no face in this frame")
         if "frontal" in res.display and r is not None:
             self.frontal.set_qimage(res.display["frontal"])
+        providers = self.bridge.method_providers()
+        # the provider of what is shown, method by method (mediapipe is not ONNX Runtime's)
+        text = "provider: " + ", ".join(sorted(set(providers.values()))) if providers else self.provider_label.text()
+        if text != self.provider_label.text():
+            self.provider_label.setText(text)
         latency = {m: (1000.0 / v if v else 0.0) for m, v in fps.items() if m != "pipeline"}
-        self.fps_panel.add(now, latency, self.shown_fps.fps, fps.get("pipeline", 0.0), self.bridge.method_providers())
+        # the chart's time axis is playing time: it stands still while paused (a step adds a point, no gap)
+        self.fps_panel.add(now - self.paused_seconds(now), latency, self.shown_fps.fps, fps.get("pipeline", 0.0),
+                           providers)
         self.frames_shown += 1
         if self.seek_slider.isEnabled() and not self.seek_slider.isSliderDown():
             self.seek_slider.blockSignals(True)
@@ -500,6 +634,9 @@ class MainWindow(QtWidgets.QMainWindow):
             self.show_error("export needs a video file or an image folder as the source")
             return None
         methods = self.selected_methods()
+        if kind == "compare" and len(methods) < 2:
+            # outside compare mode: the methods ticked in the compare menu, not a "comparison" of one method
+            methods = [n for n, a in self.compare_actions.items() if a.isChecked() and a.isEnabled()] or methods
         if out is None:
             dlg = ExportDialog(kind, methods, self)
             self.export_dialog = dlg  # reachable by tests driving the window
@@ -522,7 +659,7 @@ class MainWindow(QtWidgets.QMainWindow):
             (self.show_error if error else self.show_notice)(msg)
 
         self._export_worker = run_export(self, kind, self.source_spec, methods, out, formats or ["csv", "json"],
-                                         force, message)
+                                         force, message, max_faces=self.max_faces.value())
         return self._export_worker
 
     def show_notice(self, msg: str) -> None:
@@ -541,7 +678,9 @@ class MainWindow(QtWidgets.QMainWindow):
         self.banner.setText(msg)
         self.banner.show()
         self.status(msg)
-        if self.source_spec is None or not self.video.has_image:
+        # the open buttons only when nothing is on screen (not with an export's "files already exist")
+        showing = self.video.has_image or any(v.has_image for v in self.grid_views.values())
+        if self.source_spec is None or not showing:
             self.open_button.show()
         if self.exit_after:
             self.exit_code = 1

@@ -5,7 +5,7 @@ import numpy as np
 
 from app.qt import QtCore, QtGui, QtWidgets
 
-PALETTE = ["#4caf50", "#2196f3", "#ff9800", "#e91e63", "#9c27b0", "#00bcd4"]
+PALETTE = ["#4caf50", "#2196f3", "#ff9800", "#e91e63", "#9c27b0", "#00bcd4", "#ffeb3b", "#9e9e9e"]  # one per method
 
 
 def to_qimage(bgr: np.ndarray, size: tuple[int, int] | None = None) -> QtGui.QImage:
@@ -77,7 +77,11 @@ class MeshView(QtWidgets.QWidget):
     """The current face's mesh in a VisPy canvas: shaded, optionally textured from the frame, turntable camera.
 
     The mesh is shown in the camera's frame, so it turns with the head; it is centred and scaled each frame so it
-    stays in view (the camera follows the head)."""
+    stays in view (the camera follows the head). It is redrawn at most ``max_fps`` times a second: under Xvfb (and
+    on any machine without a GPU) VisPy renders in software on the GUI thread, and a redraw per frame cost more
+    than the frame's alignment; the newest mesh waits for the next slot, so the pane is at most 1/max_fps late."""
+
+    max_fps = 10.0
 
     def __init__(self, triangles: np.ndarray, parent=None) -> None:
         super().__init__(parent)
@@ -90,13 +94,39 @@ class MeshView(QtWidgets.QWidget):
         self.mesh = scene.visuals.Mesh(vertices=np.zeros((3, 3), np.float32), faces=np.array([[0, 1, 2]], np.uint32),
                                        color=(0.85, 0.75, 0.68, 1.0), shading="smooth", parent=self.view.scene)
         self.textured = True
-        self.frames_drawn = 0
+        self.frames_drawn = 0      # meshes put on screen
+        self.frames_received = 0   # meshes handed to the view
+        self._pending: tuple | None = None
+        self._last_draw = -1e9
+        self._timer = QtCore.QTimer(self)
+        self._timer.setSingleShot(True)
+        self._timer.timeout.connect(self._draw_pending)
         lay = QtWidgets.QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
         lay.addWidget(self.canvas.native)
 
     def set_mesh(self, mesh_px: np.ndarray, image: np.ndarray | None = None, faces: np.ndarray | None = None) -> None:
-        """Show a mesh given in image pixels; ``faces`` default to the face model's triangles."""
+        """Show a mesh given in image pixels (now, or at the next redraw slot); ``faces`` default to the face
+        model's triangles."""
+        import time
+
+        self.frames_received += 1
+        self._pending = (mesh_px, image, faces)
+        wait = self._last_draw + 1.0 / self.max_fps - time.perf_counter()
+        if wait <= 0:
+            self._timer.stop()
+            self._draw_pending()
+        elif not self._timer.isActive():
+            self._timer.start(max(1, int(wait * 1000)))
+
+    def _draw_pending(self) -> None:
+        import time
+
+        if self._pending is None:
+            return
+        mesh_px, image, faces = self._pending
+        self._pending = None
+        self._last_draw = time.perf_counter()
         faces = self.triangles if faces is None else faces.astype(np.uint32)
         v = mesh_px.astype(np.float32).copy()
         centre = v.mean(0)
@@ -121,8 +151,30 @@ class MeshView(QtWidgets.QWidget):
 
     def clear(self) -> None:
         """No face in this frame: show nothing rather than the previous face."""
+        self._pending = None
+        self._timer.stop()
         self.mesh.visible = False
         self.canvas.update()
+
+
+def conditions() -> str:
+    """What the ms per face were measured under, so they can be set against `main.py bench`'s one-thread figure:
+    the app's sessions run one thread each (the bench's 1-thread setting), but a method's ms is wall time, so it
+    includes waiting for a core whenever more runnable work than cores competes (other methods side by side, the
+    decoder, the window, other programs): the machine's load says how much."""
+    import os
+
+    from app.bridge import APP_THREAD_POLICY
+
+    cores = os.cpu_count() or 1
+    try:
+        load = os.getloadavg()[0]
+    except OSError:  # not on this platform
+        load = float("nan")
+    threads = (f"{APP_THREAD_POLICY.threads} thread per session (bench: 1t)" if APP_THREAD_POLICY is not None
+               and APP_THREAD_POLICY.threads else "ONNX Runtime's default threads")
+    busy = "  ·  busier than its cores: ms include waiting for one" if load > cores else ""
+    return f"{threads}  ·  load {load:.1f} on {cores} cores{busy}"
 
 
 class FpsPanel(QtWidgets.QWidget):
@@ -194,19 +246,24 @@ class FpsPanel(QtWidgets.QWidget):
             if name not in self.curves:
                 color = PALETTE[len(self.curves) % len(PALETTE)]
                 self.curves[name] = self.plot.plot(pen={"color": color, "width": 2}, name=name)
+                # one column held four names in the chart's height: the fifth and later were cut off
+                self.legend.setColumnCount(1 if len(self.curves) <= 4 else 2)
                 self.data[name] = ([], [])
             xs, ys = self.data[name]
             xs.append(t - self.t0)
             ys.append(value)
             del xs[:-300], ys[:-300]
         self.providers.update({k: v for k, v in providers.items() if v})
-        if t - self.last_redraw < 0.2:
+        import time
+
+        now = time.perf_counter()  # wall time: ``t`` stands still while paused, a paused step still redraws
+        if now - self.last_redraw < 0.2:
             return
-        self.last_redraw = t
+        self.last_redraw = now
         for name, (xs, ys) in self.data.items():
             self.curves[name].setData(xs, ys)
         self.rates.setText(f"shown {shown_fps:.1f} FPS (this window)  ·  processed {processed_fps:.1f} FPS "
-                           f"(pipeline, all methods)")
+                           f"(pipeline, all methods)\n{conditions()}")
         names = [n for n, v in latency_ms.items() if v > 0]
         self.table.setRowCount(len(names))
         for row, n in enumerate(names):

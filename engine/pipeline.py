@@ -22,6 +22,11 @@ from engine.smoothing import OneEuroFilter
 from engine.sources import Frame, Source
 
 
+# a frame further than this from the previous one processed (seconds of the source's own time) has stale tracks:
+# 3 frames at 25 fps. A live view that keeps up never reaches it; one that drops frames re-detects each frame
+STALE_AFTER_S = 0.13
+
+
 @dataclass
 class FaceResult:
     face_id: int
@@ -46,8 +51,12 @@ class FrameResult:
 
 class FrameProcessor:
     def __init__(self, methods: list[str] | list[Method], tracker=None, smoothing: bool = False,
-                 frontalize: bool = False, max_faces: int | None = None, flip: bool = False) -> None:
-        """``flip``: flip-average every method (engine/methods/flip.py); loaded methods are wrapped, not reloaded."""
+                 frontalize: bool = False, max_faces: int | None = None, workers: int = 1,
+                 flip: bool = False) -> None:
+        """``workers`` > 1: the methods of one frame run side by side on that many threads (compare mode on a
+        multi-core machine; ONNX Runtime and most of the tails release the GIL). Each method's ms stays its own
+        wall time, so with one thread per session it is comparable with `main.py bench`'s one-thread figure.
+        ``flip``: flip-average every method (engine/methods/flip.py); loaded methods are wrapped, not reloaded."""
         from engine.methods.flip import with_flip
 
         self.methods: dict[str, Method] = {}
@@ -65,23 +74,40 @@ class FrameProcessor:
         self._filters: dict[tuple[int, str], OneEuroFilter] = {}
         self.primary = next(iter(self.methods))
         self.frontalize = frontalize
-        self._raster = None
+        self._sampler = None
+        self._last_t: float | None = None
+        self._pool = None
+        if workers > 1 and len(self.methods) > 1:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pool = ThreadPoolExecutor(min(workers, len(self.methods)), thread_name_prefix="facealign-method")
+        self._last_ms: dict[str, float] = {}
 
     def process(self, frame: Frame) -> FrameResult:
         t0 = time.perf_counter()
-        tracks = self.tracker.boxes_for(frame.image)
+        # frames far apart (dropped by a slow pipeline, a seek, a loop): the tracks' crops are stale
+        stale = self._last_t is not None and not 0 < frame.timestamp - self._last_t <= STALE_AFTER_S
+        self._last_t = frame.timestamp
+        tracks = self.tracker.boxes_for(frame.image, stale=stale) if stale else self.tracker.boxes_for(frame.image)
         t_det = time.perf_counter()
         faces, method_ms = [], {n: 0.0 for n in self.methods}
         stage = {"detect": (t_det - t0) * 1e3, "align": 0.0, "visibility": 0.0}
         crops = [crop_image(frame.image, tr.box) for tr in tracks]
         # each method aligns every face of the frame in one batch (one network call, one vectorised tail)
         batch: dict[str, list[AlignmentResult | None]] = {}
-        for name, m in self.methods.items():
-            ta = time.perf_counter()
-            batch[name] = m.align_batch(crops) if crops else []
-            method_ms[name] += (time.perf_counter() - ta) * 1e3
+        if self._pool is not None and crops:
+            # the slowest first, so the others fill the remaining cores while it runs
+            order = sorted(self.methods, key=lambda n: -self._last_ms.get(n, 0.0))
+            futures = {n: self._pool.submit(_timed_batch, self.methods[n], crops) for n in order}
+            for name in self.methods:
+                batch[name], method_ms[name] = futures[name].result()
+        else:
+            for name, m in self.methods.items():
+                batch[name], method_ms[name] = _timed_batch(m, crops)
+        self._last_ms.update(method_ms)
         for k, tr in enumerate(tracks):
             out: dict[str, AlignmentResult] = {}
+            raw_primary = None
             for name in self.methods:
                 r = batch[name][k]
                 if r is None:  # the method found no face in this crop
@@ -92,10 +118,12 @@ class FrameProcessor:
                     stage["flip"] = stage.get("flip", 0.0) + r.timings["flip"]
                 r = r.to_image(tr.box)
                 r.confidence = tr.score  # the detector's score for this face (docs/exports.md)
+                if name == self.primary:  # the next crop follows the face as found, not as smoothed (lagging)
+                    raw_primary = r.landmarks.copy()
                 if self.smoothing:
                     r = self._smooth(tr.face_id, name, r, frame.timestamp)
                 out[name] = r
-            self.tracker.update(tr, out[self.primary].landmarks if self.primary in out else None)
+            self.tracker.update(tr, raw_primary if self.primary in out else None)
             if out:
                 faces.append(FaceResult(tr.face_id, tr.box.copy(), out))
         frontal = None
@@ -115,17 +143,17 @@ class FrameProcessor:
         self.methods = {n: with_flip(m, on) for n, m in self.methods.items()}
 
     def _frontal(self, image: np.ndarray, result: AlignmentResult) -> np.ndarray:
-        from engine.facemodel import load_face_model
-        from engine.geometry.frontalize import frontal_raster, frontalize
+        """The face seen from the front, through the mean shape's frontal raster for every method: the sampling
+        map depends only on the topology, so it is built once and each frame is one remap (about 1 ms; a method's
+        own frontal shape, rasterised per frame, cost 13-37 ms)."""
+        if self._sampler is None:
+            from engine.facemodel import load_face_model
+            from engine.geometry.frontalize import FrontalSampler, frontal_raster
 
-        fm = load_face_model()
-        if result.shape_frontal is not None:  # the method's own shape (3DSTN's warp): the subject's proportions
-            raster = frontal_raster(result.shape_frontal, fm.triangles, fast=True)
-        else:
-            if self._raster is None:
-                self._raster = frontal_raster(fm.mean[:468] * np.array([1.0, -1.0, 1.0]), fm.triangles)
-            raster = self._raster
-        return frontalize(image, result.mesh, fm.triangles, raster)
+            fm = load_face_model()
+            raster = frontal_raster(fm.mean[:468] * np.array([1.0, -1.0, 1.0]), fm.triangles)
+            self._sampler = FrontalSampler(raster, fm.triangles, 468)
+        return self._sampler(image, result.mesh)
 
     def _smooth(self, face_id: int, name: str, r: AlignmentResult, t: float) -> AlignmentResult:
         f = self._filters.setdefault((face_id, name), OneEuroFilter())
@@ -134,11 +162,20 @@ class FrameProcessor:
         return r
 
     def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
         for m in self.methods.values():
             m.close()
         close = getattr(self.tracker.detector, "close", None)
         if close:
             close()
+
+
+def _timed_batch(method: Method, crops: list[np.ndarray]) -> tuple[list[AlignmentResult | None], float]:
+    """One method on every crop of a frame, and its wall time in ms."""
+    t0 = time.perf_counter()
+    out = method.align_batch(crops) if crops else []
+    return out, (time.perf_counter() - t0) * 1e3
 
 
 class FpsMeter:
@@ -165,9 +202,10 @@ class LivePipeline:
     def __init__(self, source: Source, methods: list[str], on_result: Callable, on_error: Callable | None = None,
                  on_finished: Callable | None = None, smoothing: bool = False, max_frames: int | None = None,
                  realtime: bool = True, frontalize: bool = False, drop_frames: bool = True,
-                 max_faces: int | None = None, flip: bool = False) -> None:
+                 max_faces: int | None = None, workers: int = 1, flip: bool = False) -> None:
         self.source = source
         self.flip = flip
+        self.workers = workers  # methods of one frame side by side (FrameProcessor's ``workers``)
         self.max_faces = max_faces  # None: the tracker's default
         self.method_names = methods
         self.on_result = on_result
@@ -293,7 +331,7 @@ class LivePipeline:
     def _work(self) -> None:
         try:
             self.processor = FrameProcessor(self.method_names, smoothing=self.smoothing, frontalize=self.frontalize,
-                                            max_faces=self.max_faces, flip=self.flip)
+                                            max_faces=self.max_faces, workers=self.workers, flip=self.flip)
         except Exception as e:
             self.on_error(f"cannot start the methods: {e}")
             self._stop.set()

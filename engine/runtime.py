@@ -2,9 +2,40 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+
+@dataclass(frozen=True)
+class SessionPolicy:
+    """How sessions created without an explicit thread count use the cores.
+
+    ONNX Runtime's default gives every session its own intra-op pool with one thread per core, whose threads
+    spin-wait after each run. Fine for one session alone; a front end running several sessions per frame (compare
+    mode: seven) next to a decoder and a GUI thread gets pools fighting for the same cores and spinning threads
+    stealing them (scripts/app_speed.py measures it). The app sets one thread per session, no spinning, and runs
+    methods side by side instead (engine.pipeline.FrameProcessor's ``workers``).
+    """
+
+    threads: int | None = None   # intra-op threads per session; None: ONNX Runtime's default (one per core)
+    spinning: bool = True        # False: pool threads sleep between runs instead of spin-waiting
+
+
+_policy = SessionPolicy()
+
+
+def set_session_policy(policy: SessionPolicy) -> SessionPolicy:
+    """Use ``policy`` for sessions created from now on (an explicit ``threads`` or FACEALIGN_THREADS still wins for
+    the thread count); returns the previous one."""
+    global _policy
+    previous, _policy = _policy, policy
+    return previous
+
+
+def session_policy() -> SessionPolicy:
+    return _policy
 
 
 def available_providers() -> list[str]:
@@ -32,9 +63,13 @@ class OnnxModel:
             raise FileNotFoundError(f"weights not found: {path}")
         so = ort.SessionOptions()
         n = threads if threads is not None else int(os.environ.get("FACEALIGN_THREADS", "0") or 0)
+        n = n or (_policy.threads or 0)
         if n:
             so.intra_op_num_threads = n
             so.inter_op_num_threads = 1
+        if not _policy.spinning:
+            so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            so.add_session_config_entry("session.inter_op.allow_spinning", "0")
         so.log_severity_level = 3
         self.session = ort.InferenceSession(str(path), sess_options=so, providers=providers or preferred_providers())
         self.provider = self.session.get_providers()[0]

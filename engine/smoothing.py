@@ -7,8 +7,14 @@ import numpy as np
 
 
 class OneEuroFilter:
-    def __init__(self, min_cutoff: float = 1.0, beta: float = 0.05, d_cutoff: float = 1.0) -> None:
+    """Driven by the frames' own timestamps (so dropped frames only lengthen the step); restarts from the new
+    value when time goes back (a seek back, a loop) or jumps ahead by more than ``max_gap`` seconds (a seek ahead,
+    a stall): nothing on the far side of a jump says anything about the face now."""
+
+    def __init__(self, min_cutoff: float = 1.0, beta: float = 0.05, d_cutoff: float = 1.0,
+                 max_gap: float = 0.5) -> None:
         self.min_cutoff, self.beta, self.d_cutoff = min_cutoff, beta, d_cutoff
+        self.max_gap = max_gap
         self.x: np.ndarray | None = None
         self.dx: np.ndarray | None = None
         self.t: float | None = None
@@ -20,7 +26,8 @@ class OneEuroFilter:
 
     def __call__(self, x: np.ndarray, t: float) -> np.ndarray:
         x = np.asarray(x, dtype=np.float64)
-        if self.x is None or self.t is None or t <= self.t or x.shape != self.x.shape:
+        if (self.x is None or self.t is None or t <= self.t or t - self.t > self.max_gap
+                or x.shape != self.x.shape):
             self.x, self.dx, self.t = x.copy(), np.zeros_like(x), t
             return x
         dt = t - self.t

@@ -152,7 +152,7 @@ def main(video: str, folder: str, out_dir: str) -> None:
     wait_until(app, lambda: all(v.has_image for v in win.grid_views.values()) and len(seen) > 3, 60)
     grid = []
     for i in range(len(order)):
-        item = win.grid.itemAtPosition(i // 2, i % 2)
+        item = win.grid.itemAtPosition(i // win.grid_cols, i % win.grid_cols)
         grid.append(item.widget().toolTip() or [m for m, v in win.grid_views.items() if v is item.widget()][0])
     rep["grid_order"] = grid
     rep["mesh_label"] = win.mesh_label.text()

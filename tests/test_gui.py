@@ -261,7 +261,9 @@ def test_soak_compare_every_method(display, dev_dir, tmp_path):
     # played to the clip's end (the capture is paced at the clip's frame rate), updating every pane
     assert rep["max_index"] >= 0.9 * n_frames, rep["max_index"]
     assert rep["frames_shown"] >= 50 and rep["distinct_indices"] >= 50
-    assert rep["mesh_frames"] >= 0.9 * rep["frames_shown"] and rep["frontal_frames"] >= 0.9 * rep["frames_shown"]
+    assert rep["mesh_received"] >= 0.9 * rep["frames_shown"] and rep["frontal_frames"] >= 0.9 * rep["frames_shown"]
+    # the mesh pane redraws at its capped rate (software rendering on the GUI thread), all the way through
+    assert rep["mesh_frames"] >= 0.5 * min(rep["mesh_received"], rep["mesh_max_fps"] * rep["seconds"])
     assert all(n >= 50 for n in rep["plot_points"].values()) and set(every) <= set(rep["plot_points"])
     # None's reference count stays put: PySide6-Essentials 6.12.0 drained it by ~25 per PlotDataItem.setData until
     # the interpreter aborted ("none_dealloc"; ~1000 a second here, so a slow machine crashed only after 44 s)

@@ -84,14 +84,21 @@ class FaceTracker:
         self.max_faces = check_max_faces(max_faces)
         self.tracks = self.tracks[:self.max_faces]
 
-    def boxes_for(self, image: np.ndarray) -> list[Track]:
-        """The tracks to align in this frame (re-detecting when due or when nothing is tracked)."""
-        due = not self.tracks or self._frame % self.redetect_every == 0
+    def boxes_for(self, image: np.ndarray, stale: bool = False) -> list[Track]:
+        """The tracks to align in this frame (re-detecting when due or when nothing is tracked).
+
+        ``stale``: the tracks' landmarks come from a frame far from this one (frames were dropped, or a seek):
+        re-detect now, and a track the detector sees takes the detection's box, since a crop from the old
+        landmarks can miss a face that moved or turned meanwhile (the method then fits a face on the cheek)."""
+        due = not self.tracks or stale or self._frame % self.redetect_every == 0
         self._frame += 1
         if due:
             self.detections_run += 1
-            tiled = self._since_reset % self.tile_every == 0
-            self._since_reset += 1
+            # a stale re-detection looks for the faces already tracked: the whole-image pass, not the tiled scan
+            # (about 60x its cost, which would make a slow pipeline slower still)
+            refresh = stale and bool(self.tracks)
+            tiled = not refresh and self._since_reset % self.tile_every == 0
+            self._since_reset += 0 if refresh else 1
             boxes = self.detector.detect(image, tiles=tiled) if tiled is False else self.detector.detect(image)
             dets = [roi_box_from_detection(d) for d in boxes]
             det_scores = [float(d[4]) for d in boxes]
@@ -103,7 +110,7 @@ class FaceTracker:
                     used.add(j)
                     t.unconfirmed = 0
                     t.score = det_scores[j]
-                    if t.landmarks is None:
+                    if t.landmarks is None or stale:
                         t.box = dets[j]
                 else:
                     t.unconfirmed += 1

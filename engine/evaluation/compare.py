@@ -35,7 +35,8 @@ class CompareGrid(VideoWriter):
                                 triangles=self.triangles)
             img = cv2.resize(img, (int(w * scale), int(h * scale)))
             ms = frame.method_ms.get(m, 0.0) / max(1, len(frame.faces))
-            label(img, f"{m}  {ms:.1f} ms/face")
+            # below the frame counter VideoWriter prints at the top left of the mosaic (it covered this name)
+            label(img, f"{m}  {ms:.1f} ms/face", pos=(8, 56))
             tiles.append(img)
         mosaic = grid(tiles, cols=min(len(tiles), 2))
         super().add(FrameResult(frame.index, frame.timestamp, mosaic, [], name=frame.name))
@@ -43,8 +44,10 @@ class CompareGrid(VideoWriter):
 
 def compare(source_spec: str, methods: list[str], out_dir: str | Path, force: bool = False,
             progress: Callable[[int, int | None], None] | None = None,
-            cancelled: Callable[[], bool] | None = None, flip: bool = False) -> dict:
-    """``flip``: every method flip-averaged (engine/methods/flip.py)."""
+            cancelled: Callable[[], bool] | None = None, max_faces: int | None = None, flip: bool = False) -> dict:
+    """Every method on every frame of ``source_spec``: grid video, plots, report.md and report.json (which say
+    "partial" when ``cancelled`` stopped it early). ``max_faces``: the tracker's limit (None: its default);
+    ``flip``: every method flip-averaged (engine/methods/flip.py)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -60,17 +63,19 @@ def compare(source_spec: str, methods: list[str], out_dir: str | Path, force: bo
         raise FileExistsError(f"{report_path} already exists; use --force to overwrite")
     source = open_source(source_spec)
     check_writable(out)
-    proc = FrameProcessor(methods, flip=flip)
+    proc = FrameProcessor(methods, max_faces=max_faces, flip=flip)
     tris = load_face_model().triangles
     video = CompareGrid(out / "compare.mp4", source.fps, list(proc.methods), tris)
     ms: dict[str, list[float]] = {m: [] for m in proc.methods}
     yaw: dict[str, list[tuple[int, float]]] = {m: [] for m in proc.methods}
     disagree: dict[tuple[str, str], list[float]] = {p: [] for p in combinations(proc.methods, 2)}
     n = 0
+    stopped = False
     t0 = time.perf_counter()
     try:
         for frame in source.frames():
             if cancelled and cancelled():
+                stopped = True
                 break
             if source.kind == "images":
                 proc.tracker.reset()
@@ -132,7 +137,8 @@ def compare(source_spec: str, methods: list[str], out_dir: str | Path, force: bo
 
     lines = [f"# Comparison on `{source_spec}`", "",
              f"{n} frames, methods: {', '.join(names)}; made with `python main.py compare {source_spec} "
-             f"--methods {','.join(names)} --out {out_dir}{' --flip' if flip else ''}` in {time.perf_counter() - t0:.0f} s.", "",
+             f"--methods {','.join(names)} --out {out_dir}{' --flip' if flip else ''}` in {time.perf_counter() - t0:.0f} s."
+             + (f" **Partial: cancelled after {n} frames.**" if stopped else ""), "",
              "| method | ms/face (median) | FPS (1000 / ms) | frames with face |"
              + (" NME balanced |" if any("nme" in r for r in rows.values()) else ""),
              "|---|---|---|---|" + ("---|" if any("nme" in r for r in rows.values()) else "")]
@@ -147,6 +153,6 @@ def compare(source_spec: str, methods: list[str], out_dir: str | Path, force: bo
     lines += ["", "![speed](speed.png)", "", "![yaw per frame](yaw.png)", "",
               "Side-by-side video: `compare.mp4`.", ""]
     atomic_write_text(report_path, "\n".join(lines))
-    result = {"frames": n, "methods": rows, "disagreement": pair_rows}
+    result = {"frames": n, "partial": stopped, "methods": rows, "disagreement": pair_rows}
     atomic_write_text(out / "report.json", json.dumps(result, indent=1))
     return result
