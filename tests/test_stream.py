@@ -19,6 +19,7 @@ from engine.paths import PROJECT_ROOT
 from engine.pipeline import FaceResult, FrameResult
 from engine.result import AlignmentResult
 from engine.stream import OscStreamer, parse_target
+from engine.stream.messages import face_translation
 from engine.stream.vmc import LEFT_EYE, RIGHT_EYE, blend_values, pose_to_vmc_quaternion
 from tests.annotated_clip import METHOD, annotated_clip, clip_path
 
@@ -99,7 +100,9 @@ def test_address_space_through_a_python_osc_receiver():
         np.testing.assert_allclose(np.reshape(lm_args[2:], (68, 2)), r.landmarks[:, :2], atol=1e-3)
         assert vis_args[2:] == tuple([1] * 68)
         np.testing.assert_allclose(pose_args[2:5], r.pose, atol=1e-4)
-        np.testing.assert_allclose(pose_args[5:], r.mesh.mean(0), atol=1e-3)
+        h, w = res.image.shape[:2]
+        np.testing.assert_allclose(pose_args[5:], face_translation(r, (w, h)), atol=1e-3)
+        assert pose_args[7] > 0  # millimetres in front of the camera
     assert st.sent == 7 and st.dropped == 0
 
 
