@@ -1,6 +1,6 @@
 """A method's visibility model: the shared normals + z-buffer test recalibrated on AFLW's human visibility flags.
 
-Per landmark group (brows, eyes, nose, mouth, chin) one logistic regression decides "visible" from
+Per landmark (brows, eyes, nose, mouth and the chin) one logistic regression decides "visible" from
   - the z of the mean face's normal at the landmark turned by the face's rotation (``turned_z``),
   - the z of the landmark's normal on the method's own mesh (``local_z``; MT-CNN 3D's N_c . N_i),
   - the shared test's decision (``geometric``),
@@ -8,10 +8,11 @@ Per landmark group (brows, eyes, nose, mouth, chin) one logistic regression deci
     +-PATCH_HALF of the face width, in units of the crop's own mean and spread, and the patch's spread. The
     annotators also hide points under hair, hands or glasses (on aflw_train 24% of the outer brow corners of faces
     within 30 degrees of frontal are flagged hidden), which no normal or z-buffer can see.
-The coefficients are fitted per method on its own outputs for training-split crops
-(``python -m engine.evaluation.visibility_fit --methods NAME``) and ship as weights/visibility_NAME.npz. The jaw
-contour except the chin has no human flag, so it keeps the geometric test. Without the file a method keeps the
-geometric test everywhere.
+Each landmark's model is fitted to the flag of the AFLW point nearest to it in its group (``nearest_flags``: its
+twin where it has one, e.g. the eye's centre for the eyelid points, the mouth's centre for the middle of the lips),
+per method on its own outputs for training-split crops (``python -m engine.evaluation.visibility_fit --methods
+NAME``), and ships as weights/visibility_NAME.npz. The jaw contour except the chin has no human flag near it, so it
+keeps the geometric test. Without the file a method keeps the geometric test everywhere.
 """
 from __future__ import annotations
 
@@ -35,6 +36,28 @@ _GROUP_LANDMARKS = {"brows": range(17, 27), "eyes": range(36, 48), "nose": range
 
 def model_file(method: str) -> Path:
     return weights_path(f"visibility_{method}.npz")
+
+
+# where each of AFLW's 21 points sits among the 68 (a landmark, or the mean of several: eye and mouth centres), by
+# group; the ears have no place on the 68-point face
+_FLAG_SITES = {"brows": {0: (17,), 1: (19,), 2: (21,), 3: (22,), 4: (24,), 5: (26,)},
+               "eyes": {6: (36,), 7: (37, 38, 40, 41), 8: (39,), 9: (42,), 10: (43, 44, 46, 47), 11: (45,)},
+               "nose": {13: (31,), 14: (30,), 15: (35,)},
+               "mouth": {17: (48,), 18: (62, 66), 19: (54,)},
+               "chin": {20: (8,)}}
+
+
+def nearest_flags(mean_landmarks: np.ndarray) -> np.ndarray:
+    """(68,) the AFLW point whose flag each landmark learns from: the nearest site of its group on the frontal
+    mean face (x, y of ``mean_landmarks`` (68, 3)); -1 for the jaw contour."""
+    out = np.full(68, -1, np.int64)
+    xy = np.asarray(mean_landmarks)[:, :2]
+    for group, sites in _FLAG_SITES.items():
+        flags = np.array(list(sites))
+        centres = np.stack([xy[list(members)].mean(0) for members in sites.values()])
+        for i in _GROUP_LANDMARKS[group]:
+            out[i] = flags[np.argmin(np.linalg.norm(centres - xy[i], axis=1))]
+    return out
 
 
 def landmark_groups() -> np.ndarray:

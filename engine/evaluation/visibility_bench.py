@@ -43,6 +43,7 @@ class LabelledCrops:
     human_visible: np.ndarray  # (N, 14) bool: the annotator's flag at each twin
     yaw: np.ndarray           # (N,) AFLW's yaw label, degrees
     facing: np.ndarray        # (N, 14) bool: the twin is on the half of the face turned toward the camera
+    flags21: np.ndarray       # (N, 21) bool: every AFLW point's flag (True: visible)
 
 
 def facing_side(yaw: np.ndarray, human_idx: np.ndarray) -> np.ndarray:
@@ -69,7 +70,7 @@ def load_labelled(rows: np.ndarray, root=None) -> LabelledCrops:
     pts21 = lab["pts21"][rows]
     yaw = lab["aflw_yaw"][rows].astype(np.float64)
     return LabelledCrops(rows, load_images(root / "images", lab["names"][rows]), ~np.isnan(pts21[:, h21, 0]), yaw,
-                         facing_side(yaw, h21))
+                         facing_side(yaw, h21), ~np.isnan(pts21[:, :, 0]))
 
 
 @dataclass

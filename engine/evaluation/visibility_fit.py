@@ -15,7 +15,7 @@ import numpy as np
 
 from engine.evaluation.visibility_bench import LabelledCrops, MethodOutputs, load_labelled, run_method
 from engine.paths import PROJECT_ROOT, data_path
-from engine.visibility_model import model_file
+from engine.visibility_model import VisibilityModel, model_file
 
 FIT_CROPS = 3000
 RAW_DIR = PROJECT_ROOT / "runs" / "visibility"
@@ -71,32 +71,26 @@ def logistic_fit(x: np.ndarray, y: np.ndarray, l2: float = 1e-2, iters: int = 50
     return w
 
 
-def fit_model(name: str, out: MethodOutputs, crops: LabelledCrops, per_twin: bool = True):
+def fit_model(name: str, out: MethodOutputs, crops: LabelledCrops) -> VisibilityModel:
     """The method's VisibilityModel fitted on its outputs ``out`` for the training-split ``crops`` (faces the method
-    missed are left out): per group, one logistic regression over the group's landmarks that have a human twin,
-    which the group's other landmarks use; with ``per_twin`` each twin has its own."""
-    from engine.evaluation.visibility_bench import twins
-    from engine.facemodel import load_face_model
+    missed are left out): per landmark, a logistic regression on its features against the human flag of its nearest
+    AFLW point (engine/visibility_model.nearest_flags)."""
+    from engine.facemodel import N_MESH, load_face_model
     from engine.visibility import visibility_terms
-    from engine.visibility_model import FEATURES, MODEL_GROUPS, VisibilityModel, design, landmark_groups
+    from engine.visibility_model import FEATURES, design, landmark_groups, nearest_flags
 
     fm = load_face_model()
     groups = landmark_groups()
+    flags = nearest_flags(fm.mean[N_MESH:N_MESH + 68])
     found = out.found
     points = out.points[found].astype(np.float64)
     terms = visibility_terms(fm, points, normal_z=None if out.normal_visibility is None
                              else out.normal_visibility[found])
     x_all = design(terms, crops.images[found], points)
-    h21, l68 = twins()
-    human = crops.human_visible[found]
+    human = crops.flags21[found]
     coef = np.zeros((68, len(FEATURES)))
-    for k in range(len(MODEL_GROUPS)):
-        cols = np.nonzero(groups[l68] == k)[0]
-        x = x_all[:, l68[cols]].reshape(-1, len(FEATURES))
-        coef[groups == k] = logistic_fit(x, human[:, cols].reshape(-1).astype(np.float64))
-        if per_twin:
-            for c in cols:
-                coef[l68[c]] = logistic_fit(x_all[:, l68[c]], human[:, c].astype(np.float64))
+    for i in np.nonzero(groups >= 0)[0]:
+        coef[i] = logistic_fit(x_all[:, i], human[:, flags[i]].astype(np.float64))
     return VisibilityModel(name, coef, groups)
 
 
