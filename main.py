@@ -275,6 +275,12 @@ def cmd_visibility(args: argparse.Namespace) -> int:
     res = benchmark(names, limit=args.limit, with_ablations=not args.no_ablations,
                     log=(lambda s: print(s, file=sys.stderr)) if args.json else print)
     print(to_json(res) if args.json else table(res) + "\n\n" + group_table(res))
+    if args.save:
+        from engine.evaluation.visibility_bench import save_results
+        from engine.training.model_card import update_card_visibility
+
+        print(f"wrote {save_results(res)}; cards updated: "
+              f"{', '.join(n for n in names if update_card_visibility(n)) or 'none'}", file=sys.stderr)
     return 0
 
 
@@ -418,6 +424,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--methods", nargs="+", help="NAME[,NAME...] (default: every method with weights)")
     s.add_argument("--limit", type=int, help="first N crops of the held-out split (954)")
     s.add_argument("--no-ablations", action="store_true", help="only the shipped visibility, no ablation rows")
+    s.add_argument("--save", action="store_true", help="merge the rows into docs/results/visibility.json and the "
+                                                       "methods' model cards (weights/NAME.md)")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_visibility)
     for name, fn, n, hlp in [("build-face-model", cmd_build_face_model, 1500, "build weights/face_model.npz"),

@@ -239,3 +239,15 @@ def benchmark(methods: list[str], rows: np.ndarray | None = None, limit: int | N
 
 def to_json(results: dict[str, Scores]) -> str:
     return json.dumps({k: v.as_dict() for k, v in results.items()}, indent=1)
+
+
+def save_results(results: dict[str, Scores], path=None):
+    """Merge ``results`` into docs/results/visibility.json (the model cards read it); returns the path."""
+    from engine.export.atomic import atomic_write_text
+    from engine.paths import PROJECT_ROOT
+
+    path = path or PROJECT_ROOT / "docs" / "results" / "visibility.json"
+    old = json.loads(path.read_text()) if path.exists() else {}
+    old.update({k: v.as_dict() for k, v in results.items()})
+    atomic_write_text(path, json.dumps(old, indent=1) + "\n")
+    return path
