@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from engine.facemodel import N_MESH, load_face_model
+from engine.facemodel import load_face_model
 
 
 class _Rows(torch.utils.data.Dataset):
@@ -133,3 +133,28 @@ def test_a_70_degree_face_hides_its_far_eye_corner(held_out):
         if r is None:   # MediaPipe finds no face in some profiles
             continue
         assert not r.visible[far] and r.visible[near], name
+
+
+def test_the_card_section_is_added_then_replaced(tmp_path, monkeypatch):
+    import json
+
+    import engine.training.model_card as mc
+    from engine.evaluation.visibility_bench import _scores, save_results
+
+    results = tmp_path / "visibility.json"
+    s = _scores(np.array([[True, False]]), np.array([[True, True]]))
+    s.by_yaw = {"0-30": _scores(np.array([[True]]), np.array([[True]]))}
+    save_results({"m": s, "m shared normals + z-buffer": s, "other": s}, results)
+    monkeypatch.setattr(mc, "VISIBILITY_RESULTS", results)
+    monkeypatch.setattr(mc, "weights_path", lambda name: tmp_path / name)
+    (tmp_path / "m.md").write_text("# Model card\n\n## Speed\nfast\n")
+    assert mc.update_card_visibility("m") and not mc.update_card_visibility("absent")
+    first = (tmp_path / "m.md").read_text()
+    assert first.index(mc.VISIBILITY_HEADING) < first.index("## Speed") and "| m (shipped) | 0.500 |" in first
+    assert "| m shared normals + z-buffer |" in first and "| other" not in first
+    data = json.loads(results.read_text())
+    data["m"]["agreement"] = 0.75
+    results.write_text(json.dumps(data))
+    mc.update_card_visibility("m")
+    second = (tmp_path / "m.md").read_text()
+    assert second.count(mc.VISIBILITY_HEADING) == 1 and "| m (shipped) | 0.750 |" in second and "fast" in second

@@ -9,7 +9,6 @@ writes weights/visibility_<method>.npz.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import numpy as np
 
