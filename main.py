@@ -308,6 +308,23 @@ def cmd_stability(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_visibility(args: argparse.Namespace) -> int:
+    from engine.evaluation.visibility_bench import benchmark, group_table, table, to_json
+    from engine.methods.base import available_methods
+
+    names = [n for m in args.methods for n in m.split(",") if n] if args.methods else available_methods()
+    res = benchmark(names, limit=args.limit, with_ablations=not args.no_ablations,
+                    log=(lambda s: print(s, file=sys.stderr)) if args.json else print)
+    print(to_json(res) if args.json else table(res) + "\n\n" + group_table(res))
+    if args.save:
+        from engine.evaluation.visibility_bench import save_results
+        from engine.training.model_card import update_card_visibility
+
+        print(f"wrote {save_results(res)}; cards updated: "
+              f"{', '.join(n for n in names if update_card_visibility(n)) or 'none'}", file=sys.stderr)
+    return 0
+
+
 def cmd_build_face_model(args: argparse.Namespace) -> int:
     from engine.facemodel_build import build_and_save
 
@@ -466,6 +483,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--frames", type=int, default=40, help="frames per clip (default 40)")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_stability)
+    s = sub.add_parser("visibility", help="landmark visibility against AFLW's human flags on aflw_train's held-out "
+                                          "split: agreement, precision / recall / F1 of hidden, per |yaw| and group")
+    s.add_argument("--methods", nargs="+", help="NAME[,NAME...] (default: every method with weights)")
+    s.add_argument("--limit", type=int, help="first N crops of the held-out split (954)")
+    s.add_argument("--no-ablations", action="store_true", help="only the shipped visibility, no ablation rows")
+    s.add_argument("--save", action="store_true", help="merge the rows into docs/results/visibility.json and the "
+                                                       "methods' model cards (weights/NAME.md)")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_visibility)
     for name, fn, n, hlp in [("build-face-model", cmd_build_face_model, 1500, "build weights/face_model.npz"),
                              ("fit-mediapipe-map", cmd_fit_mediapipe_map, 3000, "learn Face Mesh -> 68 points"),
                              ("calibrate-crop", cmd_calibrate_crop, 1500, "calibrate detector box -> crop box")]:

@@ -11,6 +11,7 @@ outside the point's own patch (its ``JAW_PATCH_RINGS``-ring) lies in front of it
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -18,6 +19,9 @@ from engine.facemodel import N_LMK, N_MESH, FaceModel
 from engine.geometry.rotation import best_rotations, centred_source
 from engine.geometry.mesh import (boundary_loops, occluded_by_mesh, occluded_by_mesh_batch,
                                   point_visibility, stitch_polylines, vertex_normals, vertex_rings)
+
+if TYPE_CHECKING:
+    from engine.visibility_model import VisibilityModel
 
 N_JAW = 17
 # The jaw point's own patch never hides it: one ring is the strip (the wall from the oval to the jaw), two more
@@ -174,8 +178,59 @@ def _inner_facing(t: _BatchTables, mesh: np.ndarray) -> np.ndarray:
     return normals[:, :, 2] / length > GRAZING
 
 
+@dataclass(frozen=True)
+class VisibilityTerms:
+    """What the shared test computes per landmark, (B, 68) each: its decision and the two normals it can read."""
+    geometric: np.ndarray     # bool: the normals + z-buffer test's decision
+    local_z: np.ndarray       # z of the landmark's unit normal on the face's own mesh (jaw: ``turned_z``)
+    turned_z: np.ndarray      # z of the mean face's landmark normal turned by the face's rotation
+
+
+_MEAN_NORMALS: dict[int, np.ndarray] = {}
+
+
+def mean_landmark_normals(fm: FaceModel) -> np.ndarray:
+    """(68, 3) unit normals of the mean face at the landmarks, pixel frame: the jaw surface's at the 17 jaw points,
+    each inner landmark's anchor-vertex normal on the mesh."""
+    key = id(fm.triangles)
+    if key not in _MEAN_NORMALS:
+        normals = vertex_normals(_pixel_frame(fm.mean[:N_MESH]), fm.triangles)[fm.lmk_anchor]
+        normals /= np.linalg.norm(normals, axis=1, keepdims=True)
+        normals[:N_JAW] = jaw_surface(fm).jaw_normals   # as the jaw's facing test reads them
+        _MEAN_NORMALS[key] = normals
+    return _MEAN_NORMALS[key]
+
+
+def visibility_terms(fm: FaceModel, points: np.ndarray, rotations: np.ndarray | None = None,
+                     normal_z: np.ndarray | None = None) -> VisibilityTerms:
+    """The shared test on (B, 536, 3) pixel-frame points and the normals it reads (``landmark_visibility_batch``
+    for the arguments)."""
+    from engine.geometry.compiled import best_rotations_compiled, summed_normal_z  # numba: on first use only
+
+    t = _batch_tables(fm)
+    p = np.asarray(points, np.float64)
+    mesh = p[:, :N_MESH]
+    # jaw: the rotation of the best similarity from the mean, as rotation_from_mean, batched
+    if rotations is not None:
+        rot = rotations
+    elif p.shape[1] == len(t.mean_pixel):
+        rot = best_rotations_compiled(t.mean_pixel_centred, p)
+    else:
+        rot = best_rotations(t.mean_pixel[: p.shape[1]], p)
+    turned = rot[:, 2] @ mean_landmark_normals(fm).T                        # z of the turned mean normals
+    local = turned.copy()
+    if normal_z is not None:
+        local[:, N_JAW:] = normal_z[:, N_JAW:]
+    else:
+        local[:, N_JAW:] = summed_normal_z(mesh, t.normal_tris, t.normal_ptr, t.normal_members)
+    facing = local > GRAZING   # jaw: the turned jaw normals (the strip's own normals say nothing, see above)
+    eps = EPS_FRACTION * (np.ptp(mesh[:, :, 0], axis=1) + 1e-9)
+    return VisibilityTerms(facing & ~occluded_by_mesh_batch(p[:, N_MESH:], p, t.tris, eps, t.ignore), local, turned)
+
+
 def landmark_visibility_batch(fm: FaceModel, points: np.ndarray, rotations: np.ndarray | None = None,
-                              normal_z: np.ndarray | None = None) -> np.ndarray:
+                              normal_z: np.ndarray | None = None, model: "VisibilityModel | None" = None,
+                              crops: np.ndarray | None = None) -> np.ndarray:
     """(B, 68) ``landmark_visibility`` of (B, 536, 3) pixel-frame points, every face of a frame at once.
 
     The same tests in float64: inner landmarks by their anchor normal (summed over the triangles that touch the
@@ -185,27 +240,14 @@ def landmark_visibility_batch(fm: FaceModel, points: np.ndarray, rotations: np.n
     caller has already computed them for the pose; otherwise they are computed here. ``normal_z``: (B, 68) z of
     each landmark's unit anchor normal on ``points``' mesh when the method's graph computes it (MT-CNN 3D's
     N_c . N_i: the same sum over the anchor's triangles, in float32); the inner landmarks' facing test uses it.
+    ``model``: a method's visibility model fitted to human flags (engine/visibility_model.py) that decides from
+    these terms and the faces' (B, 120, 120, 3) ``crops`` instead of the geometric test alone; None keeps the
+    geometric test (the one the training targets and MT-CNN 3D's MSIF patches use).
     """
-    from engine.geometry.compiled import best_rotations_compiled, summed_normal_z  # numba: on first use only
-
-    t = _batch_tables(fm)
-    p = np.asarray(points, np.float64)
-    mesh = p[:, :N_MESH]
-    facing = np.empty(p.shape[:1] + (N_LMK,), bool)
-    if normal_z is not None:
-        facing[:, N_JAW:] = normal_z[:, N_JAW:] > GRAZING
-    else:
-        facing[:, N_JAW:] = summed_normal_z(mesh, t.normal_tris, t.normal_ptr, t.normal_members) > GRAZING
-    # jaw: the rotation of the best similarity from the mean, as rotation_from_mean, batched
-    if rotations is not None:
-        rot = rotations
-    elif p.shape[1] == len(t.mean_pixel):
-        rot = best_rotations_compiled(t.mean_pixel_centred, p)
-    else:
-        rot = best_rotations(t.mean_pixel[: p.shape[1]], p)
-    facing[:, :N_JAW] = rot[:, 2] @ jaw_surface(fm).jaw_normals.T > GRAZING   # z of the turned jaw normals
-    eps = EPS_FRACTION * (np.ptp(mesh[:, :, 0], axis=1) + 1e-9)
-    return facing & ~occluded_by_mesh_batch(p[:, N_MESH:], p, t.tris, eps, t.ignore)
+    terms = visibility_terms(fm, points, rotations, normal_z)
+    if model is None or crops is None:
+        return terms.geometric
+    return model.predict(terms, crops, points)
 
 
 def warm_up_compiled_tail(fm: FaceModel | None = None) -> None:

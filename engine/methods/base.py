@@ -20,7 +20,7 @@ import numpy as np
 from engine.facemodel import N_MESH, FaceModel
 from engine.geometry.rotation import centred_source, matrix_to_euler, matrix_to_euler_batch
 from engine.result import AlignmentResult
-from engine.visibility import landmark_visibility
+from engine.visibility import landmark_visibility, landmark_visibility_batch
 
 
 class NoFaceError(Exception):
@@ -259,10 +259,15 @@ def pose_from_points_batch(fm: FaceModel, points: np.ndarray) -> np.ndarray:
 
 
 def finish_from_points(fm: FaceModel, points: np.ndarray, pose: np.ndarray, t0: float, timings: dict,
-                       name: str, confidence: float = 1.0, dense: np.ndarray | None = None) -> AlignmentResult:
-    """Shared tail of every method: landmark visibility from its own mesh, timings, the result."""
+                       name: str, confidence: float = 1.0, dense: np.ndarray | None = None,
+                       visibility_model=None, crop: np.ndarray | None = None) -> AlignmentResult:
+    """Shared tail of every method: landmark visibility from its own mesh (through the method's
+    ``visibility_model`` and its ``crop`` where it has one, engine/visibility_model.py), timings, the result."""
     t1 = time.perf_counter()
-    vis = landmark_visibility(fm, points)
+    if visibility_model is not None and crop is not None:
+        vis = landmark_visibility_batch(fm, points[None], model=visibility_model, crops=crop[None])[0]
+    else:
+        vis = landmark_visibility(fm, points)
     timings["visibility"] = (time.perf_counter() - t1) * 1e3
     timings["total"] = (time.perf_counter() - t0) * 1e3
     return AlignmentResult(landmarks=points[N_MESH:].copy(), visible=vis, mesh=points[:N_MESH].copy(),

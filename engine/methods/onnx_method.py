@@ -11,6 +11,7 @@ from engine.paths import weights_path
 from engine.result import AlignmentResult
 from engine.runtime import OnnxModel, crop_to_input
 from engine.visibility import landmark_visibility_batch, warm_up_compiled_tail
+from engine.visibility_model import load_visibility_model
 
 
 # diag(1, -1, 1) R diag(1, -1, 1) as an element-wise sign pattern
@@ -35,6 +36,8 @@ class OnnxMethod(Method):
         # load the tail's compiled loops now (~0.35 s once per process: numba and its on-disk cache), not on the
         # first face, whose time the app plots
         warm_up_compiled_tail(self.fm)
+        # the shared test recalibrated on human flags for this method (weights/visibility_NAME.npz), if fitted
+        self.visibility_model = load_visibility_model(self.name)
 
     def decode(self, outputs: dict[str, np.ndarray]) -> DecodeResult:
         """Network outputs (batch of one) -> the face's points, pose and optional dense surface / shape."""
@@ -67,7 +70,8 @@ class OnnxMethod(Method):
             # the pose's model-frame rotation R in the pixel frame (y flipped): F R F, a sign pattern
             rotations = np.stack([d.rotation for d in decoded]) * _FLIP_Y_BOTH_SIDES
         normal_z = np.stack([d.normal_z for d in decoded]) if all(d.normal_z is not None for d in decoded) else None
-        visible = landmark_visibility_batch(self.fm, points, rotations, normal_z)
+        visible = landmark_visibility_batch(self.fm, points, rotations, normal_z, self.visibility_model,
+                                            np.stack(crops))
         t3 = time.perf_counter()
         with_shape = [i for i, d in enumerate(decoded) if d.shape is not None]
         frontal: dict[int, np.ndarray] = {}

@@ -11,9 +11,14 @@ from engine.facemodel import load_face_model
 from engine.training.augment import SIZE, AugmentConfig, augment_image_into, augment_with_affine, warp_point_batch
 from engine.training.targets import TrainingSet
 
-# AFLW's 21 human points that coincide with one of the 68 (index in 21 -> index in 68), measured on the training
-# set as the 68-point each human point lies closest to (median 2-3.5 px); ears and eye centres have no twin.
-HUMAN21_TO_68 = {0: 17, 2: 21, 3: 22, 5: 26, 6: 36, 8: 39, 9: 42, 11: 45, 13: 31, 14: 30, 15: 35, 17: 60,
+# AFLW's 21 human points that coincide with one of the 68 (index in 21 -> index in 68), the 68-point each human
+# point lies closest to on the training set (median 2-3.5 px); ears and eye centres have no twin. The mouth corners
+# are AFLW's lip corners, the 68 scheme's outer corners 48 and 54: mirror images of each other, as the flip
+# augmentation needs (HUMAN21_FLIP swaps 17 and 19). The left corner lies a median 2.64 px from 48 and 2.32 px from
+# the inner corner 60 that the map used to name, the right one 2.29 px from 54 and 2.46 px from 64; an asymmetric
+# pair made a flipped sample's target another point than the unflipped one's. Recipes' human-point losses read
+# this map, so it changes future training runs only (weights shipped before are unchanged).
+HUMAN21_TO_68 = {0: 17, 2: 21, 3: 22, 5: 26, 6: 36, 8: 39, 9: 42, 11: 45, 13: 31, 14: 30, 15: 35, 17: 48,
                  19: 54, 20: 8}
 HUMAN21_FLIP = np.array([5, 4, 3, 2, 1, 0, 11, 10, 9, 8, 7, 6, 16, 15, 14, 13, 12, 19, 18, 17, 20])
 IDENTITY_AFFINE = np.eye(2, 3, dtype=np.float32)

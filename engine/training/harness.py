@@ -28,6 +28,7 @@ from engine.training.dataset import AlignmentDataset, image_to_tensor, use_batch
 from engine.training.batches import OVERLAPS, batches, make_loader, pick_device, prepare_model
 from engine.training.cache import cached_uint8, files_fingerprint
 from engine.training.schedule import LEGACY_KIND, default_warmup, describe, legacy_lr, plan, replay
+from engine.training.split import exclude_held_out
 from engine.training.targets import CACHE_DIR, TrainingSet, decode_blobs, load_training_set, pack_root
 
 RUNS_DIR = PROJECT_ROOT / "runs"
@@ -273,6 +274,7 @@ def train(recipe: Recipe, epochs: int | None = None, resume: bool = False, seed:
     model = recipe.build(train_set)
     ds = recipe.make_dataset(train_set, seed)
     use_batched_augmentation(ds, not legacy)  # whole batches in uint8 (the same draws and values)
+    ds = exclude_held_out(ds, len(train_set))  # the visibility benchmark's split (engine/training/split.py)
     g = torch.Generator()
     g.manual_seed(seed)
     loader = make_loader(ds, bs, g, overlap, recipe.batch_targets if dev.type == "cpu" else None,

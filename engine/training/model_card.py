@@ -6,6 +6,7 @@ import hashlib
 import json
 import statistics
 from engine.evaluation.bench import ms_per_face
+from engine.export.atomic import atomic_write_text
 from engine.paths import PROJECT_ROOT, data_path, weights_path
 
 LICENCE = ("Trained on AFLW crops (research use only) with teacher labels from a 3DDFA_V2 MobileNet-0.5 model (MIT) "
@@ -157,6 +158,56 @@ def stage_text(history: list[dict], name: str = "pifa") -> str:
             f"{head}\n{rule}\n{rows}\n")
 
 
+VISIBILITY_RESULTS = PROJECT_ROOT / "docs" / "results" / "visibility.json"
+VISIBILITY_HEADING = "## Visibility against AFLW's human flags"
+
+
+def visibility_text(name: str) -> str:
+    """The card's visibility section from the last ``python main.py visibility --save`` (docs/results/visibility.json),
+    or "" when it has no row for ``name``."""
+    if not VISIBILITY_RESULTS.exists():
+        return ""
+    res = json.loads(VISIBILITY_RESULTS.read_text())
+    if name not in res:
+        return ""
+    rows = [(name + " (shipped)", res[name])] + [(k, v) for k, v in res.items() if k.startswith(name + " ")]
+    buckets = list(res[name]["by_yaw"])
+    lines = [f"| visibility | agreement | precision | recall | F1 (hidden) | "
+             + " | ".join(f"agree {b}°" for b in buckets) + " |", "|" + "---|" * (5 + len(buckets)),
+             "| constant all-visible | " + f"{res[name]['constant_agreement']:.3f} | – | 0 | 0 | "
+             + " | ".join(f"{res[name]['by_yaw'][b]['constant_agreement']:.3f}" for b in buckets) + " |"]
+    for label, r in rows:
+        prec = "–" if r["precision"] is None else f"{r['precision']:.3f}"
+        lines.append(f"| {label} | {r['agreement']:.3f} | {prec} | {r['recall']:.3f} | {r['f1']:.3f} | "
+                     + " | ".join(f"{r['by_yaw'][b]['agreement']:.3f}" for b in buckets) + " |")
+    return (f"""{VISIBILITY_HEADING}
+`python main.py visibility --methods {name} --save`: the 14 AFLW points with a 68-point twin on aflw_train's 954-crop
+held-out split (engine/training/split.py); "hidden" is the positive class; the shipped visibility is
+weights/visibility_{name}.npz (docs/visibility.md).
+
+""" + "\n".join(lines) + "\n")
+
+
+def update_card_visibility(name: str) -> bool:
+    """Replace (or add, before the speed section) the visibility section of weights/NAME.md; False without a card."""
+    card = weights_path(f"{name}.md")
+    text = visibility_text(name)
+    if not card.exists() or not text:
+        return False
+    old = card.read_text()
+    if VISIBILITY_HEADING in old:
+        start = old.index(VISIBILITY_HEADING)
+        end = old.find("\n## ", start + len(VISIBILITY_HEADING))
+        new = old[:start] + text + (old[end + 1:] if end >= 0 else "")
+    elif "\n## Speed" in old:
+        at = old.index("\n## Speed") + 1
+        new = old[:at] + text + "\n" + old[at:]
+    else:
+        new = old.rstrip("\n") + "\n\n" + text
+    atomic_write_text(card, new)
+    return True
+
+
 def write_card(name: str, e2e: bool = True) -> str:
     from engine.evaluation.protocol import evaluate
     from engine.methods.base import create
@@ -234,6 +285,7 @@ def write_card(name: str, e2e: bool = True) -> str:
 Pose MAE (protocol): yaw {pm['yaw']:.2f}°, pitch {pm['pitch']:.2f}°, roll {pm['roll']:.2f}°.
 e2e mode crops with the app's BlazeFace detector and crop policy; a detection failure scores the mean shape's NME.
 
+{visibility_text(name)}
 ## Speed
 `method.align` on one 120x120 crop, 1 ONNX Runtime thread, CPU ({facts['host']}, `python main.py card {name}`):
 median {speed['median']:.2f} ms (min {speed['min']:.2f}, max {speed['max']:.2f}), network + decode + visibility.

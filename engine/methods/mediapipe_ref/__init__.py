@@ -15,6 +15,7 @@ from engine.facemodel import load_face_model
 from engine.methods.base import Method, MethodInfo, NoFaceError, check_crop, finish_from_points, pose_from_points
 from engine.paths import weights_path
 from engine.result import AlignmentResult
+from engine.visibility_model import load_visibility_model
 
 MAP_FILE = "mediapipe_lm68.npz"
 
@@ -35,6 +36,7 @@ class MediaPipeMethod(Method):
         z = np.load(weights_path(MAP_FILE))
         self.neighbours, self.map_weights = z["neighbours"], z["weights"]
         self.runner = FaceMeshRunner()
+        self.visibility_model = load_visibility_model(METHOD.name)
 
     def align(self, crop_bgr: np.ndarray) -> AlignmentResult:
         check_crop(crop_bgr)
@@ -47,7 +49,8 @@ class MediaPipeMethod(Method):
         points = np.concatenate([mesh, apply_map(mesh, self.neighbours, self.map_weights)])
         pose = pose_from_points(self.fm, points)
         timings["decode"] = (time.perf_counter() - t1) * 1e3
-        return finish_from_points(self.fm, points, pose, t0, timings, self.name)
+        return finish_from_points(self.fm, points, pose, t0, timings, self.name,
+                                  visibility_model=self.visibility_model, crop=crop_bgr)
 
     def close(self) -> None:
         self.runner.close()
