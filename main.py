@@ -32,7 +32,7 @@ def cmd_methods(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from engine.evaluation.protocol import evaluate
-    from engine.methods.base import create
+    from engine.methods.factory import create
 
     method = create(args.method, quantized=args.quantized)
     last = [0]
@@ -161,7 +161,7 @@ def cmd_annotate(args: argparse.Namespace) -> int:
     try:
         methods = args.method.split(",")
         if args.quantized:
-            from engine.methods.base import create
+            from engine.methods.factory import create
 
             methods = [create(n, quantized=True) for n in methods]
         s = annotate(args.input, methods, args.out, args.formats.split(","), force=args.force,
@@ -393,7 +393,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--calibration", type=int, default=200, help="training crops for the activation ranges")
     s.add_argument("--calibrate", choices=["minmax", "percentile", "entropy"], default="percentile")
     s.add_argument("--keep-float", metavar="NODE[,NODE...]",
-                   help="graph nodes left in float (default: the method's KEEP_FLOAT in engine/quantize.py)")
+                   help="graph nodes left in float (default: the method's declared MethodInfo.int8.keep_float)")
     s.set_defaults(func=cmd_quantize)
     s = sub.add_parser("stability", help="landmark jitter on aflw2000_dev clips with known motion, raw and "
                                          "One-Euro, and One-Euro's lag")

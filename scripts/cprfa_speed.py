@@ -35,7 +35,7 @@ def main() -> None:
 
     import engine.methods.onnx_method as onnx_method
     import engine.paths
-    from engine.methods.base import create
+    from engine.methods.factory import create
     from engine.methods.cprfa.train_dafi import DafiExport
     from engine.training.export import export_onnx
     from engine.training.recipes import get_recipe

@@ -41,7 +41,8 @@ def main() -> None:
     from engine.facemodel import N_MESH
     from engine.geometry.mesh import occluded_by_mesh_batch
     from engine.geometry.compiled import best_rotations_compiled
-    from engine.methods.base import create, frontal_shape_batch, pose_from_points_batch
+    from engine.methods.base import frontal_shape_batch, pose_from_points_batch
+    from engine.methods.factory import create
     from engine.runtime import crop_to_input
     from engine.visibility import _batch_tables, landmark_visibility_batch
 

@@ -13,7 +13,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from engine.methods.base import create, registry  # noqa: E402
+from engine.methods.base import registry  # noqa: E402
+from engine.methods.factory import create  # noqa: E402
 from engine.methods.onnx_method import OnnxMethod  # noqa: E402
 from engine.paths import data_path  # noqa: E402
 from engine.runtime import crop_to_input  # noqa: E402

@@ -15,7 +15,7 @@ sys.path.insert(0, sys.argv[1] if len(sys.argv) > 1 else ".")
 import numpy as np  # noqa: E402
 
 from engine.evaluation.bench import fixed_crops  # noqa: E402
-from engine.methods.base import create  # noqa: E402
+from engine.methods.factory import create  # noqa: E402
 from engine.runtime import crop_to_input  # noqa: E402
 
 crops = fixed_crops()

@@ -381,7 +381,7 @@ def test_tiny_overfit_onnx_parity_method_contract(train_dir, tmp_path, monkeypat
     from torch.utils.data import default_collate
 
     import engine.paths
-    from engine.methods.base import create
+    from engine.methods.factory import create
     from engine.methods.cprfa import OUTPUTS
     from engine.training.export import export_onnx
     from engine.training.recipes import get_recipe
@@ -589,7 +589,8 @@ def test_cpr_h_warm_started_from_cprfa_computes_what_cprfa_computed_then_learns(
 
 def test_missing_weights_fail_clearly(tmp_path, monkeypatch):
     import engine.paths
-    from engine.methods.base import MethodUnavailable, available_methods, create
+    from engine.methods.base import MethodUnavailable, available_methods
+    from engine.methods.factory import create
 
     monkeypatch.setattr(engine.paths, "weights_path", lambda name: tmp_path / name)
     assert "cprfa" not in available_methods()

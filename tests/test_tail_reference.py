@@ -6,7 +6,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.methods.base import create, registry
+from engine.methods.base import registry
+from engine.methods.factory import create
 
 REFERENCE = Path(__file__).parent / "data" / "tail_reference.npz"
 METHODS = ["3dstn", "baseline", "mtcnn3d", "prnet"]

@@ -35,7 +35,7 @@ from __future__ import annotations
 import numpy as np
 
 from engine.geometry.cpr import pose_euler_degrees
-from engine.methods.base import DecodeResult, MethodInfo
+from engine.methods.base import DecodeResult, Int8Variant, MethodInfo
 from engine.methods.onnx_method import OnnxMethod
 
 OUTPUTS = ("points", "params", "points_round1", "params_round1", "found")
@@ -67,4 +67,5 @@ class CPRFAMethod(OnnxMethod):
 METHOD = MethodInfo("cprfa", "CPRFA: densely annotated image -> convolutional point-set representation -> recurrent "
                     "shape and pose updates, consistency-aware round", CPRFAMethod, weights="cprfa.onnx",
                     recipe="engine.methods.cprfa.train", outputs=OUTPUTS,
-                    obtain="python main.py train cprfa-dafi && python main.py train cprfa")
+                    obtain="python main.py train cprfa-dafi && python main.py train cprfa",
+                    int8=Int8Variant())
