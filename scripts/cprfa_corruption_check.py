@@ -21,7 +21,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from engine.geometry.dafi_selection import load_vertex_selection  # noqa: E402
+from engine.methods.cprfa.vertex_selection import load_vertex_selection  # noqa: E402
 from engine.methods.cprfa.corruption import corrupt, measure_errors  # noqa: E402
 from engine.methods.cprfa.dafi_targets import cached_dafis, dafi_tensor  # noqa: E402
 from engine.methods.cprfa.geometry import Retrieval  # noqa: E402

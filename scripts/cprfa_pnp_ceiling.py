@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from engine.geometry.cpr import fit_pose_pnp, params_to_pose, pose_to_params, shape_points  # noqa: E402
 from engine.geometry.dafi import build_codebook, render_dafi, retrieve_kdtree  # noqa: E402
-from engine.geometry.dafi_selection import load_vertex_selection  # noqa: E402
+from engine.methods.cprfa.vertex_selection import load_vertex_selection  # noqa: E402
 from engine.geometry.uv_dense import bfm_vertices  # noqa: E402
 from engine.methods.prnet.dense import load_bfm  # noqa: E402
 from engine.paths import data_path, weights_path  # noqa: E402

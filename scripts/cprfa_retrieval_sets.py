@@ -14,7 +14,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from engine.geometry.dafi import build_codebook, candidate_vertices, retrieve_kdtree  # noqa: E402
-from engine.geometry.dafi_selection import VISIBLE_EPS, render_with_depth, visible_in_render  # noqa: E402
+from engine.methods.cprfa.vertex_selection import VISIBLE_EPS, render_with_depth, visible_in_render  # noqa: E402
 from engine.methods.prnet.dense import load_bfm  # noqa: E402
 from engine.paths import data_path  # noqa: E402
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from engine.bfm import noneck_rows
 from engine.geometry.mesh import face_normals
 from engine.geometry.uv_dense import N_COEF, camera_to_crop
 
@@ -63,7 +64,7 @@ class DafiCodebook:
 
 def build_codebook(bfm: dict[str, np.ndarray]) -> DafiCodebook:
     """The codebook of the BFM's no-neck mesh (``bfm`` as loaded from shared/data/bfm/bfm_3ddfa.npz)."""
-    rows = np.asarray(bfm["noneck_indices"], np.int64)
+    rows = noneck_rows(bfm)
     mean = bfm["mean"].reshape(-1, 3)[rows].astype(np.float64)
     lo, hi = mean.min(0), mean.max(0)
     basis = np.concatenate([bfm["w_shp"].reshape(-1, 3, 40)[rows], bfm["w_exp"].reshape(-1, 3, 10)[rows]], 2)
@@ -264,7 +265,7 @@ def _bench(argv: list[str] | None = None) -> None:
     import argparse
     import time
 
-    from engine.methods.prnet.dense import load_bfm
+    from engine.bfm import load_bfm
     from engine.paths import data_path
 
     ap = argparse.ArgumentParser(description="time render_dafi on training labels")

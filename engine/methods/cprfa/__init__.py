@@ -13,7 +13,7 @@ warp-corruption run (``python main.py train cprfa --ablation warp-corruption --s
 the first run's 12-epoch schedule replayed, 109 min on 2 threads), shipped with ``python main.py train cprfa
 --promote warp-corruption --previous-as code-corruption`` once the warp model became the recipe's default; on the
 stage-1 U-Net of ``python main.py train cprfa-dafi --epochs 16``, retrieval threshold 0.02 chosen on the training
-reference split (engine/geometry/dafi_selection.py). aflw2000_dev protocol 3.67 / 4.75 / 6.56, balanced 4.99
+reference split (engine/methods/cprfa/vertex_selection.py). aflw2000_dev protocol 3.67 / 4.75 / 6.56, balanced 4.99
 (must <= 5.5), e2e 5.62 (``python main.py card cprfa``); 14.6 ms per face on one thread (``python main.py bench
 --methods cprfa``; target <= 30). The paper's ablation (balanced, torch): DAFI 7.86, DAFI + PnP 6.12, one round 4.86,
 both rounds 4.99. The first run, on the code-noise corruption (far harsher than the U-Net at the selected vertices:

@@ -14,12 +14,12 @@ import torch
 from torch import nn
 
 from engine.facemodel import N_MESH
-from engine.methods.baseline.train import human_point_loss
 from engine.methods.prnet.dense import DenseTargets, dense_basis, dense_layout, layout_metadata
 from engine.methods.prnet.network import MapWithReadout, PRNet, fused_for_export, read_points
 from engine.methods.prnet.train import PAPER_AUGMENT, PRNetRecipe
 from engine.training.augment import AugmentConfig
 from engine.training.dataset import AlignmentDataset
+from engine.training.losses import human_point_loss
 from engine.training.targets import TrainingSet
 
 # The map resolution. The paper's rule (map = input resolution) asks for 128x128. Measured per face on one thread
