@@ -185,7 +185,7 @@ def render_dafi_batch(codebook: DafiCodebook, params: np.ndarray, size: int = 12
 # detects few of them: the vertices lie about 0.006 apart in code space and the pixel centres about 0.0125
 # (a face is about 80 px across), so most vertices are the nearest vertex of no pixel: on ground-truth DAFIs of 50
 # training labels it finds 26% of the visible vertices, a sparse set 87-88% (python
-# scripts/cprfa_retrieval_sets.py: all vertices 0.264, candidates 0.025 apart 0.876, 0.07 apart 0.870, errors
+# research/cprfa_retrieval_sets.py: all vertices 0.264, candidates 0.025 apart 0.876, 0.07 apart 0.870, errors
 # 0.24-0.28 px). The search set is therefore a SPARSE
 # set of vertices at least 2 x threshold apart in code space (the candidates when selecting, the C selected
 # vertices at run time): then at most one searched vertex lies within the threshold of any pixel, the nearest one

@@ -17,7 +17,7 @@ reference split (engine/methods/cprfa/vertex_selection.py). aflw2000_dev protoco
 (must <= 5.5), e2e 5.62 (``python main.py card cprfa``); 14.6 ms per face on one thread (``python main.py bench
 --methods cprfa``; target <= 30). The paper's ablation (balanced, torch): DAFI 7.86, DAFI + PnP 6.12, one round 4.86,
 both rounds 4.99. The first run, on the code-noise corruption (far harsher than the U-Net at the selected vertices:
-``python scripts/cprfa_corruption_check.py``), ended at 6.61 and is kept as the ablation ``code-corruption``.
+``python -m research.cprfa_corruption_check``), ended at 6.61 and is kept as the ablation ``code-corruption``.
 
 Open: the consistency-aware round does not help on these inputs (+0.13); CPR-H (``--ablation cpr-h-finetune``,
 fine-tuned from the shipped weights with mtcnn3d's landmarks; ``--ablation cpr-h`` from scratch) has no ONNX export,

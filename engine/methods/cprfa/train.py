@@ -173,7 +173,7 @@ class CPRFARecipe(Recipe):
         "(engine/methods/cprfa/corruption.py: a smooth displacement along the face surface, a shifted mask boundary "
         "and smooth code noise, one log-normal size per face), its two sizes calibrated in build so that retrieval "
         "of the selected vertices on the U-Net's held-out reference split is as often found and as far off as from "
-        "the U-Net's real predictions. Why (python scripts/cprfa_corruption_check.py, training reference split, "
+        "the U-Net's real predictions. Why (python -m research.cprfa_corruption_check, training reference split, "
         "954 crops; of the vertices the ground truth finds): real predictions find 0.90 (1.80 px median off), the "
         "warp model 0.89 (1.58 px), the code-noise model of the first shipped run 0.36 (3.85 px); that run is kept "
         "as the ablation code-corruption, on the same replayed schedule and seed.\n\n"

@@ -6,8 +6,8 @@ Rule (the paper names p1 and p2, not how they combine):
 - candidates: ``dafi.candidate_vertices`` (no-neck vertices at least 0.07 apart in code space, so each one's
   retrieval is independent of the others and its statistics are what it will see at run time). The spacing sets
   how far the selection spreads over the face: the best-scoring vertices crowd the centre, which gives pose little
-  leverage. DAFI + PnP on ground-truth DAFIs of 400 labels the selection never saw (scripts/cprfa_pnp_ceiling.py
-  --offset 10 --limit 400; balanced 68-point NME with the mean shape / the true shape, then with 0.01 code noise):
+  leverage. DAFI + PnP on ground-truth DAFIs of 400 labels the selection never saw
+  (python -m research.cprfa_pnp_ceiling --offset 10 --limit 400; balanced 68-point NME with the mean shape / the true shape, then with 0.01 code noise):
   spacing 0.025: 2.79 / 0.74, noisy 3.35 / 1.52; 0.055: 2.27 / 0.66, 2.67 / 1.34; 0.07: 2.20 / 0.61, 2.51 / 1.07;
   0.09: 2.05 / 0.65, 2.33 / 1.04 (but 0.09 leaves 164 candidates for 128 places: p1 and p2 would hardly choose);
 - reference split: every 20th aflw_train label (``reference_rows``, 954 labels);
