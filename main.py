@@ -75,7 +75,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.benchmark:
         from engine.training.benchmark import benchmark, format_table
 
-        # other overlap variants only on request (README: which won on 2 cores)
+        # other overlap variants only on request (docs/training.md: which won on 2 cores)
         extra = {"worker": ("new_worker",), "none": ("new_serial",)}.get(args.overlap or "", ())
         paths = ("old",) if args.legacy else ("old", "new") + extra
         res = benchmark(args.name, steps=args.steps, threads=args.threads, limit=args.limit,
@@ -371,7 +371,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--ray", nargs="?", const="", metavar="ADDRESS",
                    help="run on Ray (pip install -e '.[cluster]'): no ADDRESS starts a local cluster of --workers "
                         "CPUs for this command; 'auto' joins the cluster `ray start` runs here; HOST:6379 joins "
-                        "that cluster (README: Batch annotation)")
+                        "that cluster (docs/annotate.md: Batch annotation)")
     s.set_defaults(func=cmd_annotate_batch)
     s = sub.add_parser("compare", help="side-by-side grid video + report comparing methods")
     s.add_argument("input")

@@ -8,7 +8,7 @@ selected vertices -> round 1 (five conv + GRU regressors, alpha, rx&ry, rz, s, t
 round 1's estimate (the paper's ablation "CPR one round"). The torch side: hsunet.py, network.py, geometry.py,
 model.py, corruption.py, dafi_targets.py, train_dafi.py (recipe ``cprfa-dafi``), train.py (recipe ``cprfa``).
 
-Status (session 8): trained and live, accuracy target met. weights/cprfa.onnx/.pt/.md come from the recipe's
+Status: trained and live, accuracy target met. weights/cprfa.onnx/.pt/.md come from the recipe's
 warp-corruption run (``python main.py train cprfa --ablation warp-corruption --schedule-from weights/cprfa.pt``,
 the first run's 12-epoch schedule replayed, 109 min on 2 threads), shipped with ``python main.py train cprfa
 --promote warp-corruption --previous-as code-corruption`` once the warp model became the recipe's default; on the
