@@ -8,6 +8,7 @@ never this runner.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import os
 import random
@@ -163,13 +164,34 @@ def _resume_point(ckpt: dict, steps_per_epoch: int, base_lr: float) -> tuple[flo
     return float(last), segments
 
 
-def train(recipe: Recipe, epochs: int | None = None, resume: bool = False, seed: int = 0,
-          threads: int | None = None, limit: int | None = None, val_limit: int | None = None,
-          batch_size: int | None = None, out_dir: Path | None = None, export: bool = True,
-          log: Callable[[str], None] = print, *, legacy: bool = False, overlap: str | None = None,
-          channels_last: bool | None = None, device: str | None = None, rewarm: bool = False,
-          pack: Path | None = None, schedule_from: list[dict] | None = None) -> dict[str, Any]:
-    """Train ``recipe``; returns the history. Checkpoints go to runs/NAME/, shipped files to weights/.
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """How one training run goes (``train(recipe, config)``); every field's default is the recipe's own choice or
+    the plain run. ``epochs`` / ``batch_size`` None: the recipe's. ``threads`` None: every core. ``limit`` /
+    ``val_limit``: the first N training crops / aflw2000_dev images. ``out_dir`` None: runs/NAME/. ``export``: write
+    the ONNX file and the card to weights/ at the end. The others: see ``train``."""
+    epochs: int | None = None
+    resume: bool = False
+    seed: int = 0
+    threads: int | None = None
+    limit: int | None = None
+    val_limit: int | None = None
+    batch_size: int | None = None
+    out_dir: Path | None = None
+    export: bool = True
+    log: Callable[[str], None] = print
+    legacy: bool = False
+    overlap: str | None = None
+    channels_last: bool | None = None
+    device: str | None = None
+    rewarm: bool = False
+    pack: Path | None = None
+    schedule_from: list[dict] | None = None
+
+
+def train(recipe: Recipe, config: TrainConfig | None = None, **options: Any) -> dict[str, Any]:
+    """Train ``recipe`` as ``config`` says (``options``: TrainConfig fields, overriding it); returns the history.
+    Checkpoints go to runs/NAME/, shipped files to weights/.
 
     ``legacy`` runs the pre-issue-11 data path (per-sample targets in the loop, no overlap, NCHW); otherwise
     batches are prepared by a prefetch thread (``overlap``: none / thread / worker) with the recipe's batched
@@ -180,6 +202,14 @@ def train(recipe: Recipe, epochs: int | None = None, resume: bool = False, seed:
     segments, replayed step for step (an ablation arm on exactly the shipped run's learning rates, resumes included;
     ``epochs`` defaults to that run's).
     """
+    cfg = dataclasses.replace(config or TrainConfig(), **options)
+    return _train(recipe, **{f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)})
+
+
+def _train(recipe: Recipe, epochs: int | None, resume: bool, seed: int, threads: int | None, limit: int | None,
+           val_limit: int | None, batch_size: int | None, out_dir: Path | None, export: bool,
+           log: Callable[[str], None], legacy: bool, overlap: str | None, channels_last: bool | None,
+           device: str | None, rewarm: bool, pack: Path | None, schedule_from: list[dict] | None) -> dict[str, Any]:
     if schedule_from and not epochs:
         epochs = schedule_from[-1]["epochs"][1]
     epochs = epochs or recipe.epochs

@@ -349,13 +349,18 @@ def pnp_params(model: CPRFA, obs: torch.Tensor, found: torch.Tensor) -> torch.Te
 
 
 # ------------------------------------------------------------------------------------------------- CPR-H inputs
+def _mtcnn3d_weights():
+    """mtcnn3d's ONNX file as its own declaration names it (read through the registry, not imported from it)."""
+    from engine.methods.base import registry
+
+    return registry()["mtcnn3d"].weights_path
+
+
 @lru_cache(maxsize=1)
 def _mtcnn3d_session():
     import onnxruntime as ort
 
-    from engine.paths import weights_path
-
-    path = weights_path("mtcnn3d.onnx")
+    path = _mtcnn3d_weights()
     if not path.exists():
         raise FileNotFoundError(f"CPR-H needs mtcnn3d's landmarks and {path} is missing")
     so = ort.SessionOptions()
@@ -375,10 +380,9 @@ def other_method_landmarks(train: TrainingSet, batch: int = 64) -> np.ndarray:
     runs/cache (never committed)."""
     import hashlib
 
-    from engine.paths import weights_path
     from engine.training.targets import CACHE_DIR
 
-    key = hashlib.sha256(weights_path("mtcnn3d.onnx").read_bytes()).hexdigest()[:12]
+    key = hashlib.sha256(_mtcnn3d_weights().read_bytes()).hexdigest()[:12]
     path = CACHE_DIR / f"cprfa_mtcnn3d_lm68_{len(train)}_{key}.npy"
     if path.exists():
         return np.load(path)
