@@ -25,9 +25,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine.bfm import noneck_rows
+from engine.bfm import camera_to_crop, noneck_rows
 from engine.geometry.mesh import face_normals
-from engine.geometry.uv_dense import N_COEF, camera_to_crop
+from engine.geometry.uv_dense import N_COEF
 
 
 @dataclass(frozen=True)
