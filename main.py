@@ -37,7 +37,7 @@ def cmd_methods(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from engine.evaluation.protocol import evaluate
-    from engine.methods.base import create
+    from engine.methods.factory import create
 
     method = create(args.method, quantized=args.quantized, flip=args.flip)
     last = [0]
@@ -82,7 +82,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.benchmark:
         from engine.training.benchmark import benchmark, format_table
 
-        # other overlap variants only on request (README: which won on 2 cores)
+        # other overlap variants only on request (docs/training.md: which won on 2 cores)
         extra = {"worker": ("new_worker",), "none": ("new_serial",)}.get(args.overlap or "", ())
         paths = ("old",) if args.legacy else ("old", "new") + extra
         res = benchmark(args.name, steps=args.steps, threads=args.threads, limit=args.limit,
@@ -168,7 +168,7 @@ def cmd_annotate(args: argparse.Namespace) -> int:
     try:
         methods = args.method.split(",")
         if args.quantized:
-            from engine.methods.base import create
+            from engine.methods.factory import create
 
             methods = [create(n, quantized=True) for n in methods]
         s = annotate(args.input, methods, args.out, args.formats.split(","), force=args.force,
@@ -451,7 +451,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--ray", nargs="?", const="", metavar="ADDRESS",
                    help="run on Ray (pip install -e '.[cluster]'): no ADDRESS starts a local cluster of --workers "
                         "CPUs for this command; 'auto' joins the cluster `ray start` runs here; HOST:6379 joins "
-                        "that cluster (README: Batch annotation)")
+                        "that cluster (docs/annotate.md: Batch annotation)")
     s.set_defaults(func=cmd_annotate_batch)
     s = sub.add_parser("compare", help="side-by-side grid video + report comparing methods")
     s.add_argument("input")
@@ -474,7 +474,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--calibration", type=int, default=200, help="training crops for the activation ranges")
     s.add_argument("--calibrate", choices=["minmax", "percentile", "entropy"], default="percentile")
     s.add_argument("--keep-float", metavar="NODE[,NODE...]",
-                   help="graph nodes left in float (default: the method's KEEP_FLOAT in engine/quantize.py)")
+                   help="graph nodes left in float (default: the method's declared MethodInfo.int8.keep_float)")
     s.set_defaults(func=cmd_quantize)
     s = sub.add_parser("stability", help="landmark jitter on aflw2000_dev clips with known motion, raw and "
                                          "One-Euro, and One-Euro's lag")

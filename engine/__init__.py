@@ -12,7 +12,7 @@ def _keep_freed_buffers() -> None:
 
     A batch's tail allocates (B, 536, 68) float64 temporaries (TPS kernel, distances): several MB each, every
     frame. By default glibc hands such blocks back to the OS and the next frame page-faults them in again, which
-    cost more than the arithmetic (16 faces: 3DSTN's TPS warp 4.3 -> 1.9 ms, /tmp line profile). Blocks up to
+    cost more than the arithmetic (16 faces: 3DSTN's TPS warp 4.3 -> 1.9 ms, a line profile of its decode). Blocks up to
     32 MB now come from the heap, which is trimmed only beyond 64 MB free. No effect off glibc.
     """
     import ctypes

@@ -18,7 +18,8 @@ import cv2
 import numpy as np
 
 from engine.detect.tracker import DEFAULT_MAX_FACES, check_max_faces, tracker_for_source
-from engine.methods.base import Method, create
+from engine.methods.base import Method
+from engine.methods.factory import create
 from engine.pipeline import FrameProcessor, FrameResult
 from engine.result import AlignmentResult
 from engine.sources import MIN_SIDE, Frame, open_source, read_image

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.geometry.projection import CROP_SIZE, model_to_crop
+from engine.crop_frame import CROP_SIZE, model_to_crop
 from engine.paths import weights_path
 
 N_MESH = 468

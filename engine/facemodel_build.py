@@ -12,24 +12,9 @@ import cv2
 import numpy as np
 from scipy.spatial import cKDTree
 
+from engine.bfm import bfm_vertices, keypoint_rows, load_bfm
 from engine.facemodel import LMK68_FLIP, N_MESH
-from engine.geometry.projection import model_to_crop
 from engine.paths import data_path, weights_path
-
-
-def load_bfm() -> dict[str, np.ndarray]:
-    b = np.load(data_path("bfm", "bfm_3ddfa.npz"))
-    return {k: b[k] for k in b.files}
-
-
-def bfm_vertices(bfm: dict, params: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """(len(rows), 3) crop-pixel vertices of the BFM at ``rows`` for 62 parameters."""
-    mean = bfm["mean"].reshape(-1, 3)[rows]
-    ws = bfm["w_shp"].reshape(-1, 3, 40)[rows].astype(np.float32)
-    we = bfm["w_exp"].reshape(-1, 3, 10)[rows].astype(np.float32)
-    s = mean + ws @ params[12:52] + we @ params[52:62]
-    cam = params[:12].reshape(3, 4)
-    return model_to_crop(s @ cam[:, :3].T + cam[:, 3])
 
 
 def unique_nearest(candidates: np.ndarray, targets: np.ndarray, k: int = 8) -> np.ndarray:
@@ -141,7 +126,7 @@ def build(n_images: int = 1500, max_yaw: float = 12.0, seed: int = 0, log=print)
     residual = float(np.mean(res))
     log(f"correspondence from {counts} crops: mean 2D residual {residual:.2f} px (median {np.median(res):.2f})")
 
-    kp = bfm["keypoints"][::3] // 3
+    kp = keypoint_rows(bfm)
     rows = np.concatenate([bfm_index, kp])
     mean = mean_model[rows].astype(np.float32)
     w_shape = bfm["w_shp"].reshape(-1, 3, 40)[rows].astype(np.float32)

@@ -16,7 +16,8 @@ from typing import Callable
 import numpy as np
 
 from engine.detect.crop_policy import crop_image
-from engine.methods.base import Method, create
+from engine.methods.base import Method
+from engine.methods.factory import create
 from engine.result import AlignmentResult
 from engine.smoothing import OneEuroFilter
 from engine.sources import Frame, Source

@@ -14,21 +14,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from engine.methods.base import quantized_name, registry
 from engine.paths import data_path, weights_path
 from engine.runtime import crop_to_input
 
 QUANTIZED_OPS = ("Conv", "ConvTranspose", "Gemm")
-# nodes each method keeps in float by default: 3DSTN's one fully connected head regresses the camera and the TPS
-# warp together, and its 8-bit error cost 0.05 balanced NME on aflw2000_dev (4.5659 with it quantized, 4.5180
-# kept float, both with percentile calibration; float model 4.4899)
-KEEP_FLOAT = {"3dstn": ("/net/head/Gemm",)}
-
-
-def quantized_name(weights: str) -> str:
-    """weights/NAME.onnx -> NAME.int8.onnx."""
-    if not weights.endswith(".onnx"):
-        raise ValueError(f"not an ONNX weights file: {weights!r}")
-    return weights[: -len(".onnx")] + ".int8.onnx"
 
 
 def calibration_crops(n: int = 200, root: Path | None = None) -> np.ndarray:
@@ -51,16 +41,17 @@ def calibration_crops(n: int = 200, root: Path | None = None) -> np.ndarray:
 def quantize(name: str, out: Path | None = None, n_calibration: int = 200, calibrate: str = "percentile",
              keep_float: list[str] | None = None) -> Path:
     """Write the INT8 variant of method ``name``'s ONNX model next to it; returns its path. ``keep_float``: names
-    of graph nodes left in float (a regression head whose 8-bit error costs too much accuracy); default
-    ``KEEP_FLOAT[name]``. Percentile calibration (the 99.999th percentile of each activation, not its extreme)
-    cost less accuracy than min/max for every method on aflw2000_dev (README, per-face cost)."""
-    keep_float = list(KEEP_FLOAT.get(name, ())) if keep_float is None else keep_float
+    of graph nodes left in float (a regression head whose 8-bit error costs too much accuracy); default the method's
+    declared ``MethodInfo.int8.keep_float``. Percentile calibration (the 99.999th percentile of each activation, not
+    its extreme) cost less accuracy than min/max for every method on aflw2000_dev (docs/performance.md, per-face
+    cost)."""
     from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
                                           quantize_static)
 
-    from engine.methods.base import registry
-
     info = registry()[name]
+    if info.int8 is None:
+        raise ValueError(f"method {name!r} declares no INT8 variant (MethodInfo.int8): nothing to quantize")
+    keep_float = list(info.int8.keep_float) if keep_float is None else keep_float
     src = info.weights_path
     if not src.exists():
         raise FileNotFoundError(f"{src} is missing: nothing to quantize")

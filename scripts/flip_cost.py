@@ -28,7 +28,8 @@ def main() -> int:
     import numpy as np
 
     from engine.evaluation.aflw2000 import crop_image, load_set
-    from engine.methods.base import NoFaceError, available_methods, create
+    from engine.methods.base import NoFaceError, available_methods
+    from engine.methods.factory import create
     from engine.methods.flip import with_flip
     from engine.paths import data_path
 

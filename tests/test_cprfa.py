@@ -381,7 +381,7 @@ def test_tiny_overfit_onnx_parity_method_contract(train_dir, tmp_path, monkeypat
     from torch.utils.data import default_collate
 
     import engine.paths
-    from engine.methods.base import create
+    from engine.methods.factory import create
     from engine.methods.cprfa import OUTPUTS
     from engine.training.export import export_onnx
     from engine.training.recipes import get_recipe
@@ -451,7 +451,7 @@ def test_tiny_overfit_onnx_parity_method_contract(train_dir, tmp_path, monkeypat
 
 def test_pose_decode_follows_the_pose_frame_convention():
     from engine.geometry.cpr import pose_to_params
-    from engine.geometry.dafi_selection import load_vertex_selection
+    from engine.methods.cprfa.vertex_selection import load_vertex_selection
     from engine.geometry.rotation import camera_to_euler
     from engine.methods.cprfa import pose_degrees
 
@@ -589,7 +589,8 @@ def test_cpr_h_warm_started_from_cprfa_computes_what_cprfa_computed_then_learns(
 
 def test_missing_weights_fail_clearly(tmp_path, monkeypatch):
     import engine.paths
-    from engine.methods.base import MethodUnavailable, available_methods, create
+    from engine.methods.base import MethodUnavailable, available_methods
+    from engine.methods.factory import create
 
     monkeypatch.setattr(engine.paths, "weights_path", lambda name: tmp_path / name)
     assert "cprfa" not in available_methods()
@@ -601,7 +602,7 @@ def test_an_unfinished_unet_checkpoint_does_not_count_as_trained(tmp_path, monke
     """A hand-over checkpoint (optimizer state kept for --resume) must not feed the CPR rounds; a shipped one does."""
     import engine.paths
     from engine.methods.cprfa.hsunet import HSUNet
-    from engine.methods.cprfa.train import DAFI_WEIGHTS, load_unet
+    from engine.methods.cprfa.unet_stage import DAFI_WEIGHTS, load_unet
 
     monkeypatch.setattr(engine.paths, "weights_path", lambda name: tmp_path / name)
     assert load_unet()[1] is False  # missing

@@ -562,7 +562,7 @@ def _toy_codebook(n_vertices: int = 40):
 
 
 def test_select_vertices_layout_and_ranking():
-    from engine.geometry.dafi_selection import SelectionStats, select_vertices, selection_score
+    from engine.methods.cprfa.vertex_selection import SelectionStats, select_vertices, selection_score
 
     cb = _toy_codebook()
     candidates = np.arange(0, 40, 2)                 # 20 candidates
@@ -592,7 +592,7 @@ def test_select_vertices_layout_and_ranking():
 
 
 def test_visibility_from_the_zbuffer():
-    from engine.geometry.dafi_selection import visible_in_render
+    from engine.methods.cprfa.vertex_selection import visible_in_render
 
     depth = np.full((4, 4), -np.inf, np.float32)
     depth[1:3, 1:3] = 5.0
@@ -602,7 +602,7 @@ def test_visibility_from_the_zbuffer():
 
 def test_selection_statistics_use_the_given_dafis(codebook, train_params):
     from engine.geometry.dafi import candidate_vertices
-    from engine.geometry.dafi_selection import selection_statistics
+    from engine.methods.cprfa.vertex_selection import selection_statistics
 
     params, pose = train_params
     rows = [int(np.argmin(np.abs(pose[:, 0]))), int(np.argmin(np.abs(np.abs(pose[:, 0]) - 60)))]
@@ -625,11 +625,11 @@ def test_selection_statistics_use_the_given_dafis(codebook, train_params):
 
 
 def test_committed_vertex_selection_is_consistent(codebook):
-    from engine.geometry.dafi_selection import load_vertex_selection
+    from engine.methods.cprfa.vertex_selection import load_vertex_selection
     from engine.paths import weights_path
 
     if not weights_path("cprfa_vertices.npz").exists():
-        pytest.skip("weights/cprfa_vertices.npz not built (python -m engine.geometry.dafi_selection)")
+        pytest.skip("weights/cprfa_vertices.npz not built (python -m engine.methods.cprfa.vertex_selection)")
     sel = load_vertex_selection()
     c = len(sel.vertex)
     assert c in (128, 256, 512) and sel.layout.shape == (3, c // 2)
@@ -645,7 +645,7 @@ def test_committed_vertex_selection_is_consistent(codebook):
 
 
 def test_landmark_layout_splits_the_sides():
-    from engine.geometry.dafi_selection import landmark_layout, reference_rows
+    from engine.methods.cprfa.vertex_selection import landmark_layout, reference_rows
 
     rng = np.random.default_rng(20)
     mean = rng.normal(0, 1, (68, 3))
@@ -712,11 +712,11 @@ def test_the_chain_agrees_on_real_labels(codebook, train_params):
     """DAFI render -> retrieval of the committed selection -> O, and teacher params -> pose -> G: the two meet (the
     conventions of every module agree), and a perturbed estimate shows in the kernel that should carry it."""
     from engine.geometry import cpr
-    from engine.geometry.dafi_selection import load_vertex_selection
+    from engine.methods.cprfa.vertex_selection import load_vertex_selection
     from engine.paths import weights_path
 
     if not weights_path("cprfa_vertices.npz").exists():
-        pytest.skip("weights/cprfa_vertices.npz not built (python -m engine.geometry.dafi_selection)")
+        pytest.skip("weights/cprfa_vertices.npz not built (python -m engine.methods.cprfa.vertex_selection)")
     sel = load_vertex_selection()
     params, pose_deg = train_params
     i = int(np.argmin(np.abs(np.abs(pose_deg[:, 0]) - 35)))

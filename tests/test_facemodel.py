@@ -88,3 +88,18 @@ def test_points_of_zero_coefficients_are_the_mean(fm):
     p = np.zeros(62)
     p[:12] = [1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 0]
     assert np.allclose(fm.points(p), fm.mean * [1, -1, 1] + [-1, 120, 0], atol=1e-3)
+
+
+def test_the_face_model_is_the_bfm_at_its_rows(fm, train_dir):
+    """engine/bfm.py (the one BFM loader and its vertex subsets) and the face model built from it agree: the same
+    62 parameters put the face model's points and the BFM's vertices at its rows on the same crop pixels."""
+    from engine.bfm import bfm_vertices, keypoint_rows, load_bfm, noneck_rows
+
+    bfm = load_bfm()
+    assert load_bfm() is bfm                                     # loaded once per process
+    kp = keypoint_rows(bfm)
+    assert kp.shape == (68,) and set(fm.bfm_index) <= set(noneck_rows(bfm))
+    params = np.load(train_dir / "labels.npz")["teacher_params"][:3].astype(np.float64)
+    for p in params:
+        want = bfm_vertices(bfm, p, np.concatenate([fm.bfm_index, kp]))
+        assert np.abs(fm.points(p) - want).max() < 1e-2         # the face model stores float32 bases

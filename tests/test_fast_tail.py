@@ -154,7 +154,8 @@ def _network_outputs(method, n: int = 8) -> dict:
 
 
 def _create_or_skip(name: str):
-    from engine.methods.base import create, registry
+    from engine.methods.base import registry
+    from engine.methods.factory import create
 
     if not registry()[name].available:
         pytest.skip(f"weights/{registry()[name].weights} missing")

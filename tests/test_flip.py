@@ -10,7 +10,8 @@ import pytest
 
 from engine.facemodel import N_MESH, load_face_model
 from engine.geometry.rotation import euler_to_matrix
-from engine.methods.base import Method, NoFaceError, create, registry
+from engine.methods.base import Method, NoFaceError, registry
+from engine.methods.factory import create
 from engine.methods.flip import (FlipAveraged, average_pose, mirror_crop, mirror_points, mirror_pose, mirror_rotation,
                                  texel_mirror_permutation, unmirror_result, with_flip)
 from engine.paths import PROJECT_ROOT, weights_path

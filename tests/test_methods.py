@@ -7,7 +7,8 @@ import cv2
 import numpy as np
 import pytest
 
-from engine.methods.base import create, registry
+from engine.methods.base import registry
+from engine.methods.factory import create
 from engine.paths import PROJECT_ROOT, weights_path
 
 SHIPPED = [n for n, info in registry().items() if weights_path(info.weights).exists()]

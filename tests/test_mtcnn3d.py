@@ -160,7 +160,7 @@ def test_tiny_overfit_onnx_parity_and_method_contract(fm, train_dir, tmp_path, m
 
     import engine.paths
     from engine.geometry.mesh import vertex_normals
-    from engine.methods.base import create
+    from engine.methods.factory import create
     from engine.methods.mtcnn3d import OUTPUTS
     from engine.training.export import export_onnx
     from engine.training.recipes import get_recipe
@@ -223,7 +223,8 @@ def test_tiny_overfit_onnx_parity_and_method_contract(fm, train_dir, tmp_path, m
 
 def test_missing_weights_fail_clearly(tmp_path, monkeypatch):
     import engine.paths
-    from engine.methods.base import MethodUnavailable, available_methods, create
+    from engine.methods.base import MethodUnavailable, available_methods
+    from engine.methods.factory import create
 
     monkeypatch.setattr(engine.paths, "weights_path", lambda name: tmp_path / name)
     assert "mtcnn3d" not in available_methods()

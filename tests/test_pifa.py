@@ -264,7 +264,8 @@ def test_tiny_overfit_onnx_parity_and_method_contract(fm, train_dir, tmp_path, m
     from torch.utils.data import default_collate
 
     import engine.paths
-    from engine.methods.base import MethodUnavailable, available_methods, create, registry
+    from engine.methods.base import MethodUnavailable, available_methods, registry
+    from engine.methods.factory import create
     from engine.training.export import export_onnx
     from engine.training.recipes import get_recipe
     from engine.training.targets import load_training_set

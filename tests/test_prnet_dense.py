@@ -171,7 +171,7 @@ def test_tiny_overfit_on_the_dense_layout_lowers_the_loss(train_dir):
 def test_dense_export_declares_its_layout_and_decodes(train_dir, tmp_path, monkeypatch):
     import torch
 
-    from engine.methods.base import create
+    from engine.methods.factory import create
     from engine.methods.prnet.dense import valid_mask_from_metadata
     from engine.training.export import export_onnx
 
@@ -206,7 +206,8 @@ def test_dense_export_declares_its_layout_and_decodes(train_dir, tmp_path, monke
 
 
 def test_shipped_prnet_decodes_with_its_dense_surface():
-    from engine.methods.base import create, registry
+    from engine.methods.base import registry
+    from engine.methods.factory import create
 
     if not registry()["prnet"].available:
         pytest.skip("weights/prnet.onnx missing")
@@ -221,7 +222,8 @@ def test_shipped_prnet_decodes_with_its_dense_surface():
 def test_obj_export_writes_prnets_dense_mesh(tmp_path):
     from engine.export.writers import PerFrameFiles
     from engine.facemodel import load_face_model
-    from engine.methods.base import create, registry
+    from engine.methods.base import registry
+    from engine.methods.factory import create
     from engine.pipeline import FaceResult, FrameResult
 
     if not registry()["prnet"].available:

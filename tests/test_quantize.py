@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from engine.methods.base import MethodUnavailable, create, registry
-from engine.quantize import quantized_name
+from engine.methods.base import MethodUnavailable, quantized_name, registry
+from engine.methods.factory import create
 
 
 def _need_weights(name: str) -> None:
@@ -52,11 +52,21 @@ def test_quantize_keeps_the_float_model_metadata(train_dir, tmp_path):
     assert all(got.get(k) == v for k, v in want.items()) and "quantized" in got
 
 
+def test_every_onnx_method_declares_its_int8_variant_in_its_own_package():
+    from engine.methods.onnx_method import OnnxMethod
+    from engine.methods.stn3d import INT8_KEEP_FLOAT
+
+    for name, info in registry().items():
+        assert (info.int8 is not None) == issubclass(info.factory, OnnxMethod), name
+    assert registry()["3dstn"].int8.keep_float == INT8_KEEP_FLOAT == ("/net/head/Gemm",)
+    assert registry()["baseline"].int8.keep_float == ()
+
+
 def test_factory_refuses_a_missing_or_impossible_int8_model(monkeypatch):
-    import engine.quantize
+    import engine.methods.factory
 
     _need_weights("baseline")
-    monkeypatch.setattr(engine.quantize, "quantized_name", lambda w: "no-such-file.int8.onnx")
+    monkeypatch.setattr(engine.methods.factory, "quantized_name", lambda w: "no-such-file.int8.onnx")
     with pytest.raises(MethodUnavailable, match="python main.py quantize baseline"):
         create("baseline", quantized=True)
     if registry()["mediapipe"].available:

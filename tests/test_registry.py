@@ -8,7 +8,8 @@ import pytest
 
 import engine.methods
 from engine.methods import base
-from engine.methods.base import DecodeResult, MethodInfo, MethodUnavailable, NoFaceError, create, registry
+from engine.methods.base import DecodeResult, MethodInfo, MethodUnavailable, NoFaceError, registry
+from engine.methods.factory import create
 
 BUILT_IN = {"baseline": "baseline", "prnet": "prnet", "3dstn": "stn3d", "mediapipe": "mediapipe_ref"}  # name: package
 

@@ -1,12 +1,13 @@
 """Every ONNX method's tail (decode, visibility, frontal shape, result) against what it made of the same recorded
-network outputs when tests/data/tail_reference.npz was written (scripts/record_tail_reference.py, before issue 16's
+network outputs when tests/data/tail_reference.npz was written (research/record_tail_reference.py, before issue 16's
 second tail speed-up): the faster tail must give the same points, poses and visibility decisions."""
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from engine.methods.base import create, registry
+from engine.methods.base import registry
+from engine.methods.factory import create
 
 REFERENCE = Path(__file__).parent / "data" / "tail_reference.npz"
 METHODS = ["3dstn", "baseline", "mtcnn3d", "prnet"]
@@ -37,7 +38,7 @@ def test_tail_equals_the_recorded_tail(name, reference):
     outputs = {k[len(prefix):]: v for k, v in reference.items() if k.startswith(prefix)}
     m = create(name, threads=1)
     if set(outputs) != set(m.model.output_names):
-        pytest.skip(f"weights/{m.weights} changed outputs since the recording; re-run scripts/record_tail_reference.py")
+        pytest.skip(f"weights/{m.weights} changed outputs since the recording; re-run python -m research.record_tail_reference")
     m.model = _Recorded(outputs)
     m.visibility_model = None   # the recording holds the geometric test; tests/test_visibility_bench.py the fitted one
     n = len(reference[f"{name}/pose"])

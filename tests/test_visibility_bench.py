@@ -112,7 +112,7 @@ def _first(held_out, want) -> int:
 def test_a_frontal_face_has_no_hidden_inner_points(held_out):
     """The first held-out face within 10 degrees of frontal whose annotator saw all 21 points."""
     from engine.evaluation.visibility_bench import load_labelled
-    from engine.methods.base import create
+    from engine.methods.factory import create
 
     row = _first(held_out, lambda y, f: abs(y) < 10 and f.all())
     r = create("mtcnn3d").align(load_labelled(np.array([row])).images[0])
@@ -123,7 +123,8 @@ def test_a_70_degree_face_hides_its_far_eye_corner(held_out):
     """The first held-out face at 65-75 degrees of yaw with its far outer eye corner flagged hidden (AFLW's positive
     yaw turns the image-left half away) and its near one visible: every method agrees with the annotator."""
     from engine.evaluation.visibility_bench import load_labelled
-    from engine.methods.base import available_methods, create
+    from engine.methods.base import available_methods
+    from engine.methods.factory import create
 
     row = _first(held_out, lambda y, f: 65 <= abs(y) <= 75 and not f[6 if y > 0 else 11] and f[11 if y > 0 else 6])
     crops = load_labelled(np.array([row]))

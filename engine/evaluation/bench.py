@@ -10,7 +10,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from engine.methods.base import NoFaceError, create
+from engine.methods.base import NoFaceError
+from engine.methods.factory import create
 from engine.paths import data_path
 
 

@@ -109,7 +109,7 @@ def compare(source_spec: str, methods: list[str], out_dir: str | Path, force: bo
 
         root = src if (src / "images").is_dir() else src.parent
         for m in proc.methods:
-            from engine.methods.base import create
+            from engine.methods.factory import create
 
             meth = create(m, flip=flip)
             rows[m]["nme"] = {k: v for k, v in evaluate(meth, root).items() if not k.startswith("_")}["nme"]

@@ -86,7 +86,7 @@ class MethodOutputs:
 def run_method(name: str, images: np.ndarray, batch: int = 32,
                progress: Callable[[int, int], None] | None = None) -> MethodOutputs:
     """``create(name).align_batch`` over the crops, ``batch`` at a time."""
-    from engine.methods.base import create
+    from engine.methods.factory import create
 
     m = create(name)
     n = len(images)

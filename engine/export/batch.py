@@ -191,7 +191,7 @@ def loaded_models(methods: list[str]) -> tuple[list, Any]:
     """This worker's methods and face detector. Loading them (ONNX sessions, MediaPipe graphs) costs about as much
     as annotating a short clip, and they keep no state from one input to the next (the tracker is per input)."""
     if _LOADED.get("names") != methods:
-        from engine.methods.base import create
+        from engine.methods.factory import create
 
         for m in _LOADED.get("methods", []):
             m.close()

@@ -25,8 +25,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from engine.bfm import camera_to_crop, noneck_rows
 from engine.geometry.mesh import face_normals
-from engine.geometry.uv_dense import N_COEF, camera_to_crop
+from engine.geometry.uv_dense import N_COEF
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,7 @@ class DafiCodebook:
 
 def build_codebook(bfm: dict[str, np.ndarray]) -> DafiCodebook:
     """The codebook of the BFM's no-neck mesh (``bfm`` as loaded from shared/data/bfm/bfm_3ddfa.npz)."""
-    rows = np.asarray(bfm["noneck_indices"], np.int64)
+    rows = noneck_rows(bfm)
     mean = bfm["mean"].reshape(-1, 3)[rows].astype(np.float64)
     lo, hi = mean.min(0), mean.max(0)
     basis = np.concatenate([bfm["w_shp"].reshape(-1, 3, 40)[rows], bfm["w_exp"].reshape(-1, 3, 10)[rows]], 2)
@@ -184,7 +185,7 @@ def render_dafi_batch(codebook: DafiCodebook, params: np.ndarray, size: int = 12
 # detects few of them: the vertices lie about 0.006 apart in code space and the pixel centres about 0.0125
 # (a face is about 80 px across), so most vertices are the nearest vertex of no pixel: on ground-truth DAFIs of 50
 # training labels it finds 26% of the visible vertices, a sparse set 87-88% (python
-# scripts/cprfa_retrieval_sets.py: all vertices 0.264, candidates 0.025 apart 0.876, 0.07 apart 0.870, errors
+# research/cprfa_retrieval_sets.py: all vertices 0.264, candidates 0.025 apart 0.876, 0.07 apart 0.870, errors
 # 0.24-0.28 px). The search set is therefore a SPARSE
 # set of vertices at least 2 x threshold apart in code space (the candidates when selecting, the C selected
 # vertices at run time): then at most one searched vertex lies within the threshold of any pixel, the nearest one
@@ -264,7 +265,7 @@ def _bench(argv: list[str] | None = None) -> None:
     import argparse
     import time
 
-    from engine.methods.prnet.dense import load_bfm
+    from engine.bfm import load_bfm
     from engine.paths import data_path
 
     ap = argparse.ArgumentParser(description="time render_dafi on training labels")

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-CROP_SIZE = 120
+# the frame itself is defined below the face model (engine/crop_frame.py); re-exported here for geometry's callers
+from engine.crop_frame import CROP_SIZE, crop_to_model, model_to_crop  # noqa: F401
 
 
 def project(camera: np.ndarray, points_model: np.ndarray, size: int = CROP_SIZE) -> np.ndarray:
@@ -16,20 +17,6 @@ def project(camera: np.ndarray, points_model: np.ndarray, size: int = CROP_SIZE)
     camera = np.asarray(camera, dtype=np.float64).reshape(3, 4)
     v = np.asarray(points_model, dtype=np.float64) @ camera[:, :3].T + camera[:, 3]
     return model_to_crop(v, size)
-
-
-def model_to_crop(v: np.ndarray, size: int = CROP_SIZE) -> np.ndarray:
-    out = np.array(v, dtype=np.float64, copy=True)
-    out[..., 0] -= 1.0
-    out[..., 1] = size - out[..., 1]
-    return out
-
-
-def crop_to_model(p: np.ndarray, size: int = CROP_SIZE) -> np.ndarray:
-    out = np.array(p, dtype=np.float64, copy=True)
-    out[..., 0] += 1.0
-    out[..., 1] = size - out[..., 1]
-    return out
 
 
 def crop_to_image(points: np.ndarray, roi_box: np.ndarray, size: int = CROP_SIZE) -> np.ndarray:

@@ -24,6 +24,7 @@ from typing import Callable
 
 import numpy as np
 
+from engine.bfm import bfm_vertices, camera_to_crop, keypoint_rows, noneck_rows  # noqa: F401 (re-exported)
 from engine.facemodel import LMK68_GROUPS
 
 N_COEF = 50  # 40 identity + 10 expression
@@ -129,13 +130,6 @@ def texel_basis(layout: DenseUVLayout, bfm: dict[str, np.ndarray]) -> TexelBasis
     return TexelBasis(tm.astype(np.float32), tb.astype(np.float32))
 
 
-def camera_to_crop(model_pts: np.ndarray, params: np.ndarray) -> np.ndarray:
-    """(..., N, 3) model-frame points and (..., 62) parameters -> crop pixels (x right, y down, z toward camera)."""
-    cam = np.asarray(params, np.float64)[..., :12].reshape(*np.shape(params)[:-1], 3, 4)
-    v = np.asarray(model_pts, np.float64) @ np.swapaxes(cam[..., :3], -1, -2) + cam[..., None, :, 3]
-    return np.stack([v[..., 0] - 1.0, 120.0 - v[..., 1], v[..., 2]], -1)
-
-
 def render_maps(layout: DenseUVLayout, basis: TexelBasis, params: np.ndarray) -> np.ndarray:
     """(..., 62) teacher parameters -> (..., S, S, 3) position maps in crop pixels (0 at invalid texels)."""
     params = np.asarray(params, np.float64)
@@ -154,16 +148,6 @@ def map_from_vertices(layout: DenseUVLayout, vertices: np.ndarray) -> np.ndarray
     out = np.zeros((layout.size * layout.size, 3))
     out[layout.flat_valid] = vals
     return out.reshape(layout.size, layout.size, 3)
-
-
-def bfm_vertices(bfm: dict[str, np.ndarray], params: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
-    """(V, 3) crop-pixel BFM vertices (all, or ``rows``) of one label's 62 parameters."""
-    rows = np.arange(len(bfm["uv"])) if rows is None else np.asarray(rows)
-    params = np.asarray(params, np.float64)
-    s = (bfm["mean"].reshape(-1, 3)[rows].astype(np.float64)
-         + bfm["w_shp"].reshape(-1, 3, 40)[rows].astype(np.float64) @ params[12:52]
-         + bfm["w_exp"].reshape(-1, 3, 10)[rows].astype(np.float64) @ params[52:62])
-    return camera_to_crop(s, params)
 
 
 def _support(valid: np.ndarray, xy: np.ndarray, min_count: int = 6) -> np.ndarray:
@@ -239,7 +223,7 @@ def build_dense_layout(bfm: dict[str, np.ndarray], face_model_bfm_index: np.ndar
                        fit_params: np.ndarray) -> DenseUVLayout:
     """The layout at ``size``: texel location on the no-neck UV triangles, symmetric valid mask, read-out of the
     face model's 468 vertices (``face_model_bfm_index``) and the 68 keypoints fitted on ``fit_params`` (N, 62)."""
-    nn_idx = bfm["noneck_indices"]
+    nn_idx = noneck_rows(bfm)
     tex = uv_to_texel(bfm["uv"][nn_idx], size)
     tri_id, bary = locate_texels(tex, bfm["noneck_tri"], size)
     covered = (tri_id >= 0).reshape(size, size)
@@ -247,7 +231,7 @@ def build_dense_layout(bfm: dict[str, np.ndarray], face_model_bfm_index: np.ndar
     flat = np.flatnonzero(valid.ravel())
     texel_vertex = nn_idx[bfm["noneck_tri"][tri_id[flat]]]
     texel_bary = bary[flat]
-    kp = bfm["keypoints"][::3] // 3
+    kp = keypoint_rows(bfm)
     rows = np.concatenate([np.asarray(face_model_bfm_index), kp])
     point_uv = uv_to_texel(bfm["uv"][rows], size)
     partial = DenseUVLayout(size, valid, texel_vertex, texel_bary, point_uv, np.zeros((len(rows), 1), np.int64),

@@ -1,4 +1,5 @@
-"""The method interface and the registry. A method takes a 120x120 BGR crop and returns an AlignmentResult.
+"""The method interface and the registry (data only: ``create()`` lives in engine/methods/factory.py). A method
+takes a 120x120 BGR crop and returns an AlignmentResult.
 
 Adding a method costs one package under engine/methods/: its ``__init__.py`` defines the ``Method`` subclass and
 declares it once as ``METHOD = MethodInfo(...)`` (name, description, weights file, training recipe module, ONNX
@@ -32,6 +33,20 @@ class MethodUnavailable(FileNotFoundError):
     """The method is registered but cannot run here: its weights file is missing."""
 
 
+def quantized_name(weights: str) -> str:
+    """weights/NAME.onnx -> NAME.int8.onnx: the file of a method's INT8 variant."""
+    if not weights.endswith(".onnx"):
+        raise ValueError(f"not an ONNX weights file: {weights!r}")
+    return weights[: -len(".onnx")] + ".int8.onnx"
+
+
+@dataclass(frozen=True)
+class Int8Variant:
+    """A method's INT8 ONNX variant, declared by the method (``MethodInfo.int8``): ``python main.py quantize NAME``
+    writes it (engine/quantize.py), ``create(name, quantized=True)`` loads it."""
+    keep_float: tuple[str, ...] = ()   # graph nodes the quantizer leaves in float (their 8-bit error costs too much)
+
+
 @dataclass(frozen=True)
 class MethodInfo:
     """A method's one declaration, ``METHOD`` in its package's ``__init__.py``."""
@@ -42,6 +57,7 @@ class MethodInfo:
     recipe: str | None = None          # module holding ``RECIPE`` (torch; training and export only)
     outputs: tuple[str, ...] = ()      # ONNX outputs the decode reads (the export writes at least these)
     obtain: str = ""                   # how to make the weights when there is no recipe (a command)
+    int8: Int8Variant | None = None    # its INT8 variant, if it has one (ONNX methods)
 
     def __post_init__(self) -> None:
         # the class reads its name and weights from here, so they are written nowhere else
@@ -161,37 +177,6 @@ def registry() -> dict[str, MethodInfo]:
 def available_methods() -> list[str]:
     """Names of the methods whose weights are present, sorted."""
     return [n for n, i in sorted(registry().items()) if i.available]
-
-
-def create(name: str, quantized: bool = False, flip: bool = False, **kwargs) -> Method:
-    """An instance of method ``name``. Raises KeyError for an unknown name and ``MethodUnavailable`` (with the
-    reason) when its weights are missing. ``quantized``: its INT8 ONNX variant (weights/NAME.int8.onnx, made by
-    ``python main.py quantize NAME``) instead of the float model; ValueError for a method with no ONNX model.
-    ``flip``: flip averaging (the crop and its mirror, averaged; engine/methods/flip.py), twice the network cost."""
-    reg = registry()
-    if name not in reg:
-        raise KeyError(f"unknown method {name!r}; known: {', '.join(sorted(reg))}")
-    reason = reg[name].unavailable_reason()
-    if reason:
-        raise MethodUnavailable(reason)
-    if quantized:
-        from engine.methods.onnx_method import OnnxMethod
-        from engine.paths import weights_path
-        from engine.quantize import quantized_name
-
-        if not issubclass(reg[name].factory, OnnxMethod):
-            raise ValueError(f"method {name!r} has no ONNX model, so no INT8 variant")
-        path = weights_path(quantized_name(reg[name].weights))
-        if not path.exists():
-            raise MethodUnavailable(f"method {name!r} has no INT8 variant: {path} is missing (make it with "
-                                    f"`python main.py quantize {name}`)")
-        kwargs["weights_file"] = path.name
-    method = reg[name].factory(**kwargs)
-    if flip:
-        from engine.methods.flip import FlipAveraged
-
-        return FlipAveraged(method)
-    return method
 
 
 def _rotation_from_mean(fm: FaceModel, pts: np.ndarray) -> np.ndarray:

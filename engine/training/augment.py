@@ -105,7 +105,7 @@ def augment(img: np.ndarray, point_sets: list[np.ndarray], permutations: list[np
 
 
 # --- the batched data path (AlignmentDataset.batch): the same draws and the same pixels, cheaper ----------------------
-# Measured per crop on one thread (python /tmp/w11/prof.py under bash /tmp/quiet.sh, baseline, 1,024 crops): the
+# Measured per crop on one thread (python -m research.profile_data_path baseline --stages, 1,024 crops): the
 # per-pixel float colour jitter above was 0.19 of 0.50 ms, per-sample tensors + collation 0.08 ms, the uint8 -> float
 # conversion 0.04 ms. Below, the jitter is a 256-entry table per channel (uint8 in, uint8 out), the crop is written
 # in place into the batch, and the conversion to float happens once per batch.

@@ -5,7 +5,7 @@ previous step computes.
 Overlap modes: ``none`` (the batch is prepared in the training loop: today's path), ``thread`` (a prefetch thread
 prepares the next batches while the main thread computes; numpy, OpenCV and torch release the GIL in their
 kernels) and ``worker`` (one DataLoader worker process augments and builds the targets). ``thread`` is the default:
-on this project's 2-core machine it measured faster than the worker (README, `main.py train NAME --benchmark`).
+on this project's 2-core machine it measured faster than the worker (docs/training.md, `main.py train NAME --benchmark`).
 """
 from __future__ import annotations
 
@@ -126,7 +126,8 @@ def prefetch(items: Iterable, prepare: Callable[[Any], Any], depth: int = PREFET
     th = threading.Thread(target=run, name="batch-prefetch", daemon=True)
     # The training loop runs hundreds of short torch ops per step and needs the GIL back between them; with the
     # default 5 ms switch interval it waits on the prefetcher's Python. 0.5 ms: baseline on 2 threads 346 vs 243
-    # images/s end to end (medians of 3 rounds, compute alone 477; /tmp A/B under bash /tmp/quiet.sh).
+    # images/s end to end (medians of 3 rounds of `python main.py train baseline --benchmark --threads 2` with each
+    # interval, compute alone 477, the background training job paused).
     interval = sys.getswitchinterval()
     sys.setswitchinterval(min(interval, SWITCH_INTERVAL_S))
     th.start()

@@ -1,19 +1,21 @@
 """The training harness every method shares: seeded runs, progress, checkpoints, resume, per-epoch validation NME
 on aflw2000_dev (protocol crops), ONNX export and the model card.
 
-A method provides a ``Recipe`` (in engine/methods/<name>/train.py); ``python main.py train NAME`` runs it.
+A method provides a ``Recipe`` (engine/training/recipe.py; its own in engine/methods/<name>/train.py);
+``python main.py train NAME`` runs it. Recipes import the interface (recipe, losses, targets, augment, dataset),
+never this runner.
 """
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import os
 import random
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ClassVar
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -23,82 +25,15 @@ from engine.evaluation.aflw2000 import load_protocol_crops, load_set
 from engine.evaluation.nme import bucket_summary, nme_per_image
 from engine.geometry.projection import crop_to_image
 from engine.paths import PROJECT_ROOT, data_path, weights_path
-from engine.training.augment import AugmentConfig
-from engine.training.dataset import AlignmentDataset, image_to_tensor, use_batched_augmentation
+from engine.training.dataset import image_to_tensor, use_batched_augmentation
 from engine.training.batches import OVERLAPS, batches, make_loader, pick_device, prepare_model
 from engine.training.cache import cached_uint8, files_fingerprint
+from engine.training.recipe import Recipe
 from engine.training.schedule import LEGACY_KIND, default_warmup, describe, legacy_lr, plan, replay
 from engine.training.split import exclude_held_out
-from engine.training.targets import CACHE_DIR, TrainingSet, decode_blobs, load_training_set, pack_root
+from engine.training.targets import CACHE_DIR, decode_blobs, load_training_set, pack_root
 
 RUNS_DIR = PROJECT_ROOT / "runs"
-
-
-@dataclass
-class Recipe:
-    """What a method tells the harness. Subclasses override build/loss/landmarks/export_module."""
-    name: str = ""
-    description: str = ""
-    epochs: int = 10
-    batch_size: int = 64
-    lr: float = 2e-3
-    weight_decay: float = 1e-4
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
-    output_names: tuple[str, ...] = ("params",)
-    notes: str = ""  # architecture summary and deviations from the paper, for the model card
-    # set by the harness: True runs the pre-issue-11 data path (per-sample targets, no prefetch, NCHW), for
-    # `main.py train NAME --legacy` and the benchmark's "old" column
-    legacy_data_path: bool = False
-    # named ablations: field overrides trained with `main.py train NAME --ablation KEY` (never shipped)
-    ablations: ClassVar[dict[str, dict[str, Any]]] = {}
-
-    def build(self, train: TrainingSet) -> nn.Module:
-        raise NotImplementedError
-
-    def make_dataset(self, train: TrainingSet, seed: int) -> torch.utils.data.Dataset:
-        return AlignmentDataset(train, self.augment, seed=seed)
-
-    def batch_targets(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Optional hook: build (or finish) the training targets of a whole collated batch, in torch, after
-        augmentation; returns the batch (it may add keys in place). The default adds nothing.
-
-        Called by the harness once per batch, after the batch is on the training device (CUDA when present) and
-        before ``loss``; it may run in the harness's prefetch thread, so it must not change the recipe's state.
-        Targets built here cost one batched tensor op instead of per-sample numpy work in the data path.
-
-        What a batch holds (AlignmentDataset): ``image`` (B, 3, 120, 120) in [-1, 1]; ``points`` (B, 536, 3)
-        augmented crop pixels; ``pts21``/``mask21``; ``coefs`` (B, 50); and, to transform any other label the same
-        way as the image: ``affine`` (B, 2, 3) float32, source-crop pixels -> augmented-crop pixels (x' = A[:, :2]
-        @ [x, y] + A[:, 2]; depth scales by sqrt|det A[:, :2]|), ``flipped`` (B,) bool (the mirror is already in
-        ``affine``; mirrored labels also need their left/right relabelling, as ``points`` got), ``index`` (B,)
-        int64 rows of the TrainingSet given to ``build`` (keep what you need from it there, e.g. its params).
-        ``self.legacy_data_path`` is True when the harness runs today's per-sample path (``--legacy``), for
-        recipes that keep a per-sample dataset as the benchmark's reference.
-        """
-        return batch
-
-    def loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
-        raise NotImplementedError
-
-    def landmarks(self, model: nn.Module, images: torch.Tensor) -> torch.Tensor:
-        """(B, 68, 2) crop-pixel landmarks for validation."""
-        raise NotImplementedError
-
-    def stage_landmarks(self, model: nn.Module, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Optional: named intermediate (B, 68, 2) predictions of a cascade (PIFA's blocks), validated each epoch
-        beside the final landmarks and kept in the history as ``val_nme_stages``. Default: none."""
-        return {}
-
-    def export_module(self, model: nn.Module) -> nn.Module:
-        """The module exported to ONNX: float NCHW [-1, 1] in, ``output_names`` out."""
-        return model
-
-    def move_to(self, device: torch.device) -> None:
-        """Optional hook: put the tensors the recipe keeps (loss weights, face-model layers, ...) on the training
-        device. The default moves every tensor and module attribute; override for anything nested deeper."""
-        for key, value in list(vars(self).items()):
-            if isinstance(value, (torch.Tensor, nn.Module)):
-                setattr(self, key, value.to(device))
 
 
 def seed_everything(seed: int) -> None:
@@ -230,13 +165,34 @@ def _resume_point(ckpt: dict, steps_per_epoch: int, base_lr: float) -> tuple[flo
     return float(last), segments
 
 
-def train(recipe: Recipe, epochs: int | None = None, resume: bool = False, seed: int = 0,
-          threads: int | None = None, limit: int | None = None, val_limit: int | None = None,
-          batch_size: int | None = None, out_dir: Path | None = None, export: bool = True,
-          log: Callable[[str], None] = print, *, legacy: bool = False, overlap: str | None = None,
-          channels_last: bool | None = None, device: str | None = None, rewarm: bool = False,
-          pack: Path | None = None, schedule_from: list[dict] | None = None) -> dict[str, Any]:
-    """Train ``recipe``; returns the history. Checkpoints go to runs/NAME/, shipped files to weights/.
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """How one training run goes (``train(recipe, config)``); every field's default is the recipe's own choice or
+    the plain run. ``epochs`` / ``batch_size`` None: the recipe's. ``threads`` None: every core. ``limit`` /
+    ``val_limit``: the first N training crops / aflw2000_dev images. ``out_dir`` None: runs/NAME/. ``export``: write
+    the ONNX file and the card to weights/ at the end. The others: see ``train``."""
+    epochs: int | None = None
+    resume: bool = False
+    seed: int = 0
+    threads: int | None = None
+    limit: int | None = None
+    val_limit: int | None = None
+    batch_size: int | None = None
+    out_dir: Path | None = None
+    export: bool = True
+    log: Callable[[str], None] = print
+    legacy: bool = False
+    overlap: str | None = None
+    channels_last: bool | None = None
+    device: str | None = None
+    rewarm: bool = False
+    pack: Path | None = None
+    schedule_from: list[dict] | None = None
+
+
+def train(recipe: Recipe, config: TrainConfig | None = None, **options: Any) -> dict[str, Any]:
+    """Train ``recipe`` as ``config`` says (``options``: TrainConfig fields, overriding it); returns the history.
+    Checkpoints go to runs/NAME/, shipped files to weights/.
 
     ``legacy`` runs the pre-issue-11 data path (per-sample targets in the loop, no overlap, NCHW); otherwise
     batches are prepared by a prefetch thread (``overlap``: none / thread / worker) with the recipe's batched
@@ -247,6 +203,14 @@ def train(recipe: Recipe, epochs: int | None = None, resume: bool = False, seed:
     segments, replayed step for step (an ablation arm on exactly the shipped run's learning rates, resumes included;
     ``epochs`` defaults to that run's).
     """
+    cfg = dataclasses.replace(config or TrainConfig(), **options)
+    return _train(recipe, **{f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)})
+
+
+def _train(recipe: Recipe, epochs: int | None, resume: bool, seed: int, threads: int | None, limit: int | None,
+           val_limit: int | None, batch_size: int | None, out_dir: Path | None, export: bool,
+           log: Callable[[str], None], legacy: bool, overlap: str | None, channels_last: bool | None,
+           device: str | None, rewarm: bool, pack: Path | None, schedule_from: list[dict] | None) -> dict[str, Any]:
     if schedule_from and not epochs:
         epochs = schedule_from[-1]["epochs"][1]
     epochs = epochs or recipe.epochs

@@ -210,7 +210,7 @@ def update_card_visibility(name: str) -> bool:
 
 def write_card(name: str, e2e: bool = True) -> str:
     from engine.evaluation.protocol import evaluate
-    from engine.methods.base import create
+    from engine.methods.factory import create
 
     facts = json.loads(weights_path(f"{name}.train.json").read_text())
     try:  # the recipe's current description of itself (the training facts keep the one it was trained with)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 
-from engine.training.harness import Recipe
+from engine.training.recipe import Recipe
 
 
 def trainable() -> dict[str, str]:

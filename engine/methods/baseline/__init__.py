@@ -10,7 +10,7 @@ import numpy as np
 from engine.facemodel import N_EXP, N_SHAPE
 from engine.geometry.projection import model_to_crop
 from engine.geometry.rotation import camera_to_euler, camera_to_euler_batch
-from engine.methods.base import DecodeResult, MethodInfo
+from engine.methods.base import DecodeResult, Int8Variant, MethodInfo
 from engine.methods.onnx_method import OnnxMethod
 
 
@@ -37,4 +37,5 @@ class BaselineMethod(OnnxMethod):
 
 
 METHOD = MethodInfo("baseline", "MobileNet-like 3DMM parameter regressor (accuracy floor)", BaselineMethod,
-                    weights="baseline.onnx", recipe="engine.methods.baseline.train", outputs=("params",))
+                    weights="baseline.onnx", recipe="engine.methods.baseline.train", outputs=("params",),
+                    int8=Int8Variant())

@@ -8,16 +8,16 @@ selected vertices -> round 1 (five conv + GRU regressors, alpha, rx&ry, rz, s, t
 round 1's estimate (the paper's ablation "CPR one round"). The torch side: hsunet.py, network.py, geometry.py,
 model.py, corruption.py, dafi_targets.py, train_dafi.py (recipe ``cprfa-dafi``), train.py (recipe ``cprfa``).
 
-Status (session 8): trained and live, accuracy target met. weights/cprfa.onnx/.pt/.md come from the recipe's
+Status: trained and live, accuracy target met. weights/cprfa.onnx/.pt/.md come from the recipe's
 warp-corruption run (``python main.py train cprfa --ablation warp-corruption --schedule-from weights/cprfa.pt``,
 the first run's 12-epoch schedule replayed, 109 min on 2 threads), shipped with ``python main.py train cprfa
 --promote warp-corruption --previous-as code-corruption`` once the warp model became the recipe's default; on the
 stage-1 U-Net of ``python main.py train cprfa-dafi --epochs 16``, retrieval threshold 0.02 chosen on the training
-reference split (engine/geometry/dafi_selection.py). aflw2000_dev protocol 3.67 / 4.75 / 6.56, balanced 4.99
+reference split (engine/methods/cprfa/vertex_selection.py). aflw2000_dev protocol 3.67 / 4.75 / 6.56, balanced 4.99
 (must <= 5.5), e2e 5.62 (``python main.py card cprfa``); 14.6 ms per face on one thread (``python main.py bench
 --methods cprfa``; target <= 30). The paper's ablation (balanced, torch): DAFI 7.86, DAFI + PnP 6.12, one round 4.86,
 both rounds 4.99. The first run, on the code-noise corruption (far harsher than the U-Net at the selected vertices:
-``python scripts/cprfa_corruption_check.py``), ended at 6.61 and is kept as the ablation ``code-corruption``.
+``python -m research.cprfa_corruption_check``), ended at 6.61 and is kept as the ablation ``code-corruption``.
 
 Open: the consistency-aware round does not help on these inputs (+0.13); CPR-H (``--ablation cpr-h-finetune``,
 fine-tuned from the shipped weights with mtcnn3d's landmarks; ``--ablation cpr-h`` from scratch) has no ONNX export,
@@ -35,7 +35,7 @@ from __future__ import annotations
 import numpy as np
 
 from engine.geometry.cpr import pose_euler_degrees
-from engine.methods.base import DecodeResult, MethodInfo
+from engine.methods.base import DecodeResult, Int8Variant, MethodInfo
 from engine.methods.onnx_method import OnnxMethod
 
 OUTPUTS = ("points", "params", "points_round1", "params_round1", "found")
@@ -67,4 +67,5 @@ class CPRFAMethod(OnnxMethod):
 METHOD = MethodInfo("cprfa", "CPRFA: densely annotated image -> convolutional point-set representation -> recurrent "
                     "shape and pose updates, consistency-aware round", CPRFAMethod, weights="cprfa.onnx",
                     recipe="engine.methods.cprfa.train", outputs=OUTPUTS,
-                    obtain="python main.py train cprfa-dafi && python main.py train cprfa")
+                    obtain="python main.py train cprfa-dafi && python main.py train cprfa",
+                    int8=Int8Variant())

@@ -15,7 +15,7 @@ The error model (``DafiErrorModel``), fitted by ``measure_errors``:
   U-Net's overshoot continues the surface it sees). Local errors that cancel along one face's boundary are not
   modelled (a limitation; the code-error terms are measured on the common pixels only).
 
-Measured limitation of that model (``python scripts/cprfa_corruption_check.py``, 954 reference crops, threshold
+Measured limitation of that model (``python -m research.cprfa_corruption_check``, 954 reference crops, threshold
 0.02): at the 128 selected vertices it is far harsher than the U-Net. Of the vertices the ground truth finds, the
 real predictions find 0.90 (found vertices 1.80 px median, 2.32 mean from their true position), the synthetic DAFIs
 0.36 (3.85 / 4.23 px). One Gaussian fitted to a heavy-tailed error (the per-face smooth RMS: median 0.028,

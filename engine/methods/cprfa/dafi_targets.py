@@ -39,8 +39,8 @@ CACHE_FORMAT = "dafi-u8-v1"
 
 def reference_rows(n: int) -> np.ndarray:
     """Rows of a training set of ``n`` crops in the reference split (held out from the HS-U-Net): every 20th, the
-    split the vertex selection measures p2 on (engine/geometry/dafi_selection.reference_rows, one definition)."""
-    from engine.geometry.dafi_selection import reference_rows as selection_reference_rows
+    split the vertex selection measures p2 on (engine/methods/cprfa/vertex_selection.reference_rows, one definition)."""
+    from engine.methods.cprfa.vertex_selection import reference_rows as selection_reference_rows
 
     return selection_reference_rows(n)
 

@@ -1,5 +1,5 @@
 """CPRFA's geometry wired as torch modules with their constants as buffers (so they travel into the ONNX graph):
-the selected vertices (weights/cprfa_vertices.npz, engine/geometry/dafi_selection.py), the pose frame, and which
+the selected vertices (weights/cprfa_vertices.npz, engine/methods/cprfa/vertex_selection.py), the pose frame, and which
 CPR kernels feed which regressor. The maths is engine/geometry/torch_cpr.py and torch_dafi.py; nothing here
 re-implements it.
 

@@ -18,8 +18,8 @@ DAFI_CHANNELS = 3
 HEAD_CHANNELS = DAFI_CHANNELS + 1          # DAFI + mask logit
 DEFAULT_WIDTHS = (16, 32, 64, 96)          # channels at 120, 60, 30, 15 px (see the note below)
 SCALES = (30, 60, 120)                     # supervised decoder resolutions, coarse to fine
-# Width: measured side by side (bash /tmp/quiet.sh python /tmp/cprfaB/ab_width.py, "new" data path, batch 32, 2
-# threads, two alternating rounds): (16, 24, 48, 64) 78.5 / 74.9 training images/s, (16, 32, 64, 96) 58.0 / 56.2;
+# Width: measured side by side (a one-off script alternating the two widths, not kept; `python main.py train
+# cprfa-dafi --benchmark` measures the same training images/s; "new" data path, batch 32, 2 threads, two rounds): (16, 24, 48, 64) 78.5 / 74.9 training images/s, (16, 32, 64, 96) 58.0 / 56.2;
 # one ORT thread 4.9 vs 5.8 ms per face for the U-Net alone. The wider one is the default: every later stage
 # depends on the DAFI's accuracy (the retrieval threshold is 0.01 in code space), and the whole method stays at
 # about half the 30 ms budget.

@@ -22,7 +22,7 @@ INIT_POSE = (0.0, 0.0, 0.0, 1.0, 0.0, 0.0)
 class CPRFA(nn.Module):
     def __init__(self, unet: HSUNet, selection, fm_mean: np.ndarray, fm_basis: np.ndarray, step_scale: torch.Tensor,
                  rounds: int = 2, translation: str = "network", fusion: bool = False) -> None:
-        """``selection``: engine.geometry.dafi_selection.VertexSelection (the C vertices, their layout, the pose
+        """``selection``: engine.methods.cprfa.vertex_selection.VertexSelection (the C vertices, their layout, the pose
         frame, the retrieval threshold, CPR-H's 68 landmarks); ``fm_mean`` (536, 3) and ``fm_basis`` (536, 3, 50):
         the face model whose points are the output."""
         super().__init__()

@@ -36,7 +36,6 @@ import torch
 from torch import nn
 
 from engine.facemodel import N_MESH, load_face_model
-from engine.methods.baseline.train import human_point_loss
 from engine.methods.cprfa import METHOD, OUTPUTS
 from engine.methods.cprfa.corruption import (DafiErrorModel, batch_generator, calibrate_warp, corrupt,
                                              measure_errors, retrieval_statistics)
@@ -44,14 +43,14 @@ from engine.methods.cprfa.dafi_targets import augmented_dafi, cached_dafis, dafi
 from engine.methods.cprfa.geometry import N_ALPHA, Retrieval
 from engine.methods.cprfa.hsunet import DEFAULT_WIDTHS, HSUNet
 from engine.methods.cprfa.model import CPRFA, ExportCPRFA
-from engine.methods.cprfa.train_dafi import dafi_landmarks
+from engine.methods.cprfa.unet_stage import DAFI_WEIGHTS, dafi_landmarks, landmark_codes, load_unet
 from engine.training.augment import AugmentConfig
 from engine.training.dataset import image_to_tensor
-from engine.training.harness import Recipe
+from engine.training.losses import human_point_loss
+from engine.training.recipe import Recipe
 from engine.training.targets import TrainingSet
 
 STAGE_RECIPES = {"cprfa-dafi": "engine.methods.cprfa.train_dafi"}
-DAFI_WEIGHTS = "cprfa-dafi.pt"
 SMOKE_LIMIT = 256          # larger runs need the trained U-Net
 RETRIEVAL_CHUNK = 8        # faces per retrieval call in batch_targets: (8, 14400, 256) floats = 118 MB
 
@@ -174,14 +173,14 @@ class CPRFARecipe(Recipe):
         "(engine/methods/cprfa/corruption.py: a smooth displacement along the face surface, a shifted mask boundary "
         "and smooth code noise, one log-normal size per face), its two sizes calibrated in build so that retrieval "
         "of the selected vertices on the U-Net's held-out reference split is as often found and as far off as from "
-        "the U-Net's real predictions. Why (python scripts/cprfa_corruption_check.py, training reference split, "
+        "the U-Net's real predictions. Why (python -m research.cprfa_corruption_check, training reference split, "
         "954 crops; of the vertices the ground truth finds): real predictions find 0.90 (1.80 px median off), the "
         "warp model 0.89 (1.58 px), the code-noise model of the first shipped run 0.36 (3.85 px); that run is kept "
         "as the ablation code-corruption, on the same replayed schedule and seed.\n\n"
         "Deviations from the paper, with reasons: (1) C = 128 vertices instead of 512 (the 30 ms per face budget on "
         "one CPU thread; the issue allows 128-256), so each CPR kernel is 3 x 64 x 64; (2) retrieval threshold 0.02 "
         "instead of 0.01, chosen on the training reference split: at 0.01 our U-Net's DAFIs yield 0.67 of the "
-        "visible selected vertices, at 0.02 0.91, at the same 2.3 px error (engine/geometry/dafi_selection.py); "
+        "visible selected vertices, at 0.02 0.91, at the same 2.3 px error (engine/methods/cprfa/vertex_selection.py); "
         "(3) the KD-tree is replaced in the graph by the mean position of the pixels whose code lies within the "
         "threshold of each selected vertex's, equal to the KD-tree's nearest-vertex rule because the selected "
         "vertices are >= 0.07 apart (tested against the KD-tree); (4) a narrower HS-U-Net (widths 16, 32, 64, 96) "
@@ -203,7 +202,7 @@ class CPRFARecipe(Recipe):
                                     f"<= {SMOKE_LIMIT} crops may use an untrained one")
         self.dafi_trained = trained
         from engine.geometry.cpr import params_to_pose
-        from engine.geometry.dafi_selection import load_vertex_selection
+        from engine.methods.cprfa.vertex_selection import load_vertex_selection
 
         sel = load_vertex_selection()
         fm = load_face_model()
@@ -286,8 +285,6 @@ class CPRFARecipe(Recipe):
         vertices), CPR round 1, CPR + the consistency-aware round (and, in the cpr-h arm, fused)."""
         out = self._forward(model, images)
         if not hasattr(self, "lmk_codes"):
-            from engine.methods.cprfa.train_dafi import landmark_codes
-
             self.lmk_codes = torch.from_numpy(landmark_codes()).float()
         stages = {"dafi": dafi_landmarks(out["dafi"], out["fg"], self.lmk_codes.to(images.device)),
                   "dafi_pnp": model.points(pnp_params(model, out["obs"], out["found"]))[:, N_MESH:, :2],
@@ -352,13 +349,18 @@ def pnp_params(model: CPRFA, obs: torch.Tensor, found: torch.Tensor) -> torch.Te
 
 
 # ------------------------------------------------------------------------------------------------- CPR-H inputs
+def _mtcnn3d_weights():
+    """mtcnn3d's ONNX file as its own declaration names it (read through the registry, not imported from it)."""
+    from engine.methods.base import registry
+
+    return registry()["mtcnn3d"].weights_path
+
+
 @lru_cache(maxsize=1)
 def _mtcnn3d_session():
     import onnxruntime as ort
 
-    from engine.paths import weights_path
-
-    path = weights_path("mtcnn3d.onnx")
+    path = _mtcnn3d_weights()
     if not path.exists():
         raise FileNotFoundError(f"CPR-H needs mtcnn3d's landmarks and {path} is missing")
     so = ort.SessionOptions()
@@ -378,10 +380,9 @@ def other_method_landmarks(train: TrainingSet, batch: int = 64) -> np.ndarray:
     runs/cache (never committed)."""
     import hashlib
 
-    from engine.paths import weights_path
     from engine.training.targets import CACHE_DIR
 
-    key = hashlib.sha256(weights_path("mtcnn3d.onnx").read_bytes()).hexdigest()[:12]
+    key = hashlib.sha256(_mtcnn3d_weights().read_bytes()).hexdigest()[:12]
     path = CACHE_DIR / f"cprfa_mtcnn3d_lm68_{len(train)}_{key}.npy"
     if path.exists():
         return np.load(path)

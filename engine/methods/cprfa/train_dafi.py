@@ -19,11 +19,12 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from engine.methods.cprfa.dafi_targets import augmented_dafi, cached_dafis, dafi_tensor, load_codebook, training_rows
+from engine.methods.cprfa.dafi_targets import augmented_dafi, cached_dafis, dafi_tensor, training_rows
 from engine.methods.cprfa.hsunet import DEFAULT_WIDTHS, HSUNet, decode_head, hierarchical_loss
+from engine.methods.cprfa.unet_stage import dafi_landmarks, landmark_codes, load_unet
 from engine.training.augment import AugmentConfig
 from engine.training.dataset import AlignmentDataset
-from engine.training.harness import Recipe
+from engine.training.recipe import Recipe
 from engine.training.targets import TrainingSet
 
 # The paper's augmentation: in-plane rotation, translation, scale (image and DAFI alike); colour jitter is the
@@ -45,32 +46,6 @@ class RowsDataset(Dataset):
 
     def __getitem__(self, i: int):
         return self.base[int(self.rows[i])]
-
-
-def landmark_codes() -> np.ndarray:
-    """(68, 3) codes of the BFM's 68 landmark vertices (the mean shape normalised as the DAFI is)."""
-    from engine.methods.prnet.dense import load_bfm
-
-    bfm = load_bfm()
-    cb = load_codebook()
-    kp = np.asarray(bfm["keypoints"][::3] // 3, np.int64)
-    return cb.normalise(bfm["mean"].reshape(-1, 3)[kp].astype(np.float64))
-
-
-def dafi_landmarks(dafi: torch.Tensor, fg: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
-    """The DAFI's own 68 landmarks: for each landmark code (68, 3), the centre of the foreground pixel whose DAFI
-    value is nearest to it. ``dafi`` (B, 3, H, W) in [0, 1], ``fg`` (B, H, W) foreground probability. -> (B, 68, 2)
-    crop pixels (x, y), pixel centres at integers. Hidden landmarks land on the visible surface point nearest in
-    code space (a silhouette point): this is the DAFI's own accuracy, before any model fitting."""
-    b, _, h, w = dafi.shape
-    idx = []
-    for s in range(0, b, 8):  # 8 faces at a time: a (8, HW, 68) distance table is 31 MB
-        flat = dafi[s:s + 8].flatten(2).transpose(1, 2)                           # (b, HW, 3)
-        d2 = ((flat[:, :, None, :] - codes[None, None]) ** 2).sum(-1)             # (b, HW, 68)
-        d2 = d2 + (fg[s:s + 8].flatten(1) <= 0.5).to(d2.dtype)[:, :, None] * 1e3   # background never wins
-        idx.append(d2.argmin(1))                                                  # (b, 68)
-    idx = torch.cat(idx)
-    return torch.stack([(idx % w).to(dafi.dtype), torch.div(idx, w, rounding_mode="floor").to(dafi.dtype)], -1)
 
 
 class DafiExport(nn.Module):
@@ -137,13 +112,12 @@ RECIPE = DafiRecipe
 @torch.no_grad()
 def predict_reference(out: str, batch: int = 32) -> None:
     """The trained HS-U-Net's DAFIs on the held-out reference split, for re-measuring the vertex selection's p2 on
-    predicted DAFIs (``python -m engine.geometry.dafi_selection --predicted OUT``): npz with rows (N,), dafi
+    predicted DAFIs (``python -m engine.methods.cprfa.vertex_selection --predicted OUT``): npz with rows (N,), dafi
     (N, 120, 120, 3) float16, mask (N, 120, 120) bool. Also prints the error model the ``cprfa`` recipe will fit."""
     from pathlib import Path
 
     from engine.methods.cprfa.corruption import measure_errors
     from engine.methods.cprfa.dafi_targets import reference_rows
-    from engine.methods.cprfa.train import load_unet
     from engine.training.dataset import image_to_tensor
     from engine.training.targets import load_training_set
 

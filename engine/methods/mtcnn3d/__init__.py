@@ -11,7 +11,7 @@ import numpy as np
 
 from engine.facemodel import N_MESH
 from engine.geometry.mesh import vertex_normals
-from engine.methods.base import DecodeResult, MethodInfo
+from engine.methods.base import DecodeResult, Int8Variant, MethodInfo
 from engine.methods.onnx_method import OnnxMethod
 from engine.result import AlignmentResult
 
@@ -48,4 +48,5 @@ class MTCNN3DMethod(OnnxMethod):
 
 
 METHOD = MethodInfo("mtcnn3d", "MT-CNN 3D: two-stage multi-task CNN regressing the 3D shape, pose and landmarks",
-                    MTCNN3DMethod, weights="mtcnn3d.onnx", recipe="engine.methods.mtcnn3d.train", outputs=OUTPUTS)
+                    MTCNN3DMethod, weights="mtcnn3d.onnx", recipe="engine.methods.mtcnn3d.train", outputs=OUTPUTS,
+                    int8=Int8Variant())

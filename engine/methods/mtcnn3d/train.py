@@ -12,11 +12,11 @@ from torch import nn
 from engine.facemodel import N_MESH, load_face_model
 from engine.geometry.torch_mesh import incidence_matrix
 from engine.methods.mtcnn3d import METHOD
-from engine.methods.baseline.train import human_point_loss
 from engine.methods.mtcnn3d.network import (DROPOUT, PATCH, PATCH_COLS, PATCH_ROWS, ExportMTCNN3D, MTCNN3D,
                                             final_points, numpy_stats, project)
 from engine.training.augment import AugmentConfig
-from engine.training.harness import Recipe
+from engine.training.losses import human_point_loss
+from engine.training.recipe import Recipe
 from engine.training.targets import TrainingSet
 
 

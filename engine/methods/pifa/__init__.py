@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from engine.geometry.rotation import camera_to_euler_batch
-from engine.methods.base import DecodeResult, MethodInfo
+from engine.methods.base import DecodeResult, Int8Variant, MethodInfo
 from engine.methods.onnx_method import OnnxMethod
 
 
@@ -36,4 +36,5 @@ class PIFAMethod(OnnxMethod):
 
 
 METHOD = MethodInfo("pifa", "PIFA: six visualization blocks with a differentiable visualization layer", PIFAMethod,
-                    weights="pifa.onnx", recipe="engine.methods.pifa.train", outputs=("params", "points"))
+                    weights="pifa.onnx", recipe="engine.methods.pifa.train", outputs=("params", "points"),
+                    int8=Int8Variant())

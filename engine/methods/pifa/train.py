@@ -14,12 +14,12 @@ import torch
 from torch import nn
 
 from engine.facemodel import N_MESH, FaceModel, load_face_model
-from engine.methods.baseline.train import human_point_loss
 from engine.methods.pifa import METHOD
 from engine.methods.pifa.network import (N_CAMERA, N_P, PAPER_FILTERS, PIFA, ExportPIFA, VisualizationConfig,
                                          face_frame)
 from engine.training.augment import AugmentConfig
-from engine.training.harness import Recipe
+from engine.training.losses import human_point_loss
+from engine.training.recipe import Recipe
 from engine.training.targets import TrainingSet
 
 PARAM_BLOCKS = (1, 2, 3)       # blocks trained with the parameter distance (Eq. 6)

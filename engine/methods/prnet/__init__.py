@@ -16,7 +16,7 @@ from functools import lru_cache
 import numpy as np
 
 from engine.geometry.rotation import matrix_to_euler_batch
-from engine.methods.base import DecodeResult, MethodInfo, pose_from_points, rotations_from_points_batch
+from engine.methods.base import DecodeResult, Int8Variant, MethodInfo, pose_from_points, rotations_from_points_batch
 from engine.methods.onnx_method import OnnxMethod
 
 MAP_SIZE = 64
@@ -101,4 +101,5 @@ class PRNetMethod(OnnxMethod):
 
 # the recipe trains the dense layout, which the shipped weights hold; first-layout files still decode (see above)
 METHOD = MethodInfo("prnet", "PRNet: UV position-map regression (64x64 map)", PRNetMethod, weights="prnet.onnx",
-                    recipe="engine.methods.prnet.train_dense", outputs=("position_map",))
+                    recipe="engine.methods.prnet.train_dense", outputs=("position_map",),
+                    int8=Int8Variant())

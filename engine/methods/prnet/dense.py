@@ -15,19 +15,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from engine.bfm import load_bfm
 from engine.geometry.uv_dense import (DENSE_LAYOUT, LAYOUT_KEY, DenseUVLayout, TexelBasis,  # noqa: F401
                                       build_dense_layout, layout_metadata, texel_basis, valid_mask_from_metadata)
 FIT_LABELS = 1000   # training labels the read-out weights are fitted on (a seeded sample; deterministic)
-
-
-@lru_cache(maxsize=1)
-def load_bfm() -> dict[str, np.ndarray]:
-    from engine.paths import data_path
-
-    path = data_path("bfm", "bfm_3ddfa.npz")
-    if not path.exists():
-        raise FileNotFoundError(f"BFM not found at {path} (set FACEALIGN_DATA): the dense PRNet layout needs it")
-    return {k: v for k, v in np.load(path).items()}
 
 
 def readout_fit_params(n: int = FIT_LABELS, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

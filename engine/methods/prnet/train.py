@@ -16,7 +16,7 @@ from engine.methods.prnet import MAP_SIZE, METHOD, layout
 from engine.methods.prnet.network import PRNet, fused_for_export
 from engine.training.augment import AugmentConfig
 from engine.training.dataset import AlignmentDataset
-from engine.training.harness import Recipe
+from engine.training.recipe import Recipe
 from engine.training.targets import TrainingSet
 
 

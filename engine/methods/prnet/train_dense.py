@@ -14,20 +14,21 @@ import torch
 from torch import nn
 
 from engine.facemodel import N_MESH
-from engine.methods.baseline.train import human_point_loss
 from engine.methods.prnet.dense import DenseTargets, dense_basis, dense_layout, layout_metadata
 from engine.methods.prnet.network import MapWithReadout, PRNet, fused_for_export, read_points
 from engine.methods.prnet.train import PAPER_AUGMENT, PRNetRecipe
 from engine.training.augment import AugmentConfig
 from engine.training.dataset import AlignmentDataset
+from engine.training.losses import human_point_loss
 from engine.training.targets import TrainingSet
 
 # The map resolution. The paper's rule (map = input resolution) asks for 128x128. Measured per face on one thread
 # (ONNX Runtime, fused graph; network + decode with read-out and pose + visibility; untrained exports, whose cost
-# does not depend on the weights; /tmp script under `bash /tmp/quiet.sh`, two rounds side by side): 64x64
-# 4.37-4.49 ms (network 3.7), 128x128 6.48-6.68 ms (network 5.5-5.6), over the 6 ms/face target. So 64x64 (the
+# does not depend on the weights; a one-off script, not kept, two rounds side by side, the background job paused):
+# 64x64 4.37-4.49 ms (network 3.7), 128x128 6.48-6.68 ms (network 5.5-5.6), over the 6 ms/face target. So 64x64 (the
 # issue's floor), read out with fitted 6x6-texel weights: 68 landmarks 0.011 px mean, 0.048 p99, 0.22 px worst on
-# ground-truth maps of 1,000 labels outside the fit (128x128: 0.005 / 0.018 / 0.046; python /tmp/w12/readout_eval.py).
+# ground-truth maps of 1,000 labels outside the fit (128x128: 0.005 / 0.018 / 0.046; a one-off script, not kept:
+# tests/test_prnet_dense.py checks the 64x64 read-out the same way).
 DENSE_MAP_SIZE = 64
 
 

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engine.methods.baseline.network import MobileNetBackbone
+from engine.training.backbones import MobileNetBackbone
 
 REFINE_STAGE = 6    # MobileNet blocks up to stride 8 (15x15 at 120 px)
 REFINE_DIM = 32

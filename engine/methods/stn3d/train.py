@@ -10,11 +10,11 @@ from torch import nn
 
 from engine.facemodel import N_MESH, load_face_model
 from engine.methods.stn3d import METHOD
-from engine.methods.baseline.train import human_point_loss, point_loss
 from engine.methods.stn3d.geometry import control_indices, generic_face, normalisation
 from engine.methods.stn3d.network import STN3D
 from engine.training.augment import AugmentConfig
-from engine.training.harness import Recipe
+from engine.training.losses import human_point_loss, point_loss
+from engine.training.recipe import Recipe
 from engine.training.targets import TrainingSet
 
 

@@ -7,26 +7,22 @@ the ground truth corrupted by engine/methods/cprfa/corruption.py with the error 
 recipe's default does, on the first 256 crops). Reports, for each: the found rate, the found rate of vertices the
 ground truth finds and of those it does not (stray detections), and the pixel distance of each found vertex from
 where the ground truth finds it (median, mean, 90th percentile). Training-split data only; about 2 minutes on one core.
-    python scripts/cprfa_corruption_check.py [--predictions runs/cprfa/reference_predictions.npz] [--seed 0] [--warp]
+    python -m research.cprfa_corruption_check [--predictions runs/cprfa/reference_predictions.npz] [--seed 0] [--warp]
 """
 from __future__ import annotations
 
 import argparse
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from engine.geometry.dafi_selection import load_vertex_selection  # noqa: E402
-from engine.methods.cprfa.corruption import corrupt, measure_errors  # noqa: E402
-from engine.methods.cprfa.dafi_targets import cached_dafis, dafi_tensor  # noqa: E402
-from engine.methods.cprfa.geometry import Retrieval  # noqa: E402
-from engine.methods.cprfa.train import calibrate_to_predictions, retrieve_in_chunks  # noqa: E402
-from engine.training.targets import load_training_set  # noqa: E402
+from engine.methods.cprfa.corruption import corrupt, measure_errors
+from engine.methods.cprfa.dafi_targets import cached_dafis, dafi_tensor
+from engine.methods.cprfa.geometry import Retrieval
+from engine.methods.cprfa.train import calibrate_to_predictions, retrieve_in_chunks
+from engine.methods.cprfa.vertex_selection import load_vertex_selection
+from engine.training.targets import load_training_set
 
 
 def summary(obs: torch.Tensor, found: torch.Tensor, obs_gt: torch.Tensor, found_gt: torch.Tensor) -> dict:

@@ -1,22 +1,18 @@
 """Why CPRFA's retrieval searches a sparse vertex set: on ground-truth DAFIs of training labels, the fraction of
 VISIBLE vertices that retrieval finds (and their mean error in pixels) when the KD-tree holds all 38,365 no-neck
 vertices, against the sparse candidates (engine/geometry/dafi.py: candidate_vertices) at two spacings.
-    python scripts/cprfa_retrieval_sets.py [--labels 50]
+    python -m research.cprfa_retrieval_sets [--labels 50]
 """
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from engine.geometry.dafi import build_codebook, candidate_vertices, retrieve_kdtree  # noqa: E402
-from engine.geometry.dafi_selection import VISIBLE_EPS, render_with_depth, visible_in_render  # noqa: E402
-from engine.methods.prnet.dense import load_bfm  # noqa: E402
-from engine.paths import data_path  # noqa: E402
+from engine.bfm import load_bfm
+from engine.geometry.dafi import build_codebook, candidate_vertices, retrieve_kdtree
+from engine.methods.cprfa.vertex_selection import VISIBLE_EPS, render_with_depth, visible_in_render
+from engine.paths import data_path
 
 
 def main() -> None:

@@ -4,18 +4,16 @@ on the weights), then time it on one ONNX Runtime thread: the graph alone, the U
 ``align`` (graph + decode + visibility) the way ``main.py bench`` does (8 fixed training crops, median of 100 after
 10 warm-up runs). Nothing is written to weights/.
 
-    bash /tmp/quiet.sh python scripts/cprfa_speed.py      # on the shared 2-core VM, with the training job paused
+    OMP_NUM_THREADS=1 python -m research.cprfa_speed      # on the shared 2-core VM, with the training job paused
 """
 from __future__ import annotations
 
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def timed(fn, inputs: list, warmup: int = 10, runs: int = 100) -> float:
@@ -35,7 +33,7 @@ def main() -> None:
 
     import engine.methods.onnx_method as onnx_method
     import engine.paths
-    from engine.methods.base import create
+    from engine.methods.factory import create
     from engine.methods.cprfa.train_dafi import DafiExport
     from engine.training.export import export_onnx
     from engine.training.recipes import get_recipe

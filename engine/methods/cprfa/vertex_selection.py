@@ -6,8 +6,8 @@ Rule (the paper names p1 and p2, not how they combine):
 - candidates: ``dafi.candidate_vertices`` (no-neck vertices at least 0.07 apart in code space, so each one's
   retrieval is independent of the others and its statistics are what it will see at run time). The spacing sets
   how far the selection spreads over the face: the best-scoring vertices crowd the centre, which gives pose little
-  leverage. DAFI + PnP on ground-truth DAFIs of 400 labels the selection never saw (scripts/cprfa_pnp_ceiling.py
-  --offset 10 --limit 400; balanced 68-point NME with the mean shape / the true shape, then with 0.01 code noise):
+  leverage. DAFI + PnP on ground-truth DAFIs of 400 labels the selection never saw
+  (python -m research.cprfa_pnp_ceiling --offset 10 --limit 400; balanced 68-point NME with the mean shape / the true shape, then with 0.01 code noise):
   spacing 0.025: 2.79 / 0.74, noisy 3.35 / 1.52; 0.055: 2.27 / 0.66, 2.67 / 1.34; 0.07: 2.20 / 0.61, 2.51 / 1.07;
   0.09: 2.05 / 0.65, 2.33 / 1.04 (but 0.09 leaves 164 candidates for 128 places: p1 and p2 would hardly choose);
 - reference split: every 20th aflw_train label (``reference_rows``, 954 labels);
@@ -23,7 +23,7 @@ p2 can be re-measured on predicted DAFIs with the same code (``--predicted``).
 
 Build the committed file (about 40 s on one core) from the HS-U-Net's predictions on the reference split
 (``python -m engine.methods.cprfa.train_dafi --predict-reference runs/cprfa/reference_predictions.npz`` first):
-    python -m engine.geometry.dafi_selection --predicted runs/cprfa/reference_predictions.npz --threshold 0.02
+    python -m engine.methods.cprfa.vertex_selection --predicted runs/cprfa/reference_predictions.npz --threshold 0.02
 Threshold 0.02, not the paper's 0.01, chosen on these training-split numbers (never on aflw2000_dev): for the 128
 selected vertices on predicted DAFIs, 0.01 finds a visible vertex 0.67 of the time (error 2.27 px, false detections
 of occluded vertices 0.034) and 0.02 finds it 0.91 of the time (2.31 px, 0.107). The CPR matrices zero every
@@ -189,7 +189,7 @@ def load_vertex_selection(path: str | Path | None = None) -> VertexSelection:
 
     path = Path(path) if path is not None else weights_path(SELECTION_FILE)
     if not path.exists():
-        raise FileNotFoundError(f"{path} not found: build it with python -m engine.geometry.dafi_selection")
+        raise FileNotFoundError(f"{path} not found: build it with python -m engine.methods.cprfa.vertex_selection")
     z = np.load(path)
     return VertexSelection(vertex=z["vertex"], bfm_vertex=z["bfm_vertex"], codes=z["codes"], mean=z["mean"],
                            basis=z["basis"], layout=z["layout"],
@@ -199,7 +199,7 @@ def load_vertex_selection(path: str | Path | None = None) -> VertexSelection:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from engine.methods.prnet.dense import load_bfm
+    from engine.bfm import bfm_vertices, keypoint_rows, load_bfm
     from engine.paths import data_path, weights_path
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -234,9 +234,8 @@ def main(argv: list[str] | None = None) -> None:
     at = np.searchsorted(candidates, vertex)
 
     # the pose parametrisation's fit to the teacher cameras: 68 landmarks rebuilt from (pose, alpha) vs the labels'
-    from engine.geometry.uv_dense import bfm_vertices
     bfm = load_bfm()
-    lmk = np.asarray(bfm["keypoints"][::3] // 3)
+    lmk = keypoint_rows(bfm)
     lmk_mean = bfm["mean"].reshape(-1, 3)[lmk].astype(np.float32)
     lmk_basis = np.concatenate([bfm["w_shp"].reshape(-1, 3, 40)[lmk], bfm["w_exp"].reshape(-1, 3, 10)[lmk]],
                                2).astype(np.float32)
@@ -258,7 +257,7 @@ def main(argv: list[str] | None = None) -> None:
     description = (f"CPRFA vertex selection: {args.c} of {len(candidates)} candidates (no-neck BFM vertices >= "
                    f"{MIN_SEPARATION} apart in DAFI code space), scored p1 x found / (1 + p2) on {source} of "
                    f"{len(rows)} aflw_train labels (every {args.stride}th), retrieval threshold {args.threshold}, seed "
-                   f"{args.seed}. Built by: python -m engine.geometry.dafi_selection --stride {args.stride} "
+                   f"{args.seed}. Built by: python -m engine.methods.cprfa.vertex_selection --stride {args.stride} "
                    f"--c {args.c} --seed {args.seed} --threshold {args.threshold}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.out.with_suffix(".tmp.npz")

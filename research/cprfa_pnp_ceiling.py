@@ -4,25 +4,21 @@ the mean shape and with the label's own shape, and report the 68 landmarks' NME 
 the label's landmark box, in %) against the teacher's landmarks, per |yaw| bucket and balanced. What a perfect
 HS-U-Net would give with no CPR regression at all; the CPR rounds have to beat the mean-shape number on real
 DAFIs. Optional --noise adds Gaussian noise (code units) to the DAFI.
-    python scripts/cprfa_pnp_ceiling.py [--limit 954] [--noise 0.0] [--selection weights/cprfa_vertices.npz]
+    python -m research.cprfa_pnp_ceiling [--limit 954] [--noise 0.0] [--selection weights/cprfa_vertices.npz]
 """
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from engine.geometry.cpr import fit_pose_pnp, params_to_pose, pose_to_params, shape_points  # noqa: E402
-from engine.geometry.dafi import build_codebook, render_dafi, retrieve_kdtree  # noqa: E402
-from engine.geometry.dafi_selection import load_vertex_selection  # noqa: E402
-from engine.geometry.uv_dense import bfm_vertices  # noqa: E402
-from engine.methods.prnet.dense import load_bfm  # noqa: E402
-from engine.paths import data_path, weights_path  # noqa: E402
+from engine.bfm import bfm_vertices, load_bfm
+from engine.geometry.cpr import fit_pose_pnp, params_to_pose, pose_to_params, shape_points
+from engine.geometry.dafi import build_codebook, render_dafi, retrieve_kdtree
+from engine.methods.cprfa.vertex_selection import load_vertex_selection
+from engine.paths import data_path, weights_path
 
 
 def main() -> None:

@@ -1,6 +1,6 @@
 """How many faces of tiled aflw2000_dev mosaics the app's detector finds.
 
-    python scripts/many_faces.py [--grids 4x2@450,6x3@300,8x4@225,12x6@150] [--tile-levels 1,2] [--json]
+    python -m research.many_faces [--grids 4x2@450,6x3@300,8x4@225,12x6@150] [--tile-levels 1,2] [--json]
 
 Each mosaic is 1800x900 here (cols x rows tiles of the given side; |yaw| <= 30, seed 0). See
 engine/evaluation/many_faces.py for what counts as found.
@@ -11,11 +11,9 @@ import argparse
 import json
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from engine.paths import data_path  # noqa: E402
+from engine.paths import data_path
 
 
 def main() -> int:

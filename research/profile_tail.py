@@ -1,13 +1,13 @@
 """Where one face's tail goes: median µs per face of each stage of ``align_batch`` (the ONNX call, the decode and
 its parts, the visibility test and its parts, the frontal shape), each stage timed on its own on the stage's
-recorded inputs, one thread. Run it on a tree to profile that tree's code:
-    bash /tmp/quiet.sh python scripts/profile_tail.py [--faces 1] [--methods baseline,3dstn,prnet,mtcnn3d] [--tree DIR]
+recorded inputs, one thread, of the engine it imports (its folder is printed first):
+    python -m research.profile_tail [--faces 1] [--methods baseline,3dstn,prnet,mtcnn3d]
+To profile another tree's engine (set up as research/tail_ab.py says): PYTHONPATH=TREE:. python -P -m research.profile_tail
 """
 from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 from pathlib import Path
 
@@ -32,19 +32,21 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--faces", type=int, default=1)
     ap.add_argument("--methods", default="baseline,3dstn,prnet,mtcnn3d")
-    ap.add_argument("--tree", default=str(Path(__file__).resolve().parents[1]), help="project tree to profile")
     args = ap.parse_args()
-    sys.path.insert(0, args.tree)
     import numpy as np
+
+    import engine
 
     from engine.evaluation.bench import fixed_crops
     from engine.facemodel import N_MESH
     from engine.geometry.mesh import occluded_by_mesh_batch
     from engine.geometry.compiled import best_rotations_compiled
-    from engine.methods.base import create, frontal_shape_batch, pose_from_points_batch
+    from engine.methods.base import frontal_shape_batch, pose_from_points_batch
+    from engine.methods.factory import create
     from engine.runtime import crop_to_input
     from engine.visibility import _batch_tables, landmark_visibility_batch
 
+    print(f"engine: {Path(engine.__file__).resolve().parent}")
     crops = fixed_crops()
     n = args.faces
     for name in args.methods.split(","):

@@ -1,22 +1,20 @@
 """Record each ONNX method's network outputs on 8 training crops spread over yaw, and what the tail made of
 them at the time of recording: tests/data/tail_reference.npz, the reference tests/test_tail_reference.py holds
 every later tail (decode, visibility, frontal shape) to. Re-run only to change the reference on purpose:
-    python scripts/record_tail_reference.py
+    python -m research.record_tail_reference
 """
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from engine.methods.base import create, registry  # noqa: E402
-from engine.methods.onnx_method import OnnxMethod  # noqa: E402
-from engine.paths import data_path  # noqa: E402
-from engine.runtime import crop_to_input  # noqa: E402
+from engine.methods.base import registry
+from engine.methods.factory import create
+from engine.methods.onnx_method import OnnxMethod
+from engine.paths import data_path
+from engine.runtime import crop_to_input
 
 OUT = Path(__file__).resolve().parents[1] / "tests" / "data" / "tail_reference.npz"
 YAWS = np.linspace(-85, 85, 8)

@@ -1,6 +1,6 @@
 """Cost of the training data path per image on one thread (as the prefetch thread runs it), issue 11.
 
-    bash /tmp/quiet.sh python scripts/profile_data_path.py NAME [--crops 1024] [--stages] [--cprofile]
+    OMP_NUM_THREADS=1 python -m research.profile_data_path NAME [--crops 1024] [--stages] [--cprofile]
 
 Prints ms per image for the old path (``ds[i]`` per sample + default_collate, as `--legacy` trains) and the new one
 (AlignmentDataset.batch: batch-wise uint8 augmentation, one float conversion), alternating over 3 rounds, both
@@ -12,21 +12,18 @@ from __future__ import annotations
 import argparse
 import cProfile
 import pstats
-import sys
 import time
-from pathlib import Path
 
 import cv2
 import numpy as np
 import torch
 from torch.utils.data import default_collate
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from engine.training.augment import add_occluder, colour_jitter, geometric_matrix, warp_points  # noqa: E402
-from engine.training.dataset import HUMAN21_FLIP, image_to_tensor  # noqa: E402
-from engine.training.recipes import get_recipe  # noqa: E402
-from engine.training.targets import load_training_set  # noqa: E402
+from engine.training.augment import add_occluder, colour_jitter, geometric_matrix, warp_points
+from engine.training.dataset import HUMAN21_FLIP, image_to_tensor
+from engine.training.recipes import get_recipe
+from engine.training.targets import load_training_set
 
 
 def stages(ds, ts, cfg, order: list[int], batch: int) -> None:

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # annotate-batch --workers 1 against --workers 2 on 20 copies (symlinks) of the test clip, alternated ROUNDS times
 # in one run (this VM's speed drifts 10-30% between runs, so only side-by-side timings are compared).
-# Usage: bash scripts/bench_batch.sh [METHOD=3dstn] [ROUNDS=2] [COPIES=20]
+# Usage: bash research/bench_batch.sh [METHOD=3dstn] [ROUNDS=2] [COPIES=20]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . .venv/bin/activate
