@@ -1,7 +1,7 @@
 """The held-out split of aflw_train: every 20th crop (954 of 19,080), which no recipe trains on.
 
-It is the reference split CPRFA's vertex selection and HS-U-Net already kept out of their training
-(``engine.geometry.dafi_selection.reference_rows``, one definition); the visibility benchmark
+It is the reference split CPRFA's vertex selection and HS-U-Net already kept out of their training (defined here
+once; engine/methods/cprfa reads it through ``held_out_rows``); the visibility benchmark
 (``python main.py visibility``) measures the methods against the annotators' visibility flags on it, so every
 recipe excludes it (``exclude_held_out``, applied by the harness to whatever dataset a recipe makes). Runs trained
 before this rule saw these crops (all recipes but CPRFA's HS-U-Net): the weights shipped then are unchanged, and
@@ -14,12 +14,12 @@ from typing import Any
 import numpy as np
 from torch.utils.data import Dataset
 
-from engine.geometry.dafi_selection import reference_rows
+HELD_OUT_STRIDE = 20
 
 
-def held_out_rows(n: int) -> np.ndarray:
-    """Rows of the held-out split among the first ``n`` training crops."""
-    return reference_rows(n)
+def held_out_rows(n: int, stride: int = HELD_OUT_STRIDE) -> np.ndarray:
+    """Rows of the held-out split among the first ``n`` training crops: every ``stride``-th."""
+    return np.arange(0, n, stride, dtype=np.int64)
 
 
 def training_rows(n: int) -> np.ndarray:

@@ -60,8 +60,11 @@ REFERENCE_STRIDE = 20     # the reference split: every 20th aflw_train label (he
 
 
 def reference_rows(n_labels: int, stride: int = REFERENCE_STRIDE) -> np.ndarray:
-    """Rows of the reference split among ``n_labels`` training labels."""
-    return np.arange(0, n_labels, stride, dtype=np.int64)
+    """Rows of the reference split among ``n_labels`` training labels: the held-out split no recipe trains on
+    (engine/training/split.py)."""
+    from engine.training.split import held_out_rows
+
+    return held_out_rows(n_labels, stride)
 
 
 def landmark_layout(lmk68_mean: np.ndarray, seed: int = 0) -> np.ndarray:
