@@ -20,7 +20,7 @@ from engine.runtime import SessionPolicy, set_session_policy
 from engine.sources import Source, SourceError, open_source
 
 # Sessions the app creates: one intra-op thread each, no spin-waiting, and the methods of a frame side by side on
-# the cores instead (scripts/app_speed.py --policy off measures ONNX Runtime's defaults for comparison). With one
+# the cores instead (research/app_speed.py --policy off measures ONNX Runtime's defaults for comparison). With one
 # thread per session the in-app ms per face is the figure `main.py bench` measures on one thread.
 APP_THREAD_POLICY: SessionPolicy | None = SessionPolicy(threads=1, spinning=False)
 

@@ -15,7 +15,7 @@ class SessionPolicy:
     ONNX Runtime's default gives every session its own intra-op pool with one thread per core, whose threads
     spin-wait after each run. Fine for one session alone; a front end running several sessions per frame (compare
     mode: seven) next to a decoder and a GUI thread gets pools fighting for the same cores and spinning threads
-    stealing them (scripts/app_speed.py measures it). The app sets one thread per session, no spinning, and runs
+    stealing them (research/app_speed.py measures it). The app sets one thread per session, no spinning, and runs
     methods side by side instead (engine.pipeline.FrameProcessor's ``workers``).
     """
 

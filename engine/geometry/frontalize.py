@@ -44,7 +44,7 @@ def frontal_raster(frontal_mesh_pixel_frame: np.ndarray, triangles: np.ndarray, 
 # cosine of the angle between a triangle's normal and the view direction below which the mirrored side is blended
 # in (about 60 degrees; fully at 90 and beyond, where the mirrored side faces the camera better). At 40 degrees of
 # yaw the far cheek's outer band is seen so obliquely that its projection is as likely background as skin (the grey
-# band on aflw2000_dev images 591, 640, 714, 740, all about 40 degrees: scripts/frontalize_far_cheek.py)
+# band on aflw2000_dev images 591, 640, 714, 740, all about 40 degrees: research/frontalize_far_cheek.py)
 MIN_FACING = 0.5
 
 

@@ -124,7 +124,7 @@ class PIFARecipe(Recipe):
     translation_weight: float = 1.0
     # Eq. 6's per-entry weights (pifa_param_weights): "std" each entry in units of its spread (shipped);
     # "landmark" by how far a unit of it moves the 68 landmarks, which gives the camera most of the loss
-    # (scripts/pifa_blocks.py, docs/flip.md)
+    # (research/pifa_blocks.py, docs/flip.md)
     param_weighting: str = "std"
     vis: VisualizationConfig = field(default_factory=VisualizationConfig)
     ablations = {"no-vis": {"use_vis": False}, "eq6-landmark": {"param_weighting": "landmark"}}

@@ -4,16 +4,13 @@ For each of the 14 AFLW points with a 68-point twin and each 5-degree bin of the
 also 15-degree bins of pitch), the majority flag among aflw_train's training rows; scored on the held-out split
 (engine/training/split.py) like `python main.py visibility`. No method can read the true pose, so this bounds what
 any pose-only visibility rule reaches; the rest of the flags follow hair, hands, glasses and the annotators.
-    python scripts/visibility_pose_ceiling.py
+    python -m research.visibility_pose_ceiling
 """
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from engine.evaluation.visibility_bench import facing_side, score, table, twins, LabelledCrops  # noqa: E402
 from engine.paths import data_path  # noqa: E402

@@ -1,16 +1,13 @@
 """What streaming costs the pipeline's worker thread per frame: building and sending FaceAlign's messages (and
 VMC's) for 1 and 4 faces, to a port where nobody listens (the sends are refused and counted) and to a bound socket
-(the kernel accepts the datagrams; no reader thread competes with the sender for the interpreter). Run from the repository root: OMP_NUM_THREADS=1 python scripts/stream_cost.py"""
+(the kernel accepts the datagrams; no reader thread competes with the sender for the interpreter). Run from the repository root: OMP_NUM_THREADS=1 python -m research.stream_cost"""
 from __future__ import annotations
 
 import socket
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from engine.stream import OscStreamer  # noqa: E402
 from tests.test_stream import free_port, synthetic_frame  # noqa: E402

@@ -5,19 +5,17 @@ aflw2000_dev, takes the face nearest the labelled one, and reports per |yaw| buc
 mean NME (the standard 68-point, bounding-box-normalised error), the Spearman correlation between confidence and
 NME, and the mean NME of the least confident quarter against the rest. Evaluation only: nothing is tuned on it.
 
-    FACEALIGN_DATA=../shared/data OMP_NUM_THREADS=1 python scripts/confidence_vs_error.py --method mtcnn3d --limit 300
+    FACEALIGN_DATA=../shared/data OMP_NUM_THREADS=1 python -m research.confidence_vs_error --method mtcnn3d --limit 300
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
 def main() -> int:

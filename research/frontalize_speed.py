@@ -2,16 +2,14 @@
 implementation, in the same run, on the obama clip's frames with mtcnn3d's meshes (per face the best of three
 runs, then the median over the faces).
 
-    OMP_NUM_THREADS=1 .venv/bin/python scripts/frontalize_speed.py out/obama_640x360.mp4
+    OMP_NUM_THREADS=1 .venv/bin/python -m research.frontalize_speed out/obama_640x360.mp4
 """
 from __future__ import annotations
 
 import json
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import engine  # noqa: E402,F401
 

@@ -11,7 +11,7 @@
    ablation): each entry weighted by the RMS landmark displacement (px) a unit change of it causes; the same
    shares under it.
 
-    OMP_NUM_THREADS=1 python scripts/pifa_blocks.py --train 1000 --json docs/results/pifa_blocks.json
+    OMP_NUM_THREADS=1 python -m research.pifa_blocks --train 1000 --json docs/results/pifa_blocks.json
 """
 from __future__ import annotations
 
@@ -20,7 +20,6 @@ import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import engine  # noqa: E402,F401  (pins BLAS threads before numpy loads)
 

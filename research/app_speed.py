@@ -1,6 +1,6 @@
 """Speed of the real window, stage by stage, against `main.py bench`'s one-thread numbers in the same run.
 
-    xvfb-run -a -s "-screen 0 1600x1000x24" .venv/bin/python scripts/app_speed.py out/obama_640x360.mp4 \
+    xvfb-run -a -s "-screen 0 1600x1000x24" .venv/bin/python -m research.app_speed out/obama_640x360.mp4 \
         --methods mtcnn3d --seconds 20 [--policy off] [--compare]
 
 Plays the clip (looped, paced at its frame rate) in the window for ``--seconds`` after a warm-up, then records:
@@ -19,9 +19,7 @@ import json
 import os
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import engine  # noqa: E402,F401  (pins BLAS threads before numpy loads, as main.py does)
 

@@ -2,14 +2,12 @@
 rule (only triangles turned away take the mirrored side), the default ramp (MIN_FACING), and a ramp from 0.3.
 The four aflw2000_dev images closest to 40 degrees of |yaw|, aligned with mtcnn3d.
 
-    .venv/bin/python scripts/frontalize_far_cheek.py out/front40.png
+    .venv/bin/python -m research.frontalize_far_cheek out/front40.png
 """
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import engine  # noqa: E402,F401
 

@@ -8,7 +8,7 @@ rounds, the medians' ratio, the median CPU time of the process per face (time.pr
 computes, less distorted than wall time on a loaded machine) and its ratio, and the median of the ``flip`` timing
 stage (the mirrored pass plus the averaging).
 
-    OMP_NUM_THREADS=1 python scripts/flip_cost.py --methods pifa,prnet --faces 50 --rounds 5
+    OMP_NUM_THREADS=1 python -m research.flip_cost --methods pifa,prnet --faces 50 --rounds 5
 """
 from __future__ import annotations
 
@@ -16,9 +16,7 @@ import argparse
 import json
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import engine  # noqa: E402,F401  (pins BLAS threads before numpy loads)
 
