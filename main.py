@@ -58,8 +58,35 @@ def cmd_eval(args: argparse.Namespace) -> int:
               f"balanced {b['balanced']:.2f}  overall {b['overall']:.2f}")
         pm = out["pose_mae"]
         if pm["yaw"] is not None:
-            print(f"pose MAE: yaw {pm['yaw']:.2f}  pitch {pm['pitch']:.2f}  roll {pm['roll']:.2f} degrees")
+            print(f"pose MAE (FSA-Net/SynergyNet protocol, {pm['n']} images): yaw {pm['yaw']:.2f}  "
+                  f"pitch {pm['pitch']:.2f}  roll {pm['roll']:.2f}  mean {pm['mean']:.2f} degrees")
     method.close()
+    return 0
+
+
+def cmd_pose_study(args: argparse.Namespace) -> int:
+    from engine.evaluation.pose_study import study
+    from engine.methods.base import create
+
+    from engine.paths import data_path
+
+    method = create(args.method)
+    res = study(method, args.train or data_path("aflw_train"), args.data or data_path("aflw2000_dev"),
+                n_train=args.n_train,
+                progress=lambda part, i, n: print(f"  {part} {i}/{n}", file=sys.stderr) if i % 640 == 0 or i == n
+                else None)
+    method.close()
+    if args.json:
+        print(json.dumps(res))
+        return 0
+    print(f"{res['method']}: pose MAE (degrees, yaw / pitch / roll / mean); train = {res['n_train']} aflw_train "
+          f"crops vs the teacher's camera, dev = aflw2000_dev protocol crops vs Pose_Para, both the protocol's way")
+    for k in res["train_vs_teacher"]:
+        t, d = res["train_vs_teacher"][k], res["dev_protocol"][k]
+        mark = " <- chosen on train" if k == res["chosen_on_train"] else ""
+        print(f"  {k:9s} train {t['yaw']:.2f} / {t['pitch']:.2f} / {t['roll']:.2f} / {t['mean']:.2f}   "
+              f"dev {d['yaw']:.2f} / {d['pitch']:.2f} / {d['roll']:.2f} / {d['mean']:.2f}{mark}")
+    print(f"  shipped: {res['shipped']}")
     return 0
 
 
@@ -307,6 +334,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--limit", type=int)
     s.add_argument("--quantized", action="store_true", help="the method's INT8 model (weights/NAME.int8.onnx)")
     s.set_defaults(func=cmd_eval)
+    s = sub.add_parser("pose-study", help="which rotation each method should report: network vs Procrustes "
+                                          "(chosen on aflw_train, reported on aflw2000_dev)")
+    s.add_argument("--method", required=True)
+    s.add_argument("--train", help="aflw_train folder (default: the shared data's)")
+    s.add_argument("--data", help="aflw2000_dev folder (default: the shared data's)")
+    s.add_argument("--n-train", type=int, default=3000, help="evenly spaced aflw_train crops")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_pose_study)
     s = sub.add_parser("train", help="train a method on ../shared/data/aflw_train")
     s.add_argument("name")
     s.add_argument("--epochs", type=int)

@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 
 from engine.export.atomic import atomic_write_text
+from engine.geometry.head_pose import POSE_CONVENTION, csv_pose_radians, pose_record
 from engine.pipeline import FrameResult
 from engine.render import draw_result, label
 
@@ -32,8 +33,9 @@ def csv_columns() -> list[str]:
 
 def face_row(frame: FrameResult, face_id: int, method: str, r) -> list:
     """One CSV row. Pose: T = face centre in image pixels (x, y) and mean depth (z, pixels, relative); R = pitch,
-    yaw, roll in radians (OpenFace's Rx, Ry, Rz order)."""
-    yaw, pitch, roll = np.deg2rad(r.pose)
+    yaw, roll in radians (OpenFace's Rx, Ry, Rz order) of the result's rotation, the convention of
+    engine/geometry/head_pose.py (``csv_pose_radians``; docs/head-pose.md)."""
+    pitch, yaw, roll = csv_pose_radians(r.rotation)
     centre = r.mesh.mean(0)
     lm = r.landmarks
     row = [frame.index, face_id, f"{frame.timestamp:.4f}", f"{r.confidence:.3f}", 1,
@@ -66,7 +68,7 @@ class CsvWriter:
 class JsonWriter:
     def __init__(self, path: Path, metadata: dict) -> None:
         self.path = path
-        self.doc = {"metadata": metadata, "frames": []}
+        self.doc = {"metadata": {**metadata, "pose_convention": POSE_CONVENTION}, "frames": []}
         self.complete = True  # False: cancelled or failed part-way; the file says it is partial
 
     def add(self, frame: FrameResult) -> None:
@@ -76,8 +78,7 @@ class JsonWriter:
                 faces.append({
                     "face_id": face.face_id, "method": method, "confidence": round(float(r.confidence), 4),
                     "box": [round(float(v), 2) for v in face.box],
-                    "pose": {"yaw": round(float(r.pose[0]), 3), "pitch": round(float(r.pose[1]), 3),
-                             "roll": round(float(r.pose[2]), 3)},
+                    "pose": pose_record(r.rotation),   # units and convention in the key names and metadata
                     "landmarks": np.round(r.landmarks, 3).tolist(),
                     "visible": [bool(v) for v in r.visible],
                     "timings_ms": {k: round(float(v), 3) for k, v in r.timings.items()},
