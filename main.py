@@ -75,6 +75,11 @@ def cmd_pose_study(args: argparse.Namespace) -> int:
                 n_train=args.n_train,
                 progress=lambda part, i, n: print(f"  {part} {i}/{n}", file=sys.stderr) if i % 640 == 0 or i == n
                 else None)
+    if args.write:
+        from engine.evaluation.pose_study import write_calibration
+
+        where = write_calibration(res, method.info.weights_path)
+        print(f"wrote {res['method']}'s corrections to {where}", file=sys.stderr)
     method.close()
     if args.json:
         print(json.dumps(res))
@@ -84,9 +89,9 @@ def cmd_pose_study(args: argparse.Namespace) -> int:
     for k in res["train_vs_teacher"]:
         t, d = res["train_vs_teacher"][k], res["dev_protocol"][k]
         mark = " <- chosen on train" if k == res["chosen_on_train"] else ""
-        print(f"  {k:9s} train {t['yaw']:.2f} / {t['pitch']:.2f} / {t['roll']:.2f} / {t['mean']:.2f}   "
+        print(f"  {k:20s} train {t['yaw']:.2f} / {t['pitch']:.2f} / {t['roll']:.2f} / {t['mean']:.2f}   "
               f"dev {d['yaw']:.2f} / {d['pitch']:.2f} / {d['roll']:.2f} / {d['mean']:.2f}{mark}")
-    print(f"  shipped: {res['shipped']}")
+    print(f"  declared source (MethodInfo.pose_source): {res['declared']}")
     return 0
 
 
@@ -340,6 +345,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--train", help="aflw_train folder (default: the shared data's)")
     s.add_argument("--data", help="aflw2000_dev folder (default: the shared data's)")
     s.add_argument("--n-train", type=int, default=3000, help="evenly spaced aflw_train crops")
+    s.add_argument("--write", action="store_true",
+                   help="store the fitted corrections in weights/pose_calibration.json")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_pose_study)
     s = sub.add_parser("train", help="train a method on ../shared/data/aflw_train")

@@ -171,3 +171,46 @@ def test_procrustes_recovers_a_rotation():
         pts = model_to_crop(1.7 * fm.mean.astype(np.float64) @ r.T + np.array([60.0, 60.0, 0.0]))
         for src in POSE_SOURCES[1:]:
             assert np.allclose(procrustes_rotations(fm.mean, pts[None], src)[0], r, atol=1e-6)
+
+
+def test_pose_output_applies_the_training_choice_and_refuses_stale_weights(tmp_path):
+    from engine.methods.pose_output import PoseOutput, file_sha256, fit_correction
+
+    rng = np.random.default_rng(5)
+    weights = tmp_path / "m.onnx"
+    weights.write_bytes(b"weights")
+    truth = random_rotations(40, seed=11)
+    c = rotation_from_euler(2.0, -3.0, 1.0)
+    network = truth @ c.T                       # the network's rotations sit a fixed C^T off the truth
+    assert np.allclose(fit_correction(network, truth), c, atol=1e-9)
+    mean = rng.normal(size=(536, 3))
+    cal = {"m": {"weights_sha256": file_sha256(weights), "chosen_on_train": "network+correction",
+                 "corrections": {"network": c.tolist()}}}
+    out = PoseOutput("m", "network", weights, mean, calibrations=cal)
+    assert np.allclose(out.rotations(np.zeros((40, 536, 3)), network), truth, atol=1e-9)
+    # the training split chose the raw rotation: no correction
+    raw = PoseOutput("m", "network", weights, mean, calibrations={"m": {**cal["m"], "chosen_on_train": "network"}})
+    assert np.allclose(raw.rotations(np.zeros((40, 536, 3)), network), network)
+    # other weights than the correction was fitted on: raw rotation and a warning, never a stale correction
+    weights.write_bytes(b"retrained")
+    with pytest.warns(UserWarning, match="other weights"):
+        stale = PoseOutput("m", "network", weights, mean, calibrations=cal)
+    assert stale.correction is None
+    with pytest.raises(ValueError):
+        PoseOutput("m", "nose", weights, mean, calibrations={})
+
+
+def test_declared_pose_sources_match_the_training_choice():
+    """Each method's MethodInfo.pose_source is the source pose-study chose on aflw_train, and that study ran on
+    the weights in weights/ now."""
+    from engine.methods.base import registry
+    from engine.methods.pose_output import file_sha256, read_calibrations
+
+    cal = read_calibrations()
+    if not cal:
+        pytest.skip("weights/pose_calibration.json missing (python main.py pose-study --method NAME --write)")
+    for name, info in registry().items():
+        if name not in cal or not info.available:
+            continue
+        assert cal[name]["chosen_on_train"].split("+")[0] == info.pose_source, name
+        assert cal[name]["weights_sha256"] == file_sha256(info.weights_path), f"{name}: re-run pose-study --write"

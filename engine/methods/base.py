@@ -42,6 +42,9 @@ class MethodInfo:
     recipe: str | None = None          # module holding ``RECIPE`` (torch; training and export only)
     outputs: tuple[str, ...] = ()      # ONNX outputs the decode reads (the export writes at least these)
     obtain: str = ""                   # how to make the weights when there is no recipe (a command)
+    # where the reported head rotation comes from (engine/geometry/head_pose.py POSE_SOURCES; chosen on the
+    # training split by `python main.py pose-study`, engine/methods/pose_output.py)
+    pose_source: str = "network"
 
     def __post_init__(self) -> None:
         # the class reads its name and weights from here, so they are written nowhere else

@@ -12,6 +12,7 @@ import time
 import numpy as np
 
 from engine.facemodel import load_face_model
+from engine.geometry.head_pose import euler_from_rotation, rotation_from_euler
 from engine.methods.base import Method, MethodInfo, NoFaceError, finish_from_points, pose_from_points
 from engine.paths import weights_path
 from engine.result import AlignmentResult
@@ -35,6 +36,10 @@ class MediaPipeMethod(Method):
         z = np.load(weights_path(MAP_FILE))
         self.neighbours, self.map_weights = z["neighbours"], z["weights"]
         self.runner = FaceMeshRunner()
+        from engine.methods.pose_output import PoseOutput
+
+        self.pose_output: PoseOutput | None = PoseOutput(self.name, self.info.pose_source,
+                                                         weights_path(MAP_FILE), self.fm.mean)
 
     def align(self, crop_bgr: np.ndarray) -> AlignmentResult:
         t0 = time.perf_counter()
@@ -44,7 +49,9 @@ class MediaPipeMethod(Method):
         if mesh is None:
             raise NoFaceError("Face Mesh found no face in the crop")
         points = np.concatenate([mesh, apply_map(mesh, self.neighbours, self.map_weights)])
-        pose = pose_from_points(self.fm, points)
+        pose = pose_from_points(self.fm, points)   # its "network" rotation: Face Mesh has no pose output
+        if self.pose_output is not None:
+            pose = euler_from_rotation(self.pose_output.rotations(points[None], rotation_from_euler(*pose)[None])[0])
         timings["decode"] = (time.perf_counter() - t1) * 1e3
         return finish_from_points(self.fm, points, pose, t0, timings, self.name)
 
