@@ -8,7 +8,8 @@ from pathlib import Path
 
 root = Path(sys.argv[1] if len(sys.argv) > 1 else "docs/results")
 names = sorted({p.stem.rsplit("_", 1)[0] for p in root.glob("*_protocol.json")})
-print("| method | 0-30 | 30-60 | 60-90 | balanced | overall | failures | e2e balanced | e2e failures | pose MAE y/p/r |")
+print("| method | 0-30 | 30-60 | 60-90 | balanced | overall | failures | e2e balanced | e2e failures | "
+      "pose MAE y/p/r (mean), FSA-Net protocol |")
 print("|---|---|---|---|---|---|---|---|---|---|")
 for n in names:
     p = json.loads((root / f"{n}_protocol.json").read_text())
@@ -16,7 +17,7 @@ for n in names:
     b, pm = p["nme"], p["pose_mae"]
     print(f"| {n} | {b['0-30']:.2f} | {b['30-60']:.2f} | {b['60-90']:.2f} | **{b['balanced']:.2f}** | "
           f"{b['overall']:.2f} | {p['failures']} | {e['nme']['balanced']:.2f} | {e['failures']} | "
-          f"{pm['yaw']:.1f} / {pm['pitch']:.1f} / {pm['roll']:.1f} |" if e else "")
+          f"{pm['yaw']:.2f} / {pm['pitch']:.2f} / {pm['roll']:.2f} ({pm['mean']:.2f}) |" if e else "")
 bench = root / "bench.json"
 if bench.exists():
     print()

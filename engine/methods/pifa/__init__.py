@@ -35,5 +35,7 @@ class PIFAMethod(OnnxMethod):
         return self.decode_batch(outputs)[0]
 
 
+# pose_source: chosen on aflw_train by `python main.py pose-study` (docs/head-pose.md)
 METHOD = MethodInfo("pifa", "PIFA: six visualization blocks with a differentiable visualization layer", PIFAMethod,
-                    weights="pifa.onnx", recipe="engine.methods.pifa.train", outputs=("params", "points"))
+                    weights="pifa.onnx", recipe="engine.methods.pifa.train", outputs=("params", "points"),
+                    pose_source="landmarks")

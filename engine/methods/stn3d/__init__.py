@@ -47,5 +47,7 @@ class STN3DMethod(OnnxMethod):
         return [DecodeResult(p, pose, shape=s, rotation=r) for p, pose, s, r in zip(points, poses, shape, rotations)]
 
 
+# pose_source: chosen on aflw_train by `python main.py pose-study` (docs/head-pose.md)
 METHOD = MethodInfo("3dstn", "3DSTN: camera + 3D TPS warp + landmark refinement", STN3DMethod, weights="3dstn.onnx",
-                    recipe="engine.methods.stn3d.train", outputs=("camera", "shape", "points", "refined"))
+                    recipe="engine.methods.stn3d.train", outputs=("camera", "shape", "points", "refined"),
+                    pose_source="points")
