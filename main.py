@@ -292,10 +292,11 @@ def cmd_stability(args: argparse.Namespace) -> int:
         print(json.dumps(res))
     else:
         print(f"{'method':<11} {'still raw':>9} {'still 1€':>9} {'moving raw':>10} {'moving 1€':>10} {'1€ lag':>12}"
-              f"  tracked   (jitter: % of face size per frame)")
+              f"  tracked   pose still / moving  (jitter: % of face size per frame; pose: degrees per frame)")
         for n, r in res["methods"].items():
             print(f"{n:<11} {r['still_raw']:>9.2f} {r['still_smoothed']:>9.2f} {r['moving_raw']:>10.2f} "
-                  f"{r['moving_smoothed']:>10.2f} {r['lag_ms']:>9.0f} ms  {r['frames_tracked']}/{r['frames']}")
+                  f"{r['moving_smoothed']:>10.2f} {r['lag_ms']:>9.0f} ms  {r['frames_tracked']}/{r['frames']}"
+                  f"   {r['pose_still_deg']:.2f} / {r['pose_moving_deg']:.2f}")
     return 0
 
 

@@ -40,9 +40,11 @@ if bench.exists():
 stab = root / "stability.json"
 if stab.exists():
     print()
-    print("| method | still, raw | still, One-Euro | moving, raw | moving, One-Euro | One-Euro lag | frames tracked |")
-    print("|---|---|---|---|---|---|---|")
+    print("| method | still, raw | still, One-Euro | moving, raw | moving, One-Euro | One-Euro lag | frames tracked "
+          "| pose jitter still / moving (deg) |")
+    print("|---|---|---|---|---|---|---|---|")
     for n, r in sorted(json.loads(stab.read_text())["methods"].items()):
+        pose = (f"{r['pose_still_deg']:.2f} / {r['pose_moving_deg']:.2f}" if "pose_still_deg" in r else "–")
         print(f"| {n} | {r['still_raw']:.2f} | {r['still_smoothed']:.2f} | {r['moving_raw']:.2f} | "
               f"{r['moving_smoothed']:.2f} | {r['lag_frames']:.1f} frames ({r['lag_ms']:.0f} ms) | "
-              f"{r['frames_tracked']}/{r['frames']} |")
+              f"{r['frames_tracked']}/{r['frames']} | {pose} |")

@@ -61,4 +61,5 @@ class MediaPipeMethod(Method):
 
 # no training recipe: the map is fitted by `main.py fit-mediapipe-map`, the network is MediaPipe's own
 METHOD = MethodInfo("mediapipe", "MediaPipe Face Mesh 0.10.21 (reference; 68 points by a learned linear map)",
-                    MediaPipeMethod, weights=MAP_FILE, obtain="python main.py fit-mediapipe-map")
+                    MediaPipeMethod, weights=MAP_FILE, obtain="python main.py fit-mediapipe-map",
+                    pose_source="landmarks")   # chosen on aflw_train by `python main.py pose-study`
