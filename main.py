@@ -91,7 +91,7 @@ def cmd_pose_study(args: argparse.Namespace) -> int:
         mark = " <- chosen on train" if k == res["chosen_on_train"] else ""
         print(f"  {k:20s} train {t['yaw']:.2f} / {t['pitch']:.2f} / {t['roll']:.2f} / {t['mean']:.2f}   "
               f"dev {d['yaw']:.2f} / {d['pitch']:.2f} / {d['roll']:.2f} / {d['mean']:.2f}{mark}")
-    print(f"  declared source (MethodInfo.pose_source): {res['declared']}")
+    print(f"  declared now (MethodInfo.pose_source): {method.info.pose_source}")
     return 0
 
 

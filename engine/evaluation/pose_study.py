@@ -91,7 +91,7 @@ def study(method: Method, train_dir: str | Path, dev_dir: str | Path, n_train: i
         dev[f"{k}+correction"] = protocol_mae(dev_c[k] @ c, ds.pose_para)
     best = min(train, key=lambda k: train[k]["mean"] if train[k]["mean"] is not None else np.inf)
     return {"method": method.name, "n_train": n_train, "train_vs_teacher": train, "dev_protocol": dev,
-            "corrections": corrections, "chosen_on_train": best, "declared": method.info.pose_source}
+            "corrections": corrections, "chosen_on_train": best}
 
 
 def write_calibration(res: dict, weights_file: Path, path: Path | None = None) -> Path:
