@@ -43,6 +43,14 @@ def pose_line(pm: dict, source: str) -> str:
             f"mean {pm['mean']:.2f}°.")
 
 
+def reported_pose_source(name: str, source: str) -> str:
+    """The declared source, with "+correction" where the training split chose the fitted correction for it."""
+    from engine.methods.pose_output import read_calibrations
+
+    chosen = read_calibrations().get(name, {}).get("chosen_on_train")
+    return chosen if chosen == f"{source}+correction" else source
+
+
 def ablation_text(name: str, main: dict, ablations: list, main_pose: dict | None = None) -> str:
     """``ablations``: (label, NME buckets, pose MAE) per variant, evaluated like the shipped method."""
     if not ablations:
@@ -227,7 +235,7 @@ def write_card(name: str, e2e: bool = True) -> str:
 {stage_text(hist, name)}
 {ablation_text(name, results[0]["nme"], ablations, results[0]["pose_mae"])}
 {trained_ablation_text(name, hist, facts.get("description"))}
-{pose_line(pm, registry()[name].pose_source)}
+{pose_line(pm, reported_pose_source(name, registry()[name].pose_source))}
 e2e mode crops with the app's BlazeFace detector and crop policy; a detection failure scores the mean shape's NME.
 
 ## Speed
