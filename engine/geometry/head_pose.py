@@ -168,11 +168,20 @@ POSE_SOURCES = ("network", "landmarks", "mesh", "points")
 _SOURCE_ROWS = {"landmarks": slice(468, 536), "mesh": slice(0, 468), "points": slice(0, 536)}
 
 
+_CENTRED: dict[tuple[int, str], tuple[np.ndarray, np.ndarray]] = {}
+
+
 def procrustes_rotations(mean_points: np.ndarray, points: np.ndarray, source: str = "points") -> np.ndarray:
     """(B, 3, 3) camera-from-head rotations of the best similarities taking the face model's (536, 3) mean shape
-    (model frame) onto (B, 536, 3) predicted points in crop pixels (y down), over the rows ``source`` names."""
-    from engine.geometry.rotation import best_rotations
+    (model frame) onto (B, 536, 3) predicted points in crop pixels (y down), over the rows ``source`` names.
+    One compiled loop (engine/geometry/compiled.py, the same Procrustes as rotation.best_rotations): it runs
+    on every face of every frame, where numpy's per-call overhead would be most of its cost."""
+    from engine.geometry.compiled import best_rotations_compiled  # numba: imported on first use only
+    from engine.geometry.rotation import centred_source
 
     rows = _SOURCE_ROWS[source]
-    dst = np.asarray(points, np.float64)[:, rows] @ FLIP_Y     # to the model's y-up axes
-    return best_rotations(np.asarray(mean_points, np.float64)[rows], dst)
+    key = (id(mean_points), source)
+    if key not in _CENTRED:   # the mean shape is fixed per face model: centre it once
+        _CENTRED[key] = centred_source(np.asarray(mean_points, np.float64)[rows])
+    dst = np.asarray(points, np.float64)[:, rows] * np.array([1.0, -1.0, 1.0])   # to the model's y-up axes
+    return best_rotations_compiled(_CENTRED[key], dst)
