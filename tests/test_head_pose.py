@@ -214,3 +214,33 @@ def test_declared_pose_sources_match_the_training_choice():
             continue
         assert cal[name]["chosen_on_train"].split("+")[0] == info.pose_source, name
         assert cal[name]["weights_sha256"] == file_sha256(info.weights_path), f"{name}: re-run pose-study --write"
+
+
+@pytest.mark.parametrize("name", ["mtcnn3d", "prnet", "mediapipe"])
+def test_a_method_reports_its_declared_source(name, dev_dir):
+    """The rotation a method returns is its declared source's (plus the training-fitted correction where chosen),
+    computed from the same result's points and its network's own rotation."""
+    from engine.evaluation.aflw2000 import load_protocol_crops, load_set
+    from engine.methods.base import create, registry
+
+    if not registry()[name].available:
+        pytest.skip(f"weights/{registry()[name].weights} missing")
+    ds = load_set(dev_dir)
+    near_frontal = np.nonzero(np.abs(ds.yaw) < 20)[0][:3]   # faces Face Mesh finds too
+    ds.names = [ds.names[i] for i in near_frontal]
+    ds.roi_box = ds.roi_box[near_frontal]
+    crops = load_protocol_crops(ds)
+    m = create(name)
+    try:
+        shipped = [m.align(c) for c in crops]
+        out = m.pose_output
+        m.pose_output = None
+        raw = [m.align(c) for c in crops]
+    finally:
+        m.close()
+    assert out.source == registry()[name].pose_source
+    for s, r in zip(shipped, raw):
+        pts = np.concatenate([r.mesh, r.landmarks])[None]
+        want = out.rotations(pts, r.rotation[None])[0]
+        assert np.allclose(s.rotation, want, atol=1e-9)
+        assert np.allclose(s.landmarks, r.landmarks)
