@@ -65,8 +65,40 @@ def cmd_eval(args: argparse.Namespace) -> int:
               f"balanced {b['balanced']:.2f}  overall {b['overall']:.2f}")
         pm = out["pose_mae"]
         if pm["yaw"] is not None:
-            print(f"pose MAE: yaw {pm['yaw']:.2f}  pitch {pm['pitch']:.2f}  roll {pm['roll']:.2f} degrees")
+            print(f"pose MAE (FSA-Net/SynergyNet protocol, {pm['n']} images): yaw {pm['yaw']:.2f}  "
+                  f"pitch {pm['pitch']:.2f}  roll {pm['roll']:.2f}  mean {pm['mean']:.2f} degrees")
     method.close()
+    return 0
+
+
+def cmd_pose_study(args: argparse.Namespace) -> int:
+    from engine.evaluation.pose_study import study
+    from engine.methods.base import create
+
+    from engine.paths import data_path
+
+    method = create(args.method)
+    res = study(method, args.train or data_path("aflw_train"), args.data or data_path("aflw2000_dev"),
+                n_train=args.n_train,
+                progress=lambda part, i, n: print(f"  {part} {i}/{n}", file=sys.stderr) if i % 640 == 0 or i == n
+                else None)
+    if args.write:
+        from engine.evaluation.pose_study import write_calibration
+
+        where = write_calibration(res, method.info.weights_path)
+        print(f"wrote {res['method']}'s corrections to {where}", file=sys.stderr)
+    method.close()
+    if args.json:
+        print(json.dumps(res))
+        return 0
+    print(f"{res['method']}: pose MAE (degrees, yaw / pitch / roll / mean); train = {res['n_train']} aflw_train "
+          f"crops vs the teacher's camera, dev = aflw2000_dev protocol crops vs Pose_Para, both the protocol's way")
+    for k in res["train_vs_teacher"]:
+        t, d = res["train_vs_teacher"][k], res["dev_protocol"][k]
+        mark = " <- chosen on train" if k == res["chosen_on_train"] else ""
+        print(f"  {k:20s} train {t['yaw']:.2f} / {t['pitch']:.2f} / {t['roll']:.2f} / {t['mean']:.2f}   "
+              f"dev {d['yaw']:.2f} / {d['pitch']:.2f} / {d['roll']:.2f} / {d['mean']:.2f}{mark}")
+    print(f"  declared now (MethodInfo.pose_source): {method.info.pose_source}")
     return 0
 
 
@@ -301,10 +333,11 @@ def cmd_stability(args: argparse.Namespace) -> int:
         print(json.dumps(res))
     else:
         print(f"{'method':<11} {'still raw':>9} {'still 1€':>9} {'moving raw':>10} {'moving 1€':>10} {'1€ lag':>12}"
-              f"  tracked   (jitter: % of face size per frame)")
+              f"  tracked   pose still / moving  (jitter: % of face size per frame; pose: degrees per frame)")
         for n, r in res["methods"].items():
             print(f"{n:<11} {r['still_raw']:>9.2f} {r['still_smoothed']:>9.2f} {r['moving_raw']:>10.2f} "
-                  f"{r['moving_smoothed']:>10.2f} {r['lag_ms']:>9.0f} ms  {r['frames_tracked']}/{r['frames']}")
+                  f"{r['moving_smoothed']:>10.2f} {r['lag_ms']:>9.0f} ms  {r['frames_tracked']}/{r['frames']}"
+                  f"   {r['pose_still_deg']:.2f} / {r['pose_moving_deg']:.2f}")
     return 0
 
 
@@ -369,6 +402,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--quantized", action="store_true", help="the method's INT8 model (weights/NAME.int8.onnx)")
     s.add_argument("--flip", action="store_true", help=FLIP_HELP)
     s.set_defaults(func=cmd_eval)
+    s = sub.add_parser("pose-study", help="which rotation each method should report: network vs Procrustes "
+                                          "(chosen on aflw_train, reported on aflw2000_dev)")
+    s.add_argument("--method", required=True)
+    s.add_argument("--train", help="aflw_train folder (default: the shared data's)")
+    s.add_argument("--data", help="aflw2000_dev folder (default: the shared data's)")
+    s.add_argument("--n-train", type=int, default=3000, help="evenly spaced aflw_train crops")
+    s.add_argument("--write", action="store_true",
+                   help="store the fitted corrections in weights/pose_calibration.json")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_pose_study)
     s = sub.add_parser("train", help="train a method on ../shared/data/aflw_train")
     s.add_argument("name")
     s.add_argument("--epochs", type=int)

@@ -8,7 +8,8 @@ from pathlib import Path
 
 root = Path(sys.argv[1] if len(sys.argv) > 1 else "docs/results")
 names = sorted({p.stem.rsplit("_", 1)[0] for p in root.glob("*_protocol.json")})
-print("| method | 0-30 | 30-60 | 60-90 | balanced | overall | failures | e2e balanced | e2e failures | pose MAE y/p/r |")
+print("| method | 0-30 | 30-60 | 60-90 | balanced | overall | failures | e2e balanced | e2e failures | "
+      "pose MAE y/p/r (mean), FSA-Net protocol |")
 print("|---|---|---|---|---|---|---|---|---|---|")
 for n in names:
     p = json.loads((root / f"{n}_protocol.json").read_text())
@@ -16,7 +17,7 @@ for n in names:
     b, pm = p["nme"], p["pose_mae"]
     print(f"| {n} | {b['0-30']:.2f} | {b['30-60']:.2f} | {b['60-90']:.2f} | **{b['balanced']:.2f}** | "
           f"{b['overall']:.2f} | {p['failures']} | {e['nme']['balanced']:.2f} | {e['failures']} | "
-          f"{pm['yaw']:.1f} / {pm['pitch']:.1f} / {pm['roll']:.1f} |" if e else "")
+          f"{pm['yaw']:.2f} / {pm['pitch']:.2f} / {pm['roll']:.2f} ({pm['mean']:.2f}) |" if e else "")
 bench = root / "bench.json"
 if bench.exists():
     print()
@@ -39,9 +40,11 @@ if bench.exists():
 stab = root / "stability.json"
 if stab.exists():
     print()
-    print("| method | still, raw | still, One-Euro | moving, raw | moving, One-Euro | One-Euro lag | frames tracked |")
-    print("|---|---|---|---|---|---|---|")
+    print("| method | still, raw | still, One-Euro | moving, raw | moving, One-Euro | One-Euro lag | frames tracked "
+          "| pose jitter still / moving (deg) |")
+    print("|---|---|---|---|---|---|---|---|")
     for n, r in sorted(json.loads(stab.read_text())["methods"].items()):
+        pose = (f"{r['pose_still_deg']:.2f} / {r['pose_moving_deg']:.2f}" if "pose_still_deg" in r else "–")
         print(f"| {n} | {r['still_raw']:.2f} | {r['still_smoothed']:.2f} | {r['moving_raw']:.2f} | "
               f"{r['moving_smoothed']:.2f} | {r['lag_frames']:.1f} frames ({r['lag_ms']:.0f} ms) | "
-              f"{r['frames_tracked']}/{r['frames']} |")
+              f"{r['frames_tracked']}/{r['frames']} | {pose} |")

@@ -25,11 +25,10 @@ def clip_path() -> Path:
 
 def engine_pose(openface_r: list[float]) -> np.ndarray:
     """The CSV's pose_Rx/y/z (OpenFace's camera-axes Euler angles, radians) back to the engine's (yaw, pitch, roll)
-    degrees: the inverse of engine.export.openface.openface_rotation."""
-    from engine.export.openface import TO_CAMERA_AXES, openface_euler_to_rotation
-    from engine.geometry.rotation import matrix_to_euler
+    degrees: the inverse of engine.geometry.head_pose.csv_pose_radians."""
+    from engine.geometry.head_pose import euler_from_rotation, rotation_from_csv_radians
 
-    return matrix_to_euler(TO_CAMERA_AXES @ openface_euler_to_rotation(np.asarray(openface_r)) @ TO_CAMERA_AXES)
+    return euler_from_rotation(rotation_from_csv_radians(*openface_r))
 
 
 def read_annotate_csv(path: Path) -> dict[tuple[int, int], dict]:

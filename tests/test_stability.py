@@ -73,3 +73,25 @@ def test_stability_of_a_method_end_to_end(dev_dir):
     assert r["frames"] == 30 and r["frames_tracked"] >= 28
     assert 0 < r["still_smoothed"] < r["still_raw"] < 10 and 0 < r["moving_raw"] < 10
     assert 0 < r["lag_frames"] < 6
+    assert 0 < r["pose_still_deg"] < 10 and 0 < r["pose_moving_deg"] < 10
+
+
+def test_pose_jitter_removes_the_known_motion():
+    from engine.evaluation.stability import motion_rotation, pose_jitter_degrees
+    from engine.geometry.head_pose import rotation_from_euler
+
+    # the clip's image motion, in head_pose's y-up axes, is motion_rotation's in-plane turn
+    m = motion_matrix(9, (100.0, 80.0))
+    flip = np.diag([1.0, -1.0])
+    assert np.allclose(flip @ m[:, :2] @ flip, motion_rotation(9)[:2, :2], atol=1e-12)
+    r0 = rotation_from_euler(20, -5, 3)
+    t = 12
+    moving = np.stack([motion_rotation(i) @ r0 for i in range(t)])
+    valid = np.ones(t, bool)
+    assert pose_jitter_degrees(moving, valid, moving=True)[0] < 1e-6
+    assert pose_jitter_degrees(moving, valid, moving=False)[0] > 0.05          # the motion itself is not jitter
+    wobble = np.stack([rotation_from_euler(0, 0.5 * (-1) ** i, 0) @ r0 for i in range(t)])  # +-0.5 deg pitch
+    j, n = pose_jitter_degrees(wobble, valid, moving=False)
+    assert n == t - 1 and np.isclose(j, 1.0, atol=1e-6)
+    valid[5] = False
+    assert pose_jitter_degrees(wobble, valid, moving=False)[1] == t - 3

@@ -17,7 +17,9 @@ class Aflw2000Set:
     names: list[str]
     pts68: np.ndarray       # (N, 68, 3) official points in image pixels
     yaw: np.ndarray         # (N,) degrees
-    pose: np.ndarray        # (N, 3) yaw, pitch, roll in degrees from Pose_Para (NaN where absent)
+    # (N, 3) Pose_Para's [pitch, yaw, roll] in degrees, as stored (its own convention: engine/geometry/head_pose.py,
+    # rotation_from_pose_para); NaN where an image has no .mat
+    pose_para: np.ndarray
     roi_box: np.ndarray     # (N, 4)
 
     def image_path(self, i: int) -> Path:
@@ -53,15 +55,13 @@ def load_set(root: str | Path) -> Aflw2000Set:
         pts, yaw, roi = np.array(pts), np.array(yaw), np.array(roi)
     if not names:
         raise FileNotFoundError(f"{img_dir} holds no .jpg images")
-    pose = np.full((len(names), 3), np.nan)
+    pose_para = np.full((len(names), 3), np.nan)
     for i, n in enumerate(names):
         mp = img_dir / n.replace(".jpg", ".mat")
         if mp.exists():
-            pp = sio.loadmat(str(mp), variable_names=["Pose_Para"])["Pose_Para"][0]
-            # Pose_Para = [pitch, yaw, roll, ...] in radians; its pitch and roll have the opposite sign of ours
-            # (measured: correlation -0.79 and -0.92 with MediaPipe's pose on 90 images of |yaw| < 60).
-            pose[i] = np.rad2deg([pp[1], -pp[0], -pp[2]])
-    return Aflw2000Set(root, names, pts, yaw, pose, roi)
+            # Pose_Para = [pitch, yaw, roll, tx, ty, tz, scale], angles in radians
+            pose_para[i] = np.rad2deg(sio.loadmat(str(mp), variable_names=["Pose_Para"])["Pose_Para"][0, :3])
+    return Aflw2000Set(root, names, pts, yaw, pose_para, roi)
 
 
 def load_protocol_crops(ds: Aflw2000Set, size: int = CROP_SIZE) -> np.ndarray:

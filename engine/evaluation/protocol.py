@@ -3,6 +3,11 @@
 e2e runs the app's own path on the whole image: BlazeFace finds the face, the method aligns the detector's crop,
 then the tracker's step re-crops from those landmarks and aligns again (what the app does from a video's second
 frame on). A detection failure scores the mean shape's NME; it is never skipped.
+
+Pose MAE follows the field's protocol (FSA-Net's labels as SynergyNet's ``benchmark_FOE`` scores them; the
+decomposition and the |angle| <= 99 filter are in engine/geometry/head_pose.py): each result's camera-from-head
+rotation is decomposed the protocol's way and compared with Pose_Para in degrees. A face the method or the detector
+did not find has no pose and is left out of the pose MAE (``pose_mae["n_missing"]`` counts them).
 """
 from __future__ import annotations
 
@@ -17,7 +22,7 @@ from engine.detect.crop_policy import roi_box_from_landmarks
 from engine.evaluation.aflw2000 import crop_image, load_set
 from engine.evaluation.nme import YAW_BUCKETS, bucket_summary, nme_per_image
 from engine.geometry.projection import crop_to_image
-from engine.geometry.rotation import angle_difference
+from engine.geometry.head_pose import protocol_mae
 from engine.methods.base import Method, NoFaceError
 
 
@@ -37,7 +42,7 @@ def evaluate(method: Method, data_dir: str | Path, mode: str = "protocol", limit
     ds = load_set(data_dir)
     n = len(ds) if limit is None else min(limit, len(ds))
     preds = np.zeros((n, 68, 2))
-    poses = np.full((n, 3), np.nan)
+    rotations = np.full((n, 3, 3), np.nan)
     failed = np.zeros(n, bool)
     detector = None
     if mode == "e2e":
@@ -69,17 +74,15 @@ def evaluate(method: Method, data_dir: str | Path, mode: str = "protocol", limit
             preds[i] = mean_shape_landmarks(ds.roi_box[i])[:, :2]
         else:
             preds[i] = crop_to_image(res.landmarks, box)[:, :2]
-            poses[i] = res.pose
+            rotations[i] = res.rotation
         if progress:
             progress(i + 1, n)
     nme = nme_per_image(preds, ds.pts68[:n, :, :2])
     buckets, counts = bucket_summary(nme, ds.yaw[:n])
-    ok = ~np.isnan(poses[:, 0]) & ~np.isnan(ds.pose[:n, 0])
-    pose_mae = {k: float(angle_difference(poses[ok, j], ds.pose[:n][ok, j]).mean()) if ok.any() else None
-                for j, k in enumerate(("yaw", "pitch", "roll"))}
+    pose_mae = protocol_mae(rotations, ds.pose_para[:n])
     ay = np.abs(ds.yaw[:n])
     fail_by_bucket = {name: int((failed & (ay >= lo) & ((ay < hi) | (hi == 90.0))).sum()) for lo, hi, name in YAW_BUCKETS}
     return {"method": method.name, "mode": mode, "nme": buckets, "n": counts, "failures": int(failed.sum()),
             "failures_by_bucket": fail_by_bucket, "pose_mae": pose_mae,
             "ms_per_face_mean": float(np.mean(ms)) if ms else None, "data": str(data_dir),
-            "_per_image": nme, "_abs_yaw": ay}
+            "_per_image": nme, "_abs_yaw": ay, "_rotations": rotations}

@@ -12,6 +12,9 @@ RMS over consecutive frame pairs of the RMS over landmarks of |e_t - e_(t-1)|, d
 is the frame-to-frame wobble. "smoothed" is the same with the app's One-Euro filter (engine/smoothing.py, its
 default parameters) on the predictions. Lag: how many frames the smoothed landmarks trail the raw ones on the
 moving clips, the least-squares delay L in smoothed_t ~ raw_t - L * (truth_t - truth_(t-1)), after a warm-up.
+Pose jitter: RMS over consecutive frame pairs of the angle (degrees) between the reported rotation R_t and the
+previous one carried by the known motion, Z_t Z_(t-1)^T R_(t-1) (Z_t the clip's in-plane rotation about the camera
+axis, engine/geometry/head_pose.py's convention; identity on the still clips), raw (the app does not smooth pose).
 """
 from __future__ import annotations
 
@@ -124,14 +127,37 @@ def lag_frames(raw: np.ndarray, smoothed: np.ndarray, truth: np.ndarray, valid: 
     return float((lagged * step[ok]).sum()), float((step[ok] ** 2).sum())
 
 
-def _track(method: str, clip: Clip) -> tuple[np.ndarray, np.ndarray]:
-    """Run one method over a clip as the app does; the face nearest the ground truth each frame."""
+def motion_rotation(t: int) -> np.ndarray:
+    """(3, 3) the moving clip's in-plane rotation at frame t in head_pose's camera axes (y up, z toward the
+    camera): cv2's positive angle turns the image counter-clockwise on screen, a positive turn about +z."""
+    a = np.deg2rad(t * ROTATE_DEG)
+    return np.array([[np.cos(a), -np.sin(a), 0.0], [np.sin(a), np.cos(a), 0.0], [0.0, 0.0, 1.0]])
+
+
+def pose_jitter_degrees(rotations: np.ndarray, valid: np.ndarray, moving: bool) -> tuple[float, int]:
+    """RMS over consecutive valid frame pairs of the angle between R_t and Z_t Z_(t-1)^T R_(t-1), in degrees;
+    and the number of pairs. rotations (T, 3, 3), valid (T,)."""
+    pairs = np.nonzero(valid[1:] & valid[:-1])[0] + 1
+    if len(pairs) == 0:
+        return float("nan"), 0
+    ang = []
+    for t in pairs:
+        step = motion_rotation(t) @ motion_rotation(t - 1).T if moving else np.eye(3)
+        d = rotations[t] @ (step @ rotations[t - 1]).T
+        ang.append(np.degrees(np.arccos(np.clip((np.trace(d) - 1.0) / 2.0, -1.0, 1.0))))
+    return float(np.sqrt(np.mean(np.square(ang)))), len(pairs)
+
+
+def _track(method: str, clip: Clip) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Run one method over a clip as the app does; the face nearest the ground truth each frame: its (T, 68, 2)
+    landmarks, (T,) found and (T, 3, 3) rotations."""
     from engine.pipeline import FrameProcessor
     from engine.sources import Frame
 
     proc = FrameProcessor([method])
     pred = np.zeros_like(clip.truth)
     valid = np.zeros(len(clip.frames), bool)
+    rotations = np.tile(np.eye(3), (len(clip.frames), 1, 1))
     try:
         for t, img in enumerate(clip.frames):
             res = proc.process(Frame(t, t / FPS, img))
@@ -142,12 +168,12 @@ def _track(method: str, clip: Clip) -> tuple[np.ndarray, np.ndarray]:
                     continue
                 d = np.linalg.norm(r.landmarks[:, :2].mean(0) - clip.truth[t].mean(0))
                 if d < 0.25 * clip.face_size and (best is None or d < best[0]):
-                    best = (d, r.landmarks[:, :2])
+                    best = (d, r.landmarks[:, :2], r.rotation)
             if best is not None:
-                pred[t], valid[t] = best[1], True
+                pred[t], valid[t], rotations[t] = best[1], True, best[2]
     finally:
         proc.close()
-    return pred, valid
+    return pred, valid, rotations
 
 
 def stability(methods: list[str], dev_dir: str | Path, n_images: int = 8, n_frames: int = 40,
@@ -159,13 +185,19 @@ def stability(methods: list[str], dev_dir: str | Path, n_images: int = 8, n_fram
         "images": n_images, "frames_per_clip": n_frames, "fps": FPS, "noise_sigma": NOISE_SIGMA,
         "jpeg_quality": JPEG_QUALITY, "shift_px_per_frame": list(SHIFT_PX), "rotate_deg_per_frame": ROTATE_DEG,
         "max_abs_yaw": 30.0, "images_used": sorted({c.name for c in clips}),
-        "jitter": "RMS over frame pairs of RMS over 68 points of the change of (prediction - truth), % of face size"}}
+        "jitter": "RMS over frame pairs of RMS over 68 points of the change of (prediction - truth), % of face size",
+        "pose_jitter": "RMS over frame pairs of the angle between R_t and the known motion applied to R_(t-1), "
+                       "degrees, raw"}}
     for m in methods:
         acc = {k: [] for k in ("still_raw", "still_smoothed", "moving_raw", "moving_smoothed")}
+        pose_acc: dict[str, list] = {"still": [], "moving": []}
         lag_num = lag_den = 0.0
         frames = tracked = 0
         for clip in clips:
-            pred, valid = _track(m, clip)
+            pred, valid, rotations = _track(m, clip)
+            pj, pn = pose_jitter_degrees(rotations, valid, clip.kind == "moving")
+            if pn:
+                pose_acc[clip.kind].append((pj, pn))
             sm = smooth(pred, valid)
             frames += len(valid)
             tracked += int(valid.sum())
@@ -180,6 +212,9 @@ def stability(methods: list[str], dev_dir: str | Path, n_images: int = 8, n_fram
         for k, v in acc.items():
             # pooled RMS over every frame pair of every clip of the kind
             row[k] = float(np.sqrt(sum(j * j * n for j, n in v) / sum(n for _, n in v))) if v else float("nan")
+        for kind, v in pose_acc.items():
+            row[f"pose_{kind}_deg"] = (float(np.sqrt(sum(j * j * n for j, n in v) / sum(n for _, n in v)))
+                                       if v else float("nan"))
         lag = lag_num / lag_den if lag_den > 0 else float("nan")
         row.update(lag_frames=lag, lag_ms=lag * 1000.0 / FPS, frames=frames, frames_tracked=tracked)
         out["methods"][m] = row

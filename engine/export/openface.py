@@ -28,14 +28,14 @@ from functools import lru_cache
 
 import numpy as np
 
+from engine.geometry.head_pose import (TO_CAMERA_AXES, csv_pose_radians, openface_euler_to_rotation,  # noqa: F401
+                                       rotation_to_openface_euler)
 from engine.geometry.rotation import euler_to_matrix
 
 # the face model's coordinates are the Basel Face Model's micrometres (its mean's outer eye corners lie 86 mm apart)
 MODEL_UNITS_PER_MM = 1000.0
-# the engine's model frame (x right, y up, z toward the camera) maps onto OpenFace's camera axes (x right, y down,
-# z away) by this proper rotation (180 degrees about x); its pixel frame (x right, y down, z toward the camera)
-# needs only its depth turned around
-TO_CAMERA_AXES = np.diag([1.0, -1.0, -1.0])
+# the engine's pixel frame (x right, y down, z toward the camera) needs only its depth turned around to be
+# OpenFace's camera axes (the model frame's turn, TO_CAMERA_AXES, is in engine/geometry/head_pose.py)
 PIXELS_TO_CAMERA_AXES = np.diag([1.0, 1.0, -1.0])
 
 
@@ -85,34 +85,10 @@ def model_landmarks_mm() -> np.ndarray:
     return lm - lm.mean(0)
 
 
-def rotation_to_openface_euler(r: np.ndarray) -> np.ndarray:
-    """(Rx, Ry, Rz) radians with R = Rx(a) Ry(b) Rz(c), right-handed elementary rotations: OpenFace's
-    Euler2RotationMatrix / RotationMatrix2Euler convention (pitch, yaw, roll)."""
-    r = np.asarray(r, np.float64)
-    b = np.arcsin(np.clip(r[0, 2], -1.0, 1.0))
-    if abs(r[0, 2]) < 1.0 - 1e-9:
-        a = np.arctan2(-r[1, 2], r[2, 2])
-        c = np.arctan2(-r[0, 1], r[0, 0])
-    else:  # gimbal lock (|yaw| = 90): a and c share one axis; put it all in a
-        a = np.arctan2(r[2, 1], r[1, 1])
-        c = 0.0
-    return np.array([a, b, c])
-
-
-def openface_euler_to_rotation(angles: np.ndarray) -> np.ndarray:
-    """Inverse of ``rotation_to_openface_euler``."""
-    a, b, c = angles
-    rx = np.array([[1, 0, 0], [0, np.cos(a), -np.sin(a)], [0, np.sin(a), np.cos(a)]])
-    ry = np.array([[np.cos(b), 0, np.sin(b)], [0, 1, 0], [-np.sin(b), 0, np.cos(b)]])
-    rz = np.array([[np.cos(c), -np.sin(c), 0], [np.sin(c), np.cos(c), 0], [0, 0, 1]])
-    return rx @ ry @ rz
-
-
 def openface_rotation(pose_deg: np.ndarray) -> np.ndarray:
     """The method's (yaw, pitch, roll) degrees (the engine's convention, engine/geometry/rotation.py) as OpenFace's
     pose_Rx, pose_Ry, pose_Rz radians: the same head rotation, in OpenFace's camera axes."""
-    r_model = euler_to_matrix(*np.asarray(pose_deg, np.float64))
-    return rotation_to_openface_euler(TO_CAMERA_AXES @ r_model @ TO_CAMERA_AXES)
+    return np.array(csv_pose_radians(euler_to_matrix(*np.asarray(pose_deg, np.float64))))
 
 
 def similarity(src: np.ndarray, dst: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:

@@ -18,6 +18,7 @@ import numpy as np
 
 from engine.export.atomic import atomic_write_bytes, atomic_write_text
 from engine.export.openface import Camera, openface_geometry, openface_rotation
+from engine.geometry.head_pose import POSE_CONVENTION, pose_record
 from engine.pipeline import FrameResult
 from engine.render import draw_result, label
 
@@ -117,20 +118,13 @@ JSON_UNITS = {"landmarks": "image pixels, 0-based pixel centres; x right, y down
               "timings_ms": "milliseconds", "confidence": "0..1, the face detector's score (docs/exports.md)"}
 
 
-def pose_json(pose_deg: np.ndarray) -> dict:
-    """The JSON's head pose: the engine's (yaw, pitch, roll) in degrees (engine/geometry/rotation.py's
-    convention). The one place the JSON writes pose."""
-    return {"yaw": round(float(pose_deg[0]), 3), "pitch": round(float(pose_deg[1]), 3),
-            "roll": round(float(pose_deg[2]), 3), "unit": "degree",
-            "convention": "R = Rz(roll) Ry(-yaw) Rx(pitch), model frame x right, y up, z toward the camera"}
-
 
 class JsonWriter:
     def __init__(self, path: Path, metadata: dict, image_input: bool = False) -> None:
         self.path = path
         self.image_input = image_input   # a folder of unrelated images: every timestamp is 0
         self.doc = {"format": JSON_FORMAT, "format_version": JSON_FORMAT_VERSION, "units": dict(JSON_UNITS),
-                    "metadata": metadata, "frames": []}
+                    "metadata": {**metadata, "pose_convention": POSE_CONVENTION}, "frames": []}
         self.complete = True  # False: cancelled or failed part-way; the file says it is partial
 
     def add(self, frame: FrameResult) -> None:
@@ -140,7 +134,7 @@ class JsonWriter:
                 faces.append({
                     "face_id": face.face_id, "method": method, "confidence": round(float(r.confidence), 4),
                     "box": [round(float(v), 2) for v in face.box],
-                    "pose": pose_json(r.pose),
+                    "pose": pose_record(r.rotation),   # units and convention in the key names and metadata
                     "landmarks": np.round(r.landmarks, 3).tolist(),
                     "visible": [bool(v) for v in r.visible],
                     "timings_ms": {k: round(float(v), 3) for k, v in r.timings.items()},

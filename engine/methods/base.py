@@ -58,6 +58,9 @@ class MethodInfo:
     outputs: tuple[str, ...] = ()      # ONNX outputs the decode reads (the export writes at least these)
     obtain: str = ""                   # how to make the weights when there is no recipe (a command)
     int8: Int8Variant | None = None    # its INT8 variant, if it has one (ONNX methods)
+    # where the reported head rotation comes from (engine/geometry/head_pose.py POSE_SOURCES; chosen on the
+    # training split by `python main.py pose-study`, engine/methods/pose_output.py)
+    pose_source: str = "network"
 
     def __post_init__(self) -> None:
         # the class reads its name and weights from here, so they are written nowhere else

@@ -6,6 +6,7 @@ import time
 import numpy as np
 
 from engine.facemodel import N_MESH, load_face_model
+from engine.geometry.head_pose import euler_from_rotation, rotation_from_euler
 from engine.methods.base import DecodeResult, Method, check_crop, frontal_shape_batch
 from engine.paths import weights_path
 from engine.result import AlignmentResult
@@ -33,6 +34,11 @@ class OnnxMethod(Method):
         if missing:
             raise ValueError(f"{self.model.path} has outputs {self.model.output_names}, but method {self.name!r} "
                              f"declares {list(self.info.outputs)} (missing {missing}): re-export it")
+        from engine.methods.pose_output import PoseOutput
+
+        # checked against the float weights: an INT8 variant approximates that network, so it shares its correction
+        self.pose_output: PoseOutput | None = PoseOutput(self.name, self.info.pose_source, self.info.weights_path,
+                                                         self.fm.mean)
         # load the tail's compiled loops now (~0.35 s once per process: numba and its on-disk cache), not on the
         # first face, whose time the app plots
         warm_up_compiled_tail(self.fm)
@@ -78,11 +84,15 @@ class OnnxMethod(Method):
         if with_shape:
             shapes = frontal_shape_batch(self.fm, np.stack([decoded[i].shape for i in with_shape]))
             frontal = dict(zip(with_shape, shapes))
+        poses = np.stack([np.asarray(d.pose, np.float64) for d in decoded])
+        if self.pose_output is not None:   # None: the network's own pose, uncorrected (pose-study's baseline)
+            network = np.stack([rotation_from_euler(*p) for p in poses])
+            poses = euler_from_rotation(self.pose_output.rotations(points, network))
         results = []
         for i, (dec, pts, vis) in enumerate(zip(decoded, points, visible)):
             results.append(AlignmentResult(
                 landmarks=pts[N_MESH:].copy(), visible=vis, mesh=pts[:N_MESH].copy(),
-                pose=np.asarray(dec.pose, np.float64), dense=dec.dense,
+                pose=poses[i], dense=dec.dense,
                 dense_faces=self.dense_faces if dec.dense is not None else None, method=self.name,
                 shape_frontal=frontal.get(i)))
         t4 = time.perf_counter()

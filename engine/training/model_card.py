@@ -37,6 +37,21 @@ def _pose_cells(pm: dict) -> str:
     return " | ".join("–" if pm.get(k) is None else f"{pm[k]:.2f}" for k in ("yaw", "pitch", "roll"))
 
 
+def pose_line(pm: dict, source: str) -> str:
+    """The card's pose sentence: protocol-crop MAE under the FSA-Net/SynergyNet protocol (docs/head-pose.md)."""
+    return (f"Pose MAE (protocol crops, FSA-Net/SynergyNet protocol, {pm['n']} images with every |angle| <= 99°; "
+            f"rotation from: {source}): yaw {pm['yaw']:.2f}°, pitch {pm['pitch']:.2f}°, roll {pm['roll']:.2f}°, "
+            f"mean {pm['mean']:.2f}°.")
+
+
+def reported_pose_source(name: str, source: str) -> str:
+    """The declared source, with "+correction" where the training split chose the fitted correction for it."""
+    from engine.methods.pose_output import read_calibrations
+
+    chosen = read_calibrations().get(name, {}).get("chosen_on_train")
+    return chosen if chosen == f"{source}+correction" else source
+
+
 def ablation_text(name: str, main: dict, ablations: list, main_pose: dict | None = None) -> str:
     """``ablations``: (label, NME buckets, pose MAE) per variant, evaluated like the shipped method."""
     if not ablations:
@@ -210,6 +225,7 @@ def update_card_visibility(name: str) -> bool:
 
 def write_card(name: str, e2e: bool = True) -> str:
     from engine.evaluation.protocol import evaluate
+    from engine.methods.base import registry
     from engine.methods.factory import create
 
     facts = json.loads(weights_path(f"{name}.train.json").read_text())
@@ -282,7 +298,7 @@ def write_card(name: str, e2e: bool = True) -> str:
 {stage_text(hist, name)}
 {ablation_text(name, results[0]["nme"], ablations, results[0]["pose_mae"])}
 {trained_ablation_text(name, hist, facts.get("description"))}
-Pose MAE (protocol): yaw {pm['yaw']:.2f}°, pitch {pm['pitch']:.2f}°, roll {pm['roll']:.2f}°.
+{pose_line(pm, reported_pose_source(name, registry()[name].pose_source))}
 e2e mode crops with the app's BlazeFace detector and crop policy; a detection failure scores the mean shape's NME.
 
 {visibility_text(name)}

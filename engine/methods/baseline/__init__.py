@@ -36,6 +36,7 @@ class BaselineMethod(OnnxMethod):
         return [DecodeResult(pts, pose) for pts, pose in zip(points, camera_to_euler_batch(params[:, :12]))]
 
 
+# pose_source: chosen on aflw_train by `python main.py pose-study` (docs/head-pose.md)
 METHOD = MethodInfo("baseline", "MobileNet-like 3DMM parameter regressor (accuracy floor)", BaselineMethod,
                     weights="baseline.onnx", recipe="engine.methods.baseline.train", outputs=("params",),
-                    int8=Int8Variant())
+                    int8=Int8Variant(), pose_source="landmarks")

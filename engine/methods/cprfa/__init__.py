@@ -64,8 +64,9 @@ class CPRFAMethod(OnnxMethod):
         return self.decode_batch(outputs)[0]
 
 
+# pose_source: chosen on aflw_train by `python main.py pose-study` (docs/head-pose.md)
 METHOD = MethodInfo("cprfa", "CPRFA: densely annotated image -> convolutional point-set representation -> recurrent "
                     "shape and pose updates, consistency-aware round", CPRFAMethod, weights="cprfa.onnx",
                     recipe="engine.methods.cprfa.train", outputs=OUTPUTS,
                     obtain="python main.py train cprfa-dafi && python main.py train cprfa",
-                    int8=Int8Variant())
+                    int8=Int8Variant(), pose_source="landmarks")

@@ -12,6 +12,7 @@ import time
 import numpy as np
 
 from engine.facemodel import load_face_model
+from engine.geometry.head_pose import euler_from_rotation, rotation_from_euler
 from engine.methods.base import Method, MethodInfo, NoFaceError, check_crop, finish_from_points, pose_from_points
 from engine.paths import weights_path
 from engine.result import AlignmentResult
@@ -37,6 +38,10 @@ class MediaPipeMethod(Method):
         self.neighbours, self.map_weights = z["neighbours"], z["weights"]
         self.runner = FaceMeshRunner()
         self.visibility_model = load_visibility_model(METHOD.name)
+        from engine.methods.pose_output import PoseOutput
+
+        self.pose_output: PoseOutput | None = PoseOutput(self.name, self.info.pose_source,
+                                                         weights_path(MAP_FILE), self.fm.mean)
 
     def align(self, crop_bgr: np.ndarray) -> AlignmentResult:
         check_crop(crop_bgr)
@@ -47,7 +52,9 @@ class MediaPipeMethod(Method):
         if mesh is None:
             raise NoFaceError("Face Mesh found no face in the crop")
         points = np.concatenate([mesh, apply_map(mesh, self.neighbours, self.map_weights)])
-        pose = pose_from_points(self.fm, points)
+        pose = pose_from_points(self.fm, points)   # its "network" rotation: Face Mesh has no pose output
+        if self.pose_output is not None:
+            pose = euler_from_rotation(self.pose_output.rotations(points[None], rotation_from_euler(*pose)[None])[0])
         timings["decode"] = (time.perf_counter() - t1) * 1e3
         return finish_from_points(self.fm, points, pose, t0, timings, self.name,
                                   visibility_model=self.visibility_model, crop=crop_bgr)
@@ -58,4 +65,5 @@ class MediaPipeMethod(Method):
 
 # no training recipe: the map is fitted by `main.py fit-mediapipe-map`, the network is MediaPipe's own
 METHOD = MethodInfo("mediapipe", "MediaPipe Face Mesh 0.10.21 (reference; 68 points by a learned linear map)",
-                    MediaPipeMethod, weights=MAP_FILE, obtain="python main.py fit-mediapipe-map")
+                    MediaPipeMethod, weights=MAP_FILE, obtain="python main.py fit-mediapipe-map",
+                    pose_source="landmarks")   # chosen on aflw_train by `python main.py pose-study`

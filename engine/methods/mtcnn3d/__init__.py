@@ -47,6 +47,7 @@ class MTCNN3DMethod(OnnxMethod):
         return results
 
 
+# pose_source: chosen on aflw_train by `python main.py pose-study` (docs/head-pose.md)
 METHOD = MethodInfo("mtcnn3d", "MT-CNN 3D: two-stage multi-task CNN regressing the 3D shape, pose and landmarks",
                     MTCNN3DMethod, weights="mtcnn3d.onnx", recipe="engine.methods.mtcnn3d.train", outputs=OUTPUTS,
-                    int8=Int8Variant())
+                    int8=Int8Variant(), pose_source="landmarks")

@@ -35,6 +35,7 @@ class PIFAMethod(OnnxMethod):
         return self.decode_batch(outputs)[0]
 
 
+# pose_source: chosen on aflw_train by `python main.py pose-study` (docs/head-pose.md)
 METHOD = MethodInfo("pifa", "PIFA: six visualization blocks with a differentiable visualization layer", PIFAMethod,
                     weights="pifa.onnx", recipe="engine.methods.pifa.train", outputs=("params", "points"),
-                    int8=Int8Variant())
+                    int8=Int8Variant(), pose_source="landmarks")

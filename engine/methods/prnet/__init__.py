@@ -100,6 +100,7 @@ class PRNetMethod(OnnxMethod):
 
 
 # the recipe trains the dense layout, which the shipped weights hold; first-layout files still decode (see above)
+# pose_source: chosen on aflw_train by `python main.py pose-study` (docs/head-pose.md)
 METHOD = MethodInfo("prnet", "PRNet: UV position-map regression (64x64 map)", PRNetMethod, weights="prnet.onnx",
                     recipe="engine.methods.prnet.train_dense", outputs=("position_map",),
-                    int8=Int8Variant())
+                    int8=Int8Variant(), pose_source="landmarks")

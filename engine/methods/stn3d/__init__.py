@@ -52,6 +52,7 @@ class STN3DMethod(OnnxMethod):
 # model 4.4899), so the quantizer leaves it in float
 INT8_KEEP_FLOAT = ("/net/head/Gemm",)
 
+# pose_source: chosen on aflw_train by `python main.py pose-study` (docs/head-pose.md)
 METHOD = MethodInfo("3dstn", "3DSTN: camera + 3D TPS warp + landmark refinement", STN3DMethod, weights="3dstn.onnx",
                     recipe="engine.methods.stn3d.train", outputs=("camera", "shape", "points", "refined"),
-                    int8=Int8Variant(keep_float=INT8_KEEP_FLOAT))
+                    int8=Int8Variant(keep_float=INT8_KEEP_FLOAT), pose_source="points")
