@@ -73,7 +73,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def cmd_pose_study(args: argparse.Namespace) -> int:
     from engine.evaluation.pose_study import study
-    from engine.methods.base import create
+    from engine.methods.factory import create
 
     from engine.paths import data_path
 

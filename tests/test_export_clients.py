@@ -103,7 +103,7 @@ def test_csv_reads_as_openface(image_run):
         assert row["file"] == name and row["method"] == METHOD and row["timestamp"] == 0
         lm = np.array(face["landmarks"])
         assert np.allclose(landmarks.loc[i].to_numpy().reshape(2, 68).T, lm[:, :2], atol=1e-3)
-        pose = [face["pose"][k] for k in ("yaw", "pitch", "roll")]
+        pose = [face["pose"][k] for k in ("yaw_deg", "pitch_deg", "roll_deg")]
         assert np.allclose(poses.loc[i].to_numpy(float), openface_rotation(pose), atol=1e-4)
         assert np.isclose(row["confidence"], face["confidence"], atol=1e-3) and 0 < row["confidence"] <= 1
         xyz = np.stack([row[[f"{a}_{k}" for k in range(68)]].to_numpy(float) for a in "XYZ"], 1)
@@ -146,7 +146,7 @@ def test_json_validates_against_the_schema(image_run):
     assert doc["format_version"] == 2 and doc["units"]["pose"] == "degrees"
     assert doc["metadata"]["version"] == version("facealign-studio")
     broken = json.loads(json.dumps(doc))
-    broken["frames"][0]["faces"][0]["pose"]["unit"] = "radian"
+    broken["frames"][0]["faces"][0]["pose"]["yaw_deg"] = "10 degrees"   # a number, not text
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(broken, schema)
 

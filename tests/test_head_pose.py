@@ -221,7 +221,8 @@ def test_a_method_reports_its_declared_source(name, dev_dir):
     """The rotation a method returns is its declared source's (plus the training-fitted correction where chosen),
     computed from the same result's points and its network's own rotation."""
     from engine.evaluation.aflw2000 import load_protocol_crops, load_set
-    from engine.methods.base import create, registry
+    from engine.methods.base import registry
+    from engine.methods.factory import create
 
     if not registry()[name].available:
         pytest.skip(f"weights/{registry()[name].weights} missing")
@@ -244,3 +245,30 @@ def test_a_method_reports_its_declared_source(name, dev_dir):
         want = out.rotations(pts, r.rotation[None])[0]
         assert np.allclose(s.rotation, want, atol=1e-9)
         assert np.allclose(s.landmarks, r.landmarks)
+
+
+@pytest.mark.parametrize("k", range(3))
+def test_one_rotation_through_stream_and_api(k):
+    """The rotation a method reports reaches an OSC receiver (/facealign/pose, degrees) and the library's ``Face``
+    unchanged: a known rotation sent through both and rebuilt with this module's helpers."""
+    from engine.aligner import faces_of
+    from engine.stream import OscStreamer
+    from tests.test_stream import Receiver
+
+    rot = random_rotations(3, seed=11)[k]
+    frame = _frame_with(rot)
+    face = faces_of(frame, "m")[0]
+    assert np.allclose(rotation_from_euler(*face.pose), rot, atol=1e-10)
+    assert np.allclose(face.result.rotation, rot, atol=1e-10)
+    rx = Receiver()
+    try:
+        streamer = OscStreamer("127.0.0.1", rx.port)
+        streamer.send_frame(frame, "m")
+        rx.wait_for(4)
+        streamer.close()
+    finally:
+        rx.stop()
+    pose = next(args for address, args in rx.messages if address == "/facealign/pose")
+    assert pose[:2] == (3, 0)
+    # OSC floats are 32-bit: about 1e-5 degrees
+    assert np.allclose(rotation_from_euler(*pose[2:5]), rot, atol=1e-6)
