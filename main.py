@@ -282,7 +282,10 @@ def cmd_fit_mediapipe_map(args: argparse.Namespace) -> int:
 
 
 def cmd_calibrate_crop(args: argparse.Namespace) -> int:
-    from engine.detect.crop_policy import calibrate
+    if args.detector == "yunet":
+        from engine.detect.yunet import calibrate
+    else:
+        from engine.detect.crop_policy import calibrate
 
     calibrate(n_images=args.images)
     return 0
@@ -408,6 +411,8 @@ def build_parser() -> argparse.ArgumentParser:
         s = sub.add_parser(name, help=hlp)
         s.add_argument("--images", type=int, default=n)
         s.set_defaults(func=fn)
+    sub.choices["calibrate-crop"].add_argument("--detector", choices=["blazeface", "yunet"], default="blazeface",
+                                               help="which detector's boxes to calibrate (yunet: its own file)")
     return p
 
 

@@ -53,7 +53,11 @@ def merge_boxes(boxes: np.ndarray) -> np.ndarray:
 class FaceDetector:
     """Short- and full-range BlazeFace on the whole image, and short range on tiles (small or many faces)."""
 
-    def __init__(self, min_score: float = 0.5, tile_levels: tuple[int, ...] = DEFAULT_TILE_LEVELS) -> None:
+    def __init__(self, min_score: float = 0.5, tile_levels: tuple[int, ...] = DEFAULT_TILE_LEVELS,
+                 yunet: bool | None = None) -> None:
+        """``yunet``: also run YuNet on the whole image and merge its boxes (profiles BlazeFace misses); None: when
+        the ``yuface`` wheel is installed."""
+        from engine.detect import yunet as yunet_module
         from engine.mp_runtime import BlazeFaceRunner
 
         if any(int(level) < 1 for level in tile_levels):
@@ -61,6 +65,12 @@ class FaceDetector:
         self.short = BlazeFaceRunner(full_range=False, min_score=min_score)
         self.full = BlazeFaceRunner(full_range=True, min_score=min_score)
         self.tile_levels = tuple(int(level) for level in tile_levels)
+        if yunet is None:
+            yunet = yunet_module.available()
+        self.yunet = yunet_module.YuNetRunner(min_score=min_score) if yunet else None
+        self.description = ("blazeface short+full" + (f", short on tiles 1/{','.join(map(str, self.tile_levels))}"
+                                                      if self.tile_levels else "")
+                            + (" + yunet" if self.yunet is not None else ""))
 
     def _tiled(self, image_bgr: np.ndarray, side: int) -> list[np.ndarray]:
         h, w = image_bgr.shape[:2]
@@ -83,6 +93,10 @@ class FaceDetector:
         """(K, 5) detector boxes (x0, y0, x1, y1, score), best first. ``tiles=False``: the whole image only
         (about 1 ms on a 1280x720 frame against about 60 ms with the tiles; the tracker alternates)."""
         runs = [self.short(image_bgr), self.full(image_bgr)]
+        if self.yunet is not None:
+            from engine.detect.yunet import to_blazeface_frame
+
+            runs.append(to_blazeface_frame(self.yunet(image_bgr)))
         short_side = min(image_bgr.shape[:2])
         for level in self.tile_levels if tiles else ():
             side = short_side // level
