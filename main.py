@@ -56,6 +56,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print(f"{out['method']} ({out['mode']}, {out['n']['overall']} images, {out['failures']} failures): "
               f"NME 0-30 {b['0-30']:.2f}  30-60 {b['30-60']:.2f}  60-90 {b['60-90']:.2f}  "
               f"balanced {b['balanced']:.2f}  overall {b['overall']:.2f}")
+        if out["mode"] == "e2e":
+            d, ms = out["nme_detected"], out["cpu_ms_per_image"]
+            print(f"detector missed {out['misses']} ({out['misses_by_bucket']}); detected only: NME 0-30 "
+                  f"{d['0-30']:.2f}  30-60 {d['30-60']:.2f}  60-90 {d['60-90']:.2f}  balanced {d['balanced']:.2f}; "
+                  f"CPU ms per image: detect {ms['detect']:.1f}, settle crop {ms['settle_crop'] or 0:.1f}, "
+                  f"network {ms['network'] or 0:.1f}")
         pm = out["pose_mae"]
         if pm["yaw"] is not None:
             print(f"pose MAE: yaw {pm['yaw']:.2f}  pitch {pm['pitch']:.2f}  roll {pm['roll']:.2f} degrees")

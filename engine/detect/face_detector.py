@@ -3,8 +3,9 @@
 BlazeFace sees the whole image shrunk to its input (128 px short range, 192 px full range), so a face a fifth of
 an 1800x900 image's height is 14-21 px there and is missed. The detector therefore also runs the short-range
 model on overlapping square tiles: level L tiles are 1/L of the image's short side, with half a tile of overlap
-so every face smaller than half a tile lies whole in one of them. Boxes from every run are merged (non-maximum
-suppression, plus dropping a box mostly inside a better one: a tile that sees part of a large face).
+so every face smaller than half a tile lies whole in one of them. YuNet (engine/detect/yunet.py) runs on the whole
+image beside them for the profiles BlazeFace misses. Boxes from every run are merged (non-maximum suppression,
+plus dropping a box mostly inside a better one, a tile that sees part of a large face, or centred inside it).
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ NMS_IOU = 0.4
 # whole image), while faces of 225 px and more in the aflw2000_dev mosaics score 0.73 and above in 9 of 10 cases.
 TILE_MIN_SCORE = 0.65
 CONTAINED = 0.6   # a box with this share of its area inside a better box is a part of that face
+CENTRE_MARGIN = 0.2  # a smaller box centred within a better box grown by this much a side is that face again
 
 
 def tile_origins(height: int, width: int, side: int) -> list[tuple[int, int]]:
@@ -45,6 +47,12 @@ def merge_boxes(boxes: np.ndarray) -> np.ndarray:
                 if area_b > area_k:
                     kept[i] = np.r_[b[:4], k[4]]
                 break
+            # a smaller box centred on a better one (grown by CENTRE_MARGIN a side, about its crop) is a second
+            # look at that face: an ear or cheek a tile saw, the other detector's framing of a profile
+            cx, cy = (b[0] + b[2]) / 2, (b[1] + b[3]) / 2
+            mx, my = CENTRE_MARGIN * (k[2] - k[0]), CENTRE_MARGIN * (k[3] - k[1])
+            if area_b <= area_k and k[0] - mx <= cx <= k[2] + mx and k[1] - my <= cy <= k[3] + my:
+                break
         else:
             kept.append(b.copy())
     return np.array(kept, np.float64).reshape(-1, 5)
@@ -67,7 +75,7 @@ class FaceDetector:
         self.tile_levels = tuple(int(level) for level in tile_levels)
         if yunet is None:
             yunet = yunet_module.available()
-        self.yunet = yunet_module.YuNetRunner(min_score=min_score) if yunet else None
+        self.yunet = yunet_module.YuNetRunner(min_score=max(min_score, yunet_module.MIN_SCORE)) if yunet else None
         self.description = ("blazeface short+full" + (f", short on tiles 1/{','.join(map(str, self.tile_levels))}"
                                                       if self.tile_levels else "")
                             + (" + yunet" if self.yunet is not None else ""))
