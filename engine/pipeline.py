@@ -71,7 +71,7 @@ class FrameProcessor:
         t_det = time.perf_counter()
         # a face the detector just found: settle its crop onto the training crops' framing (the primary method's
         # landmark re-crop, repeated until the box stops moving); tracked faces re-crop once per frame instead
-        fresh = [tr for tr in tracks if tr.landmarks is None]
+        fresh = [tr for tr in tracks if getattr(tr, "landmarks", None) is None]
         if fresh:
             from engine.detect.front_end import settle_boxes
 
