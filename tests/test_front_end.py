@@ -183,3 +183,23 @@ def test_e2e_counts_misses_per_bucket_and_scores_them_as_the_mean_shape(dev_dir,
     assert sum(res["elsewhere_by_bucket"].values()) == 2  # "elsewhere" and "both"
     assert sum(res["duplicates_by_bucket"].values()) == 0
     assert res["cpu_ms_per_image"]["network"] > 0 and res["recrop_steps_mean"] >= 1
+
+
+class _NoFaceDetector:
+    def detect(self, image, tiles=True):
+        return np.zeros((0, 5))
+
+    def close(self):
+        pass
+
+
+def test_frame_result_says_the_detector_found_nothing(mtcnn3d):
+    """The status bar tells "the detector found no face" from "the method found none in the crop" by this count."""
+    from engine.detect.tracker import FaceTracker
+    from engine.pipeline import FrameProcessor
+    from engine.sources import Frame
+
+    proc = FrameProcessor([mtcnn3d], tracker=FaceTracker(detector=_NoFaceDetector()))
+    res = proc.process(Frame(index=0, timestamp=0.0, image=np.full((300, 300, 3), 128, np.uint8)))
+    assert res.faces == [] and res.faces_tracked == 0
+    assert "settle crop" in res.timings
