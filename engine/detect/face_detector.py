@@ -98,8 +98,9 @@ class FaceDetector:
         return out
 
     def detect(self, image_bgr: np.ndarray, tiles: bool = True) -> np.ndarray:
-        """(K, 5) detector boxes (x0, y0, x1, y1, score), best first. ``tiles=False``: the whole image only
-        (about 1 ms on a 1280x720 frame against about 60 ms with the tiles; the tracker alternates)."""
+        """(K, 5) detector boxes (x0, y0, x1, y1, score) in BlazeFace's framing, best first. ``tiles=False``: the
+        whole image only (CPU ms per 1280x720 frame: BlazeFace 7, YuNet 25, the tiles 32 more;
+        scripts/detector_candidates.py; the tracker alternates)."""
         runs = [self.short(image_bgr), self.full(image_bgr)]
         if self.yunet is not None:
             from engine.detect.yunet import to_blazeface_frame
@@ -114,17 +115,6 @@ class FaceDetector:
 
     def crop_boxes(self, image_bgr: np.ndarray) -> list[np.ndarray]:
         return [roi_box_from_detection(b) for b in self.detect(image_bgr)]
-
-    def best_crop_box(self, image_bgr: np.ndarray) -> np.ndarray | None:
-        """The main face: the largest detection (a confident small face in the background is not the subject).
-
-        The subject is never a small face, so this keeps the e2e evaluation's detector as it was measured: short
-        range on the whole image, full range only when that finds nothing, no tiles."""
-        boxes = self.short(image_bgr)
-        if len(boxes) == 0:
-            boxes = self.full(image_bgr)
-        boxes = [roi_box_from_detection(b) for b in boxes]
-        return max(boxes, key=lambda b: b[2] - b[0]) if boxes else None
 
     def close(self) -> None:
         self.short.close()
