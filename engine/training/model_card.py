@@ -221,7 +221,8 @@ def write_card(name: str, e2e: bool = True) -> str:
 {ablation_text(name, results[0]["nme"], ablations, results[0]["pose_mae"])}
 {trained_ablation_text(name, hist, facts.get("description"))}
 Pose MAE (protocol): yaw {pm['yaw']:.2f}°, pitch {pm['pitch']:.2f}°, roll {pm['roll']:.2f}°.
-e2e mode runs the app's front end (BlazeFace + YuNet, the detection matching the annotated face, one landmark re-crop; docs/front-end.md); a detection failure scores the mean shape's NME.
+e2e mode runs the app's front end (BlazeFace + YuNet, the detection matching the annotated face, one landmark
+re-crop; docs/front-end.md); a detection failure scores the mean shape's NME.
 
 ## Speed
 `method.align` on one 120x120 crop, 1 ONNX Runtime thread, CPU ({facts['host']}, `python main.py card {name}`):
