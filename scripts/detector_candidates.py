@@ -40,8 +40,8 @@ def runs_for(det, image: np.ndarray) -> tuple[dict[str, np.ndarray], dict[str, f
 
     out, ms = {}, {}
     for name, fn in (("short", lambda: det.short(image).copy()), ("full", lambda: det.full(image).copy()),
-                     ("tiles", lambda: np.concatenate([r.reshape(-1, 5) for r in det._tiled(image, min(image.shape[:2]) // 2)]
-                                                      + [np.zeros((0, 5))])),
+                     ("tiles", lambda: np.concatenate(
+                         [r.reshape(-1, 5) for r in det._tiled(image, min(image.shape[:2]) // 2)] + [np.zeros((0, 5))])),
                      ("yunet", lambda: to_blazeface_frame(det.yunet(image)))):
         t0 = time.process_time()
         out[name] = np.asarray(fn(), np.float64).reshape(-1, 5)

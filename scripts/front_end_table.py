@@ -27,7 +27,8 @@ def main() -> int:
     ap.add_argument("--before", default=None, help="git revision whose NAME_e2e.json is the 'before' column")
     args = ap.parse_args()
     before_head = f" e2e at {args.before} |" if args.before else ""
-    print(f"| method | protocol |{before_head} e2e | gap | e2e detected only | misses 0-30 / 30-60 / 60-90 | method found no face |"
+    print(f"| method | protocol |{before_head} e2e | gap | e2e detected only | misses 0-30 / 30-60 / 60-90 |"
+          " method found no face |"
           " duplicates / elsewhere | CPU ms per image: detect / re-crop / network |")
     print("|---|---|---|---|---|---|---|---|---|" + ("---|" if args.before else ""))
     for e2e_file in sorted(ROOT.glob("*_e2e.json")):

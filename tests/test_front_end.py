@@ -153,7 +153,8 @@ class _ScriptedDetector:
         self.i += 1
         side = g[2] - g[0]
         subject = np.r_[detection_for_crop(g), 0.9]
-        other = np.r_[detection_for_crop(np.array([0.0, 0.0, side * 0.3, side * 0.3])), 0.95]  # large score, wrong place
+        # a confident face somewhere else
+        other = np.r_[detection_for_crop(np.array([0.0, 0.0, side * 0.3, side * 0.3])), 0.95]
         return {"subject": subject[None], "none": np.zeros((0, 5)), "elsewhere": other[None],
                 "both": np.stack([other, subject])}[kind]
 
