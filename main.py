@@ -63,6 +63,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print(f"{label} ({out['mode']}, {out['n']['overall']} images, {out['failures']} failures): "
               f"NME 0-30 {b['0-30']:.2f}  30-60 {b['30-60']:.2f}  60-90 {b['60-90']:.2f}  "
               f"balanced {b['balanced']:.2f}  overall {b['overall']:.2f}")
+        if out["mode"] == "e2e":
+            d, ms = out["nme_detected"], out["cpu_ms_per_image"]
+            print(f"detector missed {out['misses']} ({out['misses_by_bucket']}); detected only: NME 0-30 "
+                  f"{d['0-30']:.2f}  30-60 {d['30-60']:.2f}  60-90 {d['60-90']:.2f}  balanced {d['balanced']:.2f}; "
+                  f"CPU ms per image: detect {ms['detect']:.1f}, settle crop {ms['settle_crop'] or 0:.1f}, "
+                  f"network {ms['network'] or 0:.1f}")
         pm = out["pose_mae"]
         if pm["yaw"] is not None:
             print(f"pose MAE (FSA-Net/SynergyNet protocol, {pm['n']} images): yaw {pm['yaw']:.2f}  "
@@ -373,7 +379,10 @@ def cmd_fit_mediapipe_map(args: argparse.Namespace) -> int:
 
 
 def cmd_calibrate_crop(args: argparse.Namespace) -> int:
-    from engine.detect.crop_policy import calibrate
+    if args.detector == "yunet":
+        from engine.detect.yunet import calibrate
+    else:
+        from engine.detect.crop_policy import calibrate
 
     calibrate(n_images=args.images)
     return 0
@@ -541,6 +550,8 @@ def build_parser() -> argparse.ArgumentParser:
         s = sub.add_parser(name, help=hlp)
         s.add_argument("--images", type=int, default=n)
         s.set_defaults(func=fn)
+    sub.choices["calibrate-crop"].add_argument("--detector", choices=["blazeface", "yunet"], default="blazeface",
+                                               help="which detector's boxes to calibrate (yunet: its own file)")
     return p
 
 

@@ -603,6 +603,9 @@ class MainWindow(QtWidgets.QMainWindow):
         name = f"  {res.name}" if res.name else ""
         over = (f" (limit {self.max_faces.value()}: {res.faces_over_limit} more detected)"
                 if getattr(res, "faces_over_limit", 0) else "")
+        if not res.faces:  # say which stage found nothing: the detector, or the method in the detected crop
+            over = (" (the detector found no face)" if not getattr(res, "faces_tracked", 0)
+                    else " (the method found no face in the detected crop)")
         self.status(f"frame {res.index}{name}  faces {len(res.faces)}{over}  |  this frame, ms: {stages}  |  "
                     f"shown {self.shown_fps.fps:.1f} FPS, processed {fps.get('pipeline', 0):.1f} FPS")
         if self.exit_after and self.frames_shown >= self.exit_after:

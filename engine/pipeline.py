@@ -46,6 +46,7 @@ class FrameResult:
     name: str = ""
     frontal: np.ndarray | None = None  # frontalized first face (primary method), when asked for
     faces_over_limit: int = 0          # faces detected beyond the tracker's max_faces (at its last re-detection)
+    faces_tracked: int = 0             # crops handed to the methods (0: the detector found no face)
     # filled by a front end in the worker thread (the GUI draws and scales its views there, off its own thread)
     display: dict = field(default_factory=dict)
 
@@ -91,8 +92,19 @@ class FrameProcessor:
         self._last_t = frame.timestamp
         tracks = self.tracker.boxes_for(frame.image, stale=stale) if stale else self.tracker.boxes_for(frame.image)
         t_det = time.perf_counter()
+        # a face the detector just found: settle its crop onto the training crops' framing (the primary method's
+        # landmark re-crop, repeated until the box stops moving); tracked faces re-crop once per frame instead
+        fresh = [tr for tr in tracks if getattr(tr, "landmarks", None) is None]
+        if fresh:
+            from engine.detect.front_end import settle_boxes
+
+            for tr, settled in zip(fresh, settle_boxes(self.methods[self.primary], frame.image,
+                                                       [tr.box for tr in fresh])):
+                tr.box = settled.box
+        t_settle = time.perf_counter()
         faces, method_ms = [], {n: 0.0 for n in self.methods}
-        stage = {"detect": (t_det - t0) * 1e3, "align": 0.0, "visibility": 0.0}
+        stage = {"detect": (t_det - t0) * 1e3, "settle crop": (t_settle - t_det) * 1e3, "align": 0.0,
+                 "visibility": 0.0}
         crops = [crop_image(frame.image, tr.box) for tr in tracks]
         # each method aligns every face of the frame in one batch (one network call, one vectorised tail)
         batch: dict[str, list[AlignmentResult | None]] = {}
@@ -134,7 +146,7 @@ class FrameProcessor:
             stage["frontalize"] = (time.perf_counter() - tf) * 1e3
         stage["total"] = (time.perf_counter() - t0) * 1e3
         return FrameResult(frame.index, frame.timestamp, frame.image, faces, stage, method_ms, frame.name, frontal,
-                           faces_over_limit=getattr(self.tracker, "over_limit", 0))
+                           faces_over_limit=getattr(self.tracker, "over_limit", 0), faces_tracked=len(tracks))
 
     def set_flip(self, on: bool) -> None:
         """Flip averaging on or off for every method, from the next frame, keeping the loaded models."""

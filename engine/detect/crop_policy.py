@@ -54,6 +54,16 @@ def roi_box_from_detection(box: np.ndarray) -> np.ndarray:
     return np.array([cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2])
 
 
+def detection_for_crop(roi_box: np.ndarray, calibration: dict[str, float] | None = None) -> np.ndarray:
+    """The square detector box that ``roi_box_from_detection`` maps to ``roi_box`` (its inverse): lets a second
+    detector's boxes, and tests, speak BlazeFace's framing."""
+    c = detector_calibration() if calibration is None else calibration
+    x0, y0, x1, y1 = [float(v) for v in roi_box[:4]]
+    w = (x1 - x0) / c["scale"]
+    cx, cy = (x0 + x1) / 2 - c["dx"] * w, (y0 + y1) / 2 - c["dy"] * w
+    return np.array([cx - w / 2, cy - w / 2, cx + w / 2, cy + w / 2])
+
+
 def calibrate(n_images: int = 2000, pad: float = 0.5, seed: int = 0, log=print) -> dict[str, float]:
     """Run BlazeFace on padded training crops; the crop itself is the target box. Medians are robust to misses."""
     import cv2

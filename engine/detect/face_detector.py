@@ -3,8 +3,9 @@
 BlazeFace sees the whole image shrunk to its input (128 px short range, 192 px full range), so a face a fifth of
 an 1800x900 image's height is 14-21 px there and is missed. The detector therefore also runs the short-range
 model on overlapping square tiles: level L tiles are 1/L of the image's short side, with half a tile of overlap
-so every face smaller than half a tile lies whole in one of them. Boxes from every run are merged (non-maximum
-suppression, plus dropping a box mostly inside a better one: a tile that sees part of a large face).
+so every face smaller than half a tile lies whole in one of them. YuNet (engine/detect/yunet.py) runs on the whole
+image beside them for the profiles BlazeFace misses. Boxes from every run are merged (non-maximum suppression,
+plus dropping a box mostly inside a better one, a tile that sees part of a large face, or centred inside it).
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ NMS_IOU = 0.4
 # whole image), while faces of 225 px and more in the aflw2000_dev mosaics score 0.73 and above in 9 of 10 cases.
 TILE_MIN_SCORE = 0.65
 CONTAINED = 0.6   # a box with this share of its area inside a better box is a part of that face
+CENTRE_MARGIN = 0.2  # a smaller box centred within a better box grown by this much a side is that face again
 
 
 def tile_origins(height: int, width: int, side: int) -> list[tuple[int, int]]:
@@ -45,6 +47,12 @@ def merge_boxes(boxes: np.ndarray) -> np.ndarray:
                 if area_b > area_k:
                     kept[i] = np.r_[b[:4], k[4]]
                 break
+            # a smaller box centred on a better one (grown by CENTRE_MARGIN a side, about its crop) is a second
+            # look at that face: an ear or cheek a tile saw, the other detector's framing of a profile
+            cx, cy = (b[0] + b[2]) / 2, (b[1] + b[3]) / 2
+            mx, my = CENTRE_MARGIN * (k[2] - k[0]), CENTRE_MARGIN * (k[3] - k[1])
+            if area_b <= area_k and k[0] - mx <= cx <= k[2] + mx and k[1] - my <= cy <= k[3] + my:
+                break
         else:
             kept.append(b.copy())
     return np.array(kept, np.float64).reshape(-1, 5)
@@ -53,7 +61,11 @@ def merge_boxes(boxes: np.ndarray) -> np.ndarray:
 class FaceDetector:
     """Short- and full-range BlazeFace on the whole image, and short range on tiles (small or many faces)."""
 
-    def __init__(self, min_score: float = 0.5, tile_levels: tuple[int, ...] = DEFAULT_TILE_LEVELS) -> None:
+    def __init__(self, min_score: float = 0.5, tile_levels: tuple[int, ...] = DEFAULT_TILE_LEVELS,
+                 yunet: bool | None = None) -> None:
+        """``yunet``: also run YuNet on the whole image and merge its boxes (profiles BlazeFace misses); None: when
+        the ``yuface`` wheel is installed."""
+        from engine.detect import yunet as yunet_module
         from engine.mp_runtime import BlazeFaceRunner
 
         if any(int(level) < 1 for level in tile_levels):
@@ -61,6 +73,12 @@ class FaceDetector:
         self.short = BlazeFaceRunner(full_range=False, min_score=min_score)
         self.full = BlazeFaceRunner(full_range=True, min_score=min_score)
         self.tile_levels = tuple(int(level) for level in tile_levels)
+        if yunet is None:
+            yunet = yunet_module.available()
+        self.yunet = yunet_module.YuNetRunner(min_score=max(min_score, yunet_module.MIN_SCORE)) if yunet else None
+        self.description = ("blazeface short+full" + (f", short on tiles 1/{','.join(map(str, self.tile_levels))}"
+                                                      if self.tile_levels else "")
+                            + (" + yunet" if self.yunet is not None else ""))
 
     def _tiled(self, image_bgr: np.ndarray, side: int) -> list[np.ndarray]:
         h, w = image_bgr.shape[:2]
@@ -80,9 +98,14 @@ class FaceDetector:
         return out
 
     def detect(self, image_bgr: np.ndarray, tiles: bool = True) -> np.ndarray:
-        """(K, 5) detector boxes (x0, y0, x1, y1, score), best first. ``tiles=False``: the whole image only
-        (about 1 ms on a 1280x720 frame against about 60 ms with the tiles; the tracker alternates)."""
+        """(K, 5) detector boxes (x0, y0, x1, y1, score) in BlazeFace's framing, best first. ``tiles=False``: the
+        whole image only (CPU ms per 1280x720 frame: BlazeFace 7, YuNet 25, the tiles 32 more;
+        scripts/detector_candidates.py; the tracker alternates)."""
         runs = [self.short(image_bgr), self.full(image_bgr)]
+        if self.yunet is not None:
+            from engine.detect.yunet import to_blazeface_frame
+
+            runs.append(to_blazeface_frame(self.yunet(image_bgr)))
         short_side = min(image_bgr.shape[:2])
         for level in self.tile_levels if tiles else ():
             side = short_side // level
@@ -92,17 +115,6 @@ class FaceDetector:
 
     def crop_boxes(self, image_bgr: np.ndarray) -> list[np.ndarray]:
         return [roi_box_from_detection(b) for b in self.detect(image_bgr)]
-
-    def best_crop_box(self, image_bgr: np.ndarray) -> np.ndarray | None:
-        """The main face: the largest detection (a confident small face in the background is not the subject).
-
-        The subject is never a small face, so this keeps the e2e evaluation's detector as it was measured: short
-        range on the whole image, full range only when that finds nothing, no tiles."""
-        boxes = self.short(image_bgr)
-        if len(boxes) == 0:
-            boxes = self.full(image_bgr)
-        boxes = [roi_box_from_detection(b) for b in boxes]
-        return max(boxes, key=lambda b: b[2] - b[0]) if boxes else None
 
     def close(self) -> None:
         self.short.close()

@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from engine.detect.crop_policy import roi_box_from_detection, roi_box_from_landmarks
+from engine.detect.crop_policy import roi_box_from_detection
+from engine.detect.front_end import recrop
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -134,7 +135,7 @@ class FaceTracker:
         if landmarks_image is None:
             self.tracks = [t for t in self.tracks if t is not track]
             return
-        box = roi_box_from_landmarks(landmarks_image[:, :2])
+        box = recrop(landmarks_image, track.box)  # the front end's step: one per frame for a tracked face
         if (box[2] - box[0]) < self.min_size:
             self.tracks = [t for t in self.tracks if t is not track]
             return

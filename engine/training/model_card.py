@@ -299,7 +299,8 @@ def write_card(name: str, e2e: bool = True) -> str:
 {ablation_text(name, results[0]["nme"], ablations, results[0]["pose_mae"])}
 {trained_ablation_text(name, hist, facts.get("description"))}
 {pose_line(pm, reported_pose_source(name, registry()[name].pose_source))}
-e2e mode crops with the app's BlazeFace detector and crop policy; a detection failure scores the mean shape's NME.
+e2e mode runs the app's front end (BlazeFace + YuNet, the detection matching the annotated face, one landmark
+re-crop; docs/front-end.md); a detection failure scores the mean shape's NME.
 
 {visibility_text(name)}
 ## Speed

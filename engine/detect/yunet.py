@@ -1,0 +1,114 @@
+"""YuNet (libfacedetection, BSD-3) through the ``yuface`` wheel: a second detector that finds profile faces.
+
+BlazeFace is trained on near-frontal faces and misses a share of large poses; YuNet's training set (WIDER FACE)
+holds many profiles. Its weights are compiled into the wheel's shared library, so nothing is downloaded at run
+time. Its boxes frame a face differently from BlazeFace's (forehead and more of the head), so they are mapped into
+BlazeFace's framing through each detector's own crop calibration (both measured on the training crops, see
+``calibrate``): every caller downstream keeps one box convention.
+"""
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+
+import cv2
+import numpy as np
+
+from engine.paths import weights_path
+
+CALIBRATION_FILE = "crop_policy_yunet.json"
+# YuNet's cost grows with the pixels it sees (about 30 CPU-ms for 640x360, 170 for 1280x720, measured with
+# time.process_time here); faces the app aligns are far larger than its 10-px minimum at this size.
+DEFAULT_MAX_SIDE = 640
+# On aflw2000_dev the annotated subjects score 0.74 or more in 99% of images and the two profiles only YuNet finds
+# 0.69 and 0.87; 7 of the 37 other boxes score under 0.6, all false (corners, hair, flowers). Chosen among 0.5,
+# 0.6 and 0.7 (0.7 loses a rescued profile): python scripts/detector_candidates.py
+MIN_SCORE = 0.6
+
+
+def available() -> bool:
+    try:
+        import yuface  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+class YuNetRunner:
+    """(K, 5) boxes (x0, y0, x1, y1, score in 0..1) in the input image's pixels, best first."""
+
+    def __init__(self, min_score: float = 0.5, max_side: int = DEFAULT_MAX_SIDE) -> None:
+        from yuface import c_detect  # the raw call: its wrapper casts boxes to uint16 (negative corners wrap)
+
+        self._detect = c_detect
+        self.min_score = float(min_score)
+        self.max_side = int(max_side)
+
+    def __call__(self, image_bgr: np.ndarray) -> np.ndarray:
+        h, w = image_bgr.shape[:2]
+        s = min(1.0, self.max_side / max(h, w))
+        img = image_bgr if s == 1.0 else cv2.resize(image_bgr, (round(w * s), round(h * s)),
+                                                    interpolation=cv2.INTER_AREA)
+        r = np.asarray(self._detect(np.ascontiguousarray(img, dtype=np.uint8)), np.float64).reshape(-1, 16)
+        score = r[:, 0] / 100.0
+        keep = score >= self.min_score
+        r, score = r[keep], score[keep]
+        boxes = np.c_[r[:, 1], r[:, 2], r[:, 1] + r[:, 3], r[:, 2] + r[:, 4]] / s
+        out = np.c_[boxes, score]
+        return out[np.argsort(-score, kind="stable")]
+
+    def close(self) -> None:
+        pass
+
+
+@lru_cache(maxsize=1)
+def calibration() -> dict[str, float]:
+    p = weights_path(CALIBRATION_FILE)
+    if not p.exists():
+        raise FileNotFoundError(f"{p} missing; run `python main.py calibrate-crop --detector yunet`")
+    return json.loads(p.read_text())
+
+
+def to_blazeface_frame(boxes: np.ndarray) -> np.ndarray:
+    """YuNet boxes -> the BlazeFace boxes that give the same training-policy crops (YuNet's calibration, then
+    BlazeFace's inverted), so the two detectors' boxes of one face overlap and merge."""
+    from engine.detect.crop_policy import detection_for_crop
+
+    y = calibration()
+    out = np.array(boxes, np.float64).reshape(-1, 5).copy()
+    for row in out:
+        w, h = row[2] - row[0], row[3] - row[1]
+        cx, cy = (row[0] + row[2]) / 2 + y["dx"] * w, (row[1] + row[3]) / 2 + y["dy"] * h
+        side = y["scale"] * (w + h) / 2
+        row[:4] = detection_for_crop(np.array([cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2]))
+    return out
+
+
+def calibrate(n_images: int = 1000, pad: float = 0.5, seed: int = 0, log=print) -> dict[str, float]:
+    """YuNet on padded training crops (the crop itself is the target box), as crop_policy.calibrate does for
+    BlazeFace; medians are robust to misses."""
+    from engine.paths import data_path
+
+    lab = np.load(data_path("aflw_train", "labels.npz"))
+    rng = np.random.default_rng(seed)
+    pick = rng.choice(len(lab["names"]), size=min(n_images, len(lab["names"])), replace=False)
+    det = YuNetRunner(min_score=0.5)
+    rows = []
+    for i in pick:
+        img = cv2.imread(str(data_path("aflw_train", "images", lab["names"][i])))
+        p = int(pad * 120)
+        big = cv2.copyMakeBorder(img, p, p, p, p, cv2.BORDER_REPLICATE)
+        boxes = det(cv2.resize(big, None, fx=2, fy=2)) / np.array([2, 2, 2, 2, 1.0])
+        if len(boxes) == 0:
+            continue
+        b = boxes[0]
+        w, h = b[2] - b[0], b[3] - b[1]
+        rows.append(((p + 59.5 - (b[0] + b[2]) / 2) / w, (p + 59.5 - (b[1] + b[3]) / 2) / h, 120 / ((w + h) / 2)))
+    r = np.array(rows)
+    out = {"dx": float(np.median(r[:, 0])), "dy": float(np.median(r[:, 1])), "scale": float(np.median(r[:, 2])),
+           "n": int(len(r)), "of": int(len(pick)),
+           "spread_scale_iqr": float(np.subtract(*np.percentile(r[:, 2], [75, 25])))}
+    weights_path(CALIBRATION_FILE).write_text(json.dumps(out, indent=1))
+    calibration.cache_clear()
+    log(f"YuNet crop policy from {len(r)}/{len(pick)} detections: {out}")
+    return out
