@@ -83,7 +83,8 @@ def test_settle_stops_at_the_cap_and_reports_not_converged(monkeypatch):
 
 @pytest.fixture(scope="module")
 def mtcnn3d():
-    from engine.methods.base import MethodUnavailable, create
+    from engine.methods.base import MethodUnavailable
+    from engine.methods.factory import create
 
     try:
         m = create("mtcnn3d")
@@ -117,7 +118,7 @@ def test_real_method_settles_a_shifted_scaled_box_back_near_the_protocol_crop(de
 
 
 # a dev profile (|yaw| >= 60) that BlazeFace (short + full range on the whole image, and its tiles) does not find
-# and YuNet does: python scripts/detector_candidates.py lists the misses of each candidate
+# and YuNet does: python -m research.detector_candidates lists the misses of each candidate
 PROFILE_BLAZEFACE_MISSES = "image02000.jpg"
 
 

@@ -100,7 +100,7 @@ class FaceDetector:
     def detect(self, image_bgr: np.ndarray, tiles: bool = True) -> np.ndarray:
         """(K, 5) detector boxes (x0, y0, x1, y1, score) in BlazeFace's framing, best first. ``tiles=False``: the
         whole image only (CPU ms per 1280x720 frame: BlazeFace 7, YuNet 25, the tiles 32 more;
-        scripts/detector_candidates.py; the tracker alternates)."""
+        research/detector_candidates.py; the tracker alternates)."""
         runs = [self.short(image_bgr), self.full(image_bgr)]
         if self.yunet is not None:
             from engine.detect.yunet import to_blazeface_frame

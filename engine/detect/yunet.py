@@ -22,7 +22,7 @@ CALIBRATION_FILE = "crop_policy_yunet.json"
 DEFAULT_MAX_SIDE = 640
 # On aflw2000_dev the annotated subjects score 0.74 or more in 99% of images and the two profiles only YuNet finds
 # 0.69 and 0.87; 7 of the 37 other boxes score under 0.6, all false (corners, hair, flowers). Chosen among 0.5,
-# 0.6 and 0.7 (0.7 loses a rescued profile): python scripts/detector_candidates.py
+# 0.6 and 0.7 (0.7 loses a rescued profile): python -m research.detector_candidates
 MIN_SCORE = 0.6
 
 

@@ -1,7 +1,7 @@
 """Face detector candidates side by side on aflw2000_dev: misses, duplicates and other faces per |yaw| bucket, and
 CPU ms per image and per 1280x720 video frame.
 
-    python scripts/detector_candidates.py [--limit N] [--frames 10] [--json OUT.json]
+    python -m research.detector_candidates [--limit N] [--frames 10] [--json OUT.json]
 
 Every image holds one annotated subject. A detection matches it when its training-policy crop box overlaps the
 protocol crop box (roi_box) with IoU >= 0.3; the subject is missed when none does. Other detections are counted as
@@ -20,7 +20,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from engine.paths import data_path  # noqa: E402
 

@@ -1,6 +1,6 @@
 """The front end's cost per method: protocol against e2e NME, the gap, misses and CPU ms, as a Markdown table.
 
-    python scripts/front_end_table.py [--before REV]   # docs/results/NAME_protocol.json and NAME_e2e.json
+    python -m research.front_end_table [--before REV]   # docs/results/NAME_protocol.json and NAME_e2e.json
 
 Both files are what `python main.py eval --method NAME --data DIR [--mode e2e] --json` prints. ``--before REV``
 adds the e2e balanced NME of the NAME_e2e.json committed at git revision REV (an earlier front end).

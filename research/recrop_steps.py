@@ -1,6 +1,6 @@
 """Does repeating the landmark re-crop converge on the training crop? NME after each re-crop step, per |yaw| bucket.
 
-    python scripts/recrop_steps.py [--method mtcnn3d] [--steps 5] [--limit N] [--start detector|protocol]
+    python -m research.recrop_steps [--method mtcnn3d] [--steps 5] [--limit N] [--start detector|protocol]
 
 ``--start detector``: the app's detector (whole image, no tiles), the detection matching the protocol crop box (as
 e2e picks it); ``--start protocol``: the protocol crop box itself. Each step aligns at the current box and moves it
@@ -12,12 +12,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 import cv2
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from engine.paths import data_path  # noqa: E402
 
@@ -36,7 +34,7 @@ def main() -> int:
     from engine.evaluation.nme import bucket_summary, nme_per_image
     from engine.evaluation.protocol import match_subject
     from engine.geometry.projection import crop_to_image
-    from engine.methods.base import create
+    from engine.methods.factory import create
 
     ds = load_set(data_path("aflw2000_dev"))
     n = len(ds) if args.limit is None else min(args.limit, len(ds))
