@@ -191,10 +191,11 @@ def test_obj_loads_textured_and_consistently_wound(image_run):
     tex = np.asarray(mesh.visual.material.image.convert("RGB"))
     assert tex.shape[0] > 50 and tex.shape[1] > 50
     assert mesh.is_winding_consistent
-    # normals face the camera (+z in the .obj's y-up frame) on the nose tip's triangles
+    # outward normals: the nose tip's triangles face forward from the head (+z of the head frame; the .obj's frame
+    # is the camera's y-up one, so the head's own axes are R^T of it), whatever way the head is turned
     nose = np.argmin(np.linalg.norm(r.mesh - r.landmarks[30], axis=1))
     near = np.flatnonzero((mesh.faces == nose).any(1))
-    assert (mesh.face_normals[near, 2] > 0).all()
+    assert ((mesh.face_normals[near] @ r.rotation)[:, 2] > 0).all()
     # a texel under a vertex is the frame's pixel there (projective texture)
     img = frames[0].image
     k = nose
