@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from engine.facemodel import N_LMK, N_MESH, FaceModel
-from engine.geometry.rotation import best_rotations, centred_source
+from engine.geometry.rotation import best_rotation, best_rotations, centred_source
 from engine.geometry.mesh import (boundary_loops, occluded_by_mesh, occluded_by_mesh_batch,
                                   point_visibility, stitch_polylines, vertex_normals, vertex_rings)
 
@@ -77,11 +77,7 @@ def jaw_surface(fm: FaceModel) -> JawSurface:
 
 def rotation_from_mean(fm: FaceModel, points: np.ndarray) -> np.ndarray:
     """Rotation (pixel frame) of the best similarity taking the mean shape onto (536, 3) pixel-frame points."""
-    src = _pixel_frame(fm.mean[: len(points)])
-    dst = np.asarray(points, np.float64)
-    u, _, vt = np.linalg.svd((dst - dst.mean(0)).T @ (src - src.mean(0)))
-    d = np.sign(np.linalg.det(u @ vt))
-    return u @ np.diag([1.0, 1.0, d]) @ vt
+    return best_rotation(_pixel_frame(fm.mean[: len(points)]), points)
 
 
 def _anchor_incidence(fm: FaceModel) -> np.ndarray:

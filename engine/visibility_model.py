@@ -17,6 +17,7 @@ keeps the geometric test. Without the file a method keeps the geometric test eve
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import cv2
@@ -80,6 +81,15 @@ def landmark_sides() -> np.ndarray:
     return _SIDES[0]
 
 
+@lru_cache(maxsize=1)
+def _patch_grid() -> np.ndarray:
+    """(68, G*G, 2) each landmark's sampling grid in units of PATCH_HALF x the face width, mirrored on the image-left
+    half of the face; fixed, so built once (it runs per face in the app's tail)."""
+    t = np.linspace(-1.0, 1.0, PATCH_GRID)
+    grid = np.stack(np.meshgrid(t, t), -1).reshape(-1, 2)                            # (G*G, 2) x, y
+    return grid[None] * np.stack([landmark_sides(), np.ones(68)], -1)[:, None, :]
+
+
 def patch_features(crops: np.ndarray, landmarks: np.ndarray, face_width: np.ndarray) -> np.ndarray:
     """(B, 68, PATCH_GRID**2 + 1): the grey crop around each landmark (nearest pixel of a 5x5-blurred grey image,
     on a grid spanning +-PATCH_HALF x ``face_width``) in units of the crop's mean and standard deviation, then
@@ -92,11 +102,8 @@ def patch_features(crops: np.ndarray, landmarks: np.ndarray, face_width: np.ndar
     mean = grey.mean(axis=(1, 2), keepdims=True)
     std = grey.std(axis=(1, 2), keepdims=True) + 1e-6
     grey = (grey - mean) / std
-    t = np.linspace(-1.0, 1.0, PATCH_GRID)
-    grid = np.stack(np.meshgrid(t, t), -1).reshape(-1, 2)                            # (G*G, 2) x, y
-    grid = grid[None] * np.stack([landmark_sides(), np.ones(68)], -1)[:, None, :]    # (68, G*G, 2)
     pts = np.asarray(landmarks, np.float64)[:, :, None, :2] \
-        + grid[None] * (PATCH_HALF * np.asarray(face_width, np.float64))[:, None, None, None]
+        + _patch_grid()[None] * (PATCH_HALF * np.asarray(face_width, np.float64))[:, None, None, None]
     x = np.clip(np.rint(pts[..., 0]), 0, w - 1).astype(np.int64)
     y = np.clip(np.rint(pts[..., 1]), 0, h - 1).astype(np.int64)
     values = grey[np.arange(b)[:, None, None], y, x]                                 # (B, 68, G*G)

@@ -207,3 +207,32 @@ def test_frontal_shape_removes_rotation_and_position():
     turned = mean @ euler_to_matrix(40.0, -15.0, 10.0).T + [3.0, -2.0, 5.0]
     want = (mean - mean.mean(0)) * np.array([1.0, -1.0, 1.0])
     assert np.allclose(frontal_shape(fm, turned), want, atol=1e-9)
+
+
+def test_best_similarity_recovers_scale_rotation_and_translation():
+    """The one Procrustes (engine/geometry/rotation.py) with its scale: a known similarity comes back, and its rotation
+    is best_rotations' on the same points."""
+    from engine.geometry.rotation import best_rotations, best_similarity, euler_to_matrix
+
+    rng = np.random.default_rng(5)
+    src = rng.normal(size=(40, 3))
+    r = euler_to_matrix(35.0, -20.0, 10.0)
+    dst = 2.5 * src @ r.T + np.array([3.0, -1.0, 7.0])
+    s, rot, t = best_similarity(src, dst)
+    assert np.isclose(s, 2.5) and np.allclose(rot, r) and np.allclose(t, [3.0, -1.0, 7.0])
+    assert np.allclose(best_rotations(src, dst[None])[0], rot)
+    with pytest.raises(ValueError, match="degenerate"):
+        best_similarity(np.zeros((5, 3)), dst[:5])
+
+
+def test_nearest_rotation_projects_onto_rotations():
+    from engine.geometry.rotation import euler_to_matrix, nearest_rotation
+
+    r = euler_to_matrix(-60.0, 15.0, 5.0)
+    assert np.allclose(nearest_rotation(r), r)
+    noisy = nearest_rotation(r + 0.05 * np.random.default_rng(1).normal(size=(3, 3)))
+    assert np.allclose(noisy @ noisy.T, np.eye(3)) and np.isclose(np.linalg.det(noisy), 1.0)
+    assert np.abs(noisy - r).max() < 0.1
+    # the mean of two rotations (flip averaging's pose) lies between them
+    mid = nearest_rotation(euler_to_matrix(10.0, 0, 0) + euler_to_matrix(30.0, 0, 0))
+    assert np.allclose(mid, euler_to_matrix(20.0, 0, 0))

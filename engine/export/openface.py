@@ -30,7 +30,7 @@ import numpy as np
 
 from engine.geometry.head_pose import (TO_CAMERA_AXES, csv_pose_radians, openface_euler_to_rotation,  # noqa: F401
                                        rotation_to_openface_euler)
-from engine.geometry.rotation import euler_to_matrix
+from engine.geometry.rotation import best_similarity, euler_to_matrix
 
 # the face model's coordinates are the Basel Face Model's micrometres (its mean's outer eye corners lie 86 mm apart)
 MODEL_UNITS_PER_MM = 1000.0
@@ -91,25 +91,11 @@ def openface_rotation(pose_deg: np.ndarray) -> np.ndarray:
     return np.array(csv_pose_radians(euler_to_matrix(*np.asarray(pose_deg, np.float64))))
 
 
-def similarity(src: np.ndarray, dst: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
-    """Least-squares s, R, t with dst ~ s R src + t (Umeyama 1991) for (N, 3) point sets."""
-    mu_s, mu_d = src.mean(0), dst.mean(0)
-    a, b = src - mu_s, dst - mu_d
-    u, sig, vt = np.linalg.svd(b.T @ a)
-    d = np.diag([1.0, 1.0, np.sign(np.linalg.det(u @ vt))])
-    rot = u @ d @ vt
-    var = (a ** 2).sum()
-    if var <= 0:
-        raise ValueError("degenerate source points")
-    s = float(np.trace(np.diag(sig) @ d) / var)
-    return s, rot, mu_d - s * rot @ mu_s
-
-
 def openface_geometry(landmarks_px: np.ndarray, pose_deg: np.ndarray, camera: Camera) -> OpenFaceGeometry:
     """OpenFace's CSV quantities of one face from its (68, 3) image-pixel landmarks and its pose (degrees)."""
     pts = np.asarray(landmarks_px, np.float64)
     cam_axes = pts @ PIXELS_TO_CAMERA_AXES             # x right, y down, z away; still pixels
-    s, rot, t = similarity(model_landmarks_mm(), cam_axes)
+    s, rot, t = best_similarity(model_landmarks_mm(), cam_axes)
     if not np.isfinite(s) or s <= 0:
         raise ValueError(f"cannot scale the landmarks to millimetres (scale {s})")
     q = (cam_axes - cam_axes.mean(0)) / s              # the posed face in mm around its centroid

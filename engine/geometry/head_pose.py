@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine.geometry.rotation import euler_to_matrix, matrix_to_euler, matrix_to_euler_batch
+from engine.geometry.rotation import euler_to_matrix, matrix_to_euler, matrix_to_euler_batch, nearest_rotation
 
 # what a file that carries poses says about them (the JSON's metadata), in one line
 POSE_CONVENTION = ("rotation: camera-from-head, right-handed, x right / y up / z toward the camera in both frames; "
@@ -141,9 +141,8 @@ def rotation_from_record(rec: dict) -> np.ndarray:
     """Inverse of ``pose_record``: the rotation a reader rebuilds (from the matrix when present, else the
     quaternion, else the Euler angles)."""
     if "rotation_matrix" in rec:
-        # the nearest rotation to the rounded entries (SVD projection), so a reader gets an orthonormal matrix
-        u, _, vt = np.linalg.svd(np.asarray(rec["rotation_matrix"], np.float64))
-        return u @ np.diag([1.0, 1.0, np.linalg.det(u @ vt)]) @ vt
+        # the nearest rotation to the rounded entries, so a reader gets an orthonormal matrix
+        return nearest_rotation(rec["rotation_matrix"])
     if "quaternion_xyzw" in rec:
         return rotation_from_quaternion(np.asarray(rec["quaternion_xyzw"]))
     return rotation_from_euler(rec["yaw_deg"], rec["pitch_deg"], rec["roll_deg"])

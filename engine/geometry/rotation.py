@@ -86,6 +86,32 @@ def best_rotations(src: np.ndarray, dst: np.ndarray,
     return u @ vt
 
 
+def best_rotation(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """(3, 3) ``best_rotations`` of one (N, 3) point set onto another."""
+    return best_rotations(src, np.asarray(dst, np.float64)[None])[0]
+
+
+def best_similarity(src: np.ndarray, dst: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+    """Least-squares s, R, t with dst ~ s R src + t for (N, 3) point sets (Umeyama 1991): the same Procrustes
+    rotation as ``best_rotations``, with its scale and translation."""
+    src, dst = np.asarray(src, np.float64), np.asarray(dst, np.float64)
+    mu_s, mu_d = src.mean(0), dst.mean(0)
+    a = src - mu_s
+    var = (a ** 2).sum()
+    if var <= 0:
+        raise ValueError("degenerate source points")
+    rot = best_rotation(src, dst)
+    s = float(np.trace(rot.T @ (dst - mu_d).T @ a) / var)
+    return s, rot, mu_d - s * rot @ mu_s
+
+
+def nearest_rotation(m: np.ndarray) -> np.ndarray:
+    """The rotation nearest (Frobenius) a 3x3 matrix: its SVD projection, reflection excluded (the chordal mean of
+    rotations, a matrix rebuilt from rounded entries)."""
+    u, _, vt = np.linalg.svd(np.asarray(m, np.float64))
+    return u @ np.diag([1.0, 1.0, np.sign(np.linalg.det(u @ vt))]) @ vt
+
+
 def decompose_camera(p: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
     """Split a 3x4 scaled-orthographic camera [s R | t] into (s, R, t), R orthonormalised."""
     p = np.asarray(p, dtype=np.float64).reshape(3, 4)

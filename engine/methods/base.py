@@ -19,7 +19,7 @@ from typing import ClassVar
 import numpy as np
 
 from engine.facemodel import N_MESH, FaceModel
-from engine.geometry.rotation import centred_source, matrix_to_euler, matrix_to_euler_batch
+from engine.geometry.rotation import best_rotation, centred_source, matrix_to_euler, matrix_to_euler_batch
 from engine.result import AlignmentResult
 from engine.visibility import landmark_visibility, landmark_visibility_batch
 
@@ -185,12 +185,7 @@ def available_methods() -> list[str]:
 def _rotation_from_mean(fm: FaceModel, pts: np.ndarray) -> np.ndarray:
     """Rotation of the best similarity taking the mean shape onto (N, 3) right-handed, y-up ``pts``."""
     n = min(len(pts), fm.n_points)
-    src = fm.mean[:n].astype(np.float64)
-    dst = np.asarray(pts[:n], np.float64)
-    src_c, dst_c = src - src.mean(0), dst - dst.mean(0)
-    u, _, vt = np.linalg.svd(dst_c.T @ src_c)
-    d = np.sign(np.linalg.det(u @ vt))
-    return u @ np.diag([1.0, 1.0, d]) @ vt
+    return best_rotation(fm.mean[:n], pts[:n])
 
 
 def frontal_shape(fm: FaceModel, shape: np.ndarray) -> np.ndarray:

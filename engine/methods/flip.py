@@ -23,7 +23,7 @@ import time
 import numpy as np
 
 from engine.facemodel import N_MESH, FaceModel, load_face_model
-from engine.geometry.rotation import euler_to_matrix, matrix_to_euler
+from engine.geometry.rotation import euler_to_matrix, matrix_to_euler, nearest_rotation
 from engine.methods.base import Method, MethodInfo, NoFaceError
 from engine.result import AlignmentResult
 
@@ -61,10 +61,7 @@ def average_pose(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """The mean of two (yaw, pitch, roll) poses as rotations (the chordal mean: the rotation nearest the mean of
     the two matrices), so it is right across +-180 degrees and near the +-90 degree yaw lock where averaging the
     angles one by one is not."""
-    m = euler_to_matrix(*a) + euler_to_matrix(*b)
-    u, _, vt = np.linalg.svd(m)
-    d = np.sign(np.linalg.det(u @ vt))
-    return matrix_to_euler(u @ np.diag([1.0, 1.0, d]) @ vt)
+    return matrix_to_euler(nearest_rotation(euler_to_matrix(*a) + euler_to_matrix(*b)))
 
 
 def texel_mirror_permutation(valid: np.ndarray) -> np.ndarray:

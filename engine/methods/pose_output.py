@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from engine.geometry.head_pose import POSE_SOURCES, procrustes_rotations
+from engine.geometry.rotation import nearest_rotation
 from engine.paths import weights_path
 
 CALIBRATION_FILE = "pose_calibration.json"
@@ -29,12 +30,6 @@ def file_sha256(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
-
-
-def nearest_rotation(m: np.ndarray) -> np.ndarray:
-    """The rotation nearest (Frobenius) a 3x3 matrix: its SVD projection, reflection excluded."""
-    u, _, vt = np.linalg.svd(np.asarray(m, np.float64))
-    return u @ np.diag([1.0, 1.0, np.linalg.det(u @ vt)]) @ vt
 
 
 def fit_correction(source: np.ndarray, target: np.ndarray) -> np.ndarray:
