@@ -64,34 +64,42 @@ def detection_for_crop(roi_box: np.ndarray, calibration: dict[str, float] | None
     return np.array([cx - w / 2, cy - w / 2, cx + w / 2, cy + w / 2])
 
 
-def calibrate(n_images: int = 2000, pad: float = 0.5, seed: int = 0, log=print) -> dict[str, float]:
-    """Run BlazeFace on padded training crops; the crop itself is the target box. Medians are robust to misses."""
-    import cv2
-
-    from engine.mp_runtime import BlazeFaceRunner
+def fit_crop_policy(detect, n_images: int, pad: float = 0.5, seed: int = 0) -> dict[str, float]:
+    """A detector's crop policy from padded training crops, the crop itself being the target box: the medians
+    (robust to misses) of the box-to-crop offset and scale over the images where ``detect`` (an image -> (K, 5)
+    boxes, best first) found a face."""
     from engine.paths import data_path
 
     lab = np.load(data_path("aflw_train", "labels.npz"))
     rng = np.random.default_rng(seed)
     pick = rng.choice(len(lab["names"]), size=min(n_images, len(lab["names"])), replace=False)
-    det = BlazeFaceRunner(full_range=False, min_score=0.5)
     rows = []
     for i in pick:
         img = cv2.imread(str(data_path("aflw_train", "images", lab["names"][i])))
         p = int(pad * 120)
         big = cv2.copyMakeBorder(img, p, p, p, p, cv2.BORDER_REPLICATE)
-        boxes = det(cv2.resize(big, None, fx=2, fy=2)) / np.array([2, 2, 2, 2, 1.0])
+        boxes = detect(cv2.resize(big, None, fx=2, fy=2)) / np.array([2, 2, 2, 2, 1.0])
         if len(boxes) == 0:
             continue
         b = boxes[np.argmax(boxes[:, 4])]
         w, h = b[2] - b[0], b[3] - b[1]
         rows.append(((p + 59.5 - (b[0] + b[2]) / 2) / w, (p + 59.5 - (b[1] + b[3]) / 2) / h, 120 / ((w + h) / 2)))
-    det.close()
     r = np.array(rows)
-    out = {"dx": float(np.median(r[:, 0])), "dy": float(np.median(r[:, 1])), "scale": float(np.median(r[:, 2])),
-           "n": int(len(r)), "of": int(len(pick)),
-           "spread_scale_iqr": float(np.subtract(*np.percentile(r[:, 2], [75, 25])))}
+    return {"dx": float(np.median(r[:, 0])), "dy": float(np.median(r[:, 1])), "scale": float(np.median(r[:, 2])),
+            "n": int(len(r)), "of": int(len(pick)),
+            "spread_scale_iqr": float(np.subtract(*np.percentile(r[:, 2], [75, 25])))}
+
+
+def calibrate(n_images: int = 2000, pad: float = 0.5, seed: int = 0, log=print) -> dict[str, float]:
+    """BlazeFace's crop policy (``fit_crop_policy``), written to weights/crop_policy.json."""
+    from engine.mp_runtime import BlazeFaceRunner
+
+    det = BlazeFaceRunner(full_range=False, min_score=0.5)
+    try:
+        out = fit_crop_policy(det, n_images, pad, seed)
+    finally:
+        det.close()
     weights_path(POLICY_FILE).write_text(json.dumps(out, indent=1))
     detector_calibration.cache_clear()
-    log(f"crop policy from {len(r)}/{len(pick)} detections: {out}")
+    log(f"crop policy from {out['n']}/{out['of']} detections: {out}")
     return out

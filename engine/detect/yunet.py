@@ -85,30 +85,11 @@ def to_blazeface_frame(boxes: np.ndarray) -> np.ndarray:
 
 
 def calibrate(n_images: int = 1000, pad: float = 0.5, seed: int = 0, log=print) -> dict[str, float]:
-    """YuNet on padded training crops (the crop itself is the target box), as crop_policy.calibrate does for
-    BlazeFace; medians are robust to misses."""
-    from engine.paths import data_path
+    """YuNet's crop policy (crop_policy.fit_crop_policy, as BlazeFace's), written to its own file."""
+    from engine.detect.crop_policy import fit_crop_policy
 
-    lab = np.load(data_path("aflw_train", "labels.npz"))
-    rng = np.random.default_rng(seed)
-    pick = rng.choice(len(lab["names"]), size=min(n_images, len(lab["names"])), replace=False)
-    det = YuNetRunner(min_score=0.5)
-    rows = []
-    for i in pick:
-        img = cv2.imread(str(data_path("aflw_train", "images", lab["names"][i])))
-        p = int(pad * 120)
-        big = cv2.copyMakeBorder(img, p, p, p, p, cv2.BORDER_REPLICATE)
-        boxes = det(cv2.resize(big, None, fx=2, fy=2)) / np.array([2, 2, 2, 2, 1.0])
-        if len(boxes) == 0:
-            continue
-        b = boxes[0]
-        w, h = b[2] - b[0], b[3] - b[1]
-        rows.append(((p + 59.5 - (b[0] + b[2]) / 2) / w, (p + 59.5 - (b[1] + b[3]) / 2) / h, 120 / ((w + h) / 2)))
-    r = np.array(rows)
-    out = {"dx": float(np.median(r[:, 0])), "dy": float(np.median(r[:, 1])), "scale": float(np.median(r[:, 2])),
-           "n": int(len(r)), "of": int(len(pick)),
-           "spread_scale_iqr": float(np.subtract(*np.percentile(r[:, 2], [75, 25])))}
+    out = fit_crop_policy(YuNetRunner(min_score=0.5), n_images, pad, seed)
     weights_path(CALIBRATION_FILE).write_text(json.dumps(out, indent=1))
     calibration.cache_clear()
-    log(f"YuNet crop policy from {len(r)}/{len(pick)} detections: {out}")
+    log(f"YuNet crop policy from {out['n']}/{out['of']} detections: {out}")
     return out

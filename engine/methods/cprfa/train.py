@@ -41,7 +41,7 @@ from engine.methods.cprfa.corruption import (DafiErrorModel, batch_generator, ca
                                              measure_errors, retrieval_statistics)
 from engine.methods.cprfa.dafi_targets import augmented_dafi, cached_dafis, dafi_tensor, reference_rows
 from engine.methods.cprfa.geometry import N_ALPHA, Retrieval
-from engine.methods.cprfa.hsunet import DEFAULT_WIDTHS, HSUNet
+from engine.methods.cprfa.hsunet import HSUNet
 from engine.methods.cprfa.model import CPRFA, ExportCPRFA
 from engine.methods.cprfa.unet_stage import DAFI_WEIGHTS, dafi_landmarks, landmark_codes, load_unet
 from engine.training.augment import AugmentConfig
@@ -53,25 +53,6 @@ from engine.training.targets import TrainingSet
 STAGE_RECIPES = {"cprfa-dafi": "engine.methods.cprfa.train_dafi"}
 SMOKE_LIMIT = 256          # larger runs need the trained U-Net
 RETRIEVAL_CHUNK = 8        # faces per retrieval call in batch_targets: (8, 14400, 256) floats = 118 MB
-
-
-def load_unet(widths: tuple[int, int, int, int] = DEFAULT_WIDTHS) -> tuple[HSUNet, bool]:
-    """The HS-U-Net from weights/cprfa-dafi.pt, and whether it was trained (False: freshly initialised).
-
-    A checkpoint that still carries its optimizer state is an unfinished run handed over to the next session
-    (``main.py train cprfa-dafi --resume`` continues it): it does not count as trained, so the CPR rounds never
-    train on, or ship with, a half-trained U-Net."""
-    from engine.paths import weights_path
-
-    net = HSUNet(widths)
-    path = weights_path(DAFI_WEIGHTS)
-    if not path.exists():
-        return net, False
-    ck = torch.load(path, map_location="cpu", weights_only=False)
-    if ck.get("optimizer") is not None:
-        return net, False
-    net.load_state_dict(ck["model"])
-    return net, True
 
 
 CALIBRATION_CROPS = 256   # reference crops the warp model is calibrated on (20 grid points; about a minute)
