@@ -205,3 +205,24 @@ def test_frame_result_says_the_detector_found_nothing(mtcnn3d):
     res = proc.process(Frame(index=0, timestamp=0.0, image=np.full((300, 300, 3), 128, np.uint8)))
     assert res.faces == [] and res.faces_tracked == 0
     assert "settle crop" in res.timings
+
+
+def test_the_card_e2e_row_follows_the_eval_json(tmp_path, monkeypatch):
+    """update_card_e2e swaps the card's e2e row and its description for the latest `eval --mode e2e --json` object,
+    leaving the rest of the card as it was."""
+    import json
+
+    import engine.training.model_card as mc
+
+    monkeypatch.setattr(mc, "weights_path", lambda name: tmp_path / name)
+    card = ("| mode | 0-30 | 30-60 | 60-90 | balanced | overall | failures |\n"
+            "| protocol | 1.00 | 2.00 | 3.00 | **2.00** | 1.50 | 0 |\n| e2e | 9.00 | 9.00 | 9.00 | **9.00** | 9.00 | 3 |\n"
+            "e2e mode crops with the app's BlazeFace detector and crop policy; a detection failure scores the mean "
+            "shape's NME.\n")
+    (tmp_path / "m.md").write_text(card)
+    nme = {"0-30": 1.5, "30-60": 2.5, "60-90": 3.5, "balanced": 2.5, "overall": 2.0}
+    (tmp_path / "m_e2e.json").write_text(json.dumps({"mode": "e2e", "nme": nme, "failures": 2}))
+    assert mc.update_card_e2e("m", tmp_path) and not mc.update_card_e2e("absent", tmp_path)
+    text = (tmp_path / "m.md").read_text()
+    assert "| e2e | 1.50 | 2.50 | 3.50 | **2.50** | 2.00 | 2 |" in text and "| protocol | 1.00 |" in text
+    assert "9.00" not in text and "YuNet" in text and "BlazeFace detector and crop policy" not in text

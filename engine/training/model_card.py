@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 import statistics
+from pathlib import Path
+
 from engine.evaluation.bench import ms_per_face
 from engine.export.atomic import atomic_write_text
 from engine.paths import PROJECT_ROOT, data_path, weights_path
@@ -223,6 +225,31 @@ def update_card_visibility(name: str) -> bool:
     return True
 
 
+E2E_SENTENCE = ("e2e mode runs the app's front end (BlazeFace + YuNet, the detection matching the annotated face, one "
+                "landmark\nre-crop; docs/front-end.md); a detection failure scores the mean shape's NME.")
+
+
+def update_card_e2e(name: str, results_dir: Path | None = None) -> bool:
+    """Replace the e2e row of weights/NAME.md's accuracy table (and the sentence saying what e2e runs) with
+    docs/results/NAME_e2e.json, the object `main.py eval --mode e2e --json` wrote, without re-measuring the rest;
+    False without a card, a row or the JSON."""
+    card = weights_path(f"{name}.md")
+    js = (results_dir or PROJECT_ROOT / "docs" / "results") / f"{name}_e2e.json"
+    if not card.exists() or not js.exists():
+        return False
+    lines = card.read_text().split("\n")
+    at = next((i for i, line in enumerate(lines) if line.startswith("| e2e |")), None)
+    if at is None:
+        return False
+    lines[at] = _row(json.loads(js.read_text()))
+    text = "\n".join(lines)
+    for old in ("e2e mode crops with the app's BlazeFace detector and crop policy; a detection failure scores the mean "
+                "shape's NME.",):
+        text = text.replace(old, E2E_SENTENCE)
+    atomic_write_text(card, text)
+    return True
+
+
 def write_card(name: str, e2e: bool = True) -> str:
     from engine.evaluation.protocol import evaluate
     from engine.methods.base import registry
@@ -299,8 +326,7 @@ def write_card(name: str, e2e: bool = True) -> str:
 {ablation_text(name, results[0]["nme"], ablations, results[0]["pose_mae"])}
 {trained_ablation_text(name, hist, facts.get("description"))}
 {pose_line(pm, reported_pose_source(name, registry()[name].pose_source))}
-e2e mode runs the app's front end (BlazeFace + YuNet, the detection matching the annotated face, one landmark
-re-crop; docs/front-end.md); a detection failure scores the mean shape's NME.
+{E2E_SENTENCE}
 
 {visibility_text(name)}
 ## Speed
