@@ -1,5 +1,5 @@
 """Record each ONNX method's network outputs on 8 training crops spread over yaw, and what the tail made of
-them at the time of recording: tests/data/tail_reference.npz, the reference tests/test_tail_reference.py holds
+them at the time of recording: tests/data/tail_reference.npz, the reference tests/methods/test_tail_reference.py holds
 every later tail (decode, visibility, frontal shape) to. Re-run only to change the reference on purpose:
     python -m research.record_tail_reference
 """

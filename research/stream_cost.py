@@ -10,7 +10,7 @@ import numpy as np
 
 
 from engine.stream import OscStreamer  # noqa: E402
-from tests.test_stream import free_port, synthetic_frame  # noqa: E402
+from tests.stream.test_stream import free_port, synthetic_frame  # noqa: E402
 
 
 def main(frames: int = 300) -> None:

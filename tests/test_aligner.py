@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from engine.paths import PROJECT_ROOT
-from tests.annotated_clip import METHOD, annotated_clip, clip_path, read_annotate_csv
+from tests.support.annotated_clip import METHOD, annotated_clip, clip_path, read_annotate_csv
 
 NAMES = ("image00002.jpg", "image00006.jpg", "image00010.jpg")
 

@@ -3,7 +3,7 @@
 Why compiled: at one face the numpy version is some forty small array operations of 1-10 µs each (sort, cumulative
 counts, gathers), so its fixed cost, not its arithmetic, is most of the visibility test. The loop below does the
 same comparisons in the same float64 expressions (box, depth, then the barycentrics exactly as
-``mesh._barycentrics`` writes them), so it makes the same decisions; tests/test_fast_tail.py holds it to the numpy
+``mesh._barycentrics`` writes them), so it makes the same decisions; tests/geometry/test_fast_tail.py holds it to the numpy
 version and to the per-face reference.
 
 Candidate pairs come from a uniform grid over each face's points: a triangle visits only the cells its 2D box

@@ -28,7 +28,7 @@ from engine.training.targets import TrainingSet
 # 64x64 4.37-4.49 ms (network 3.7), 128x128 6.48-6.68 ms (network 5.5-5.6), over the 6 ms/face target. So 64x64 (the
 # issue's floor), read out with fitted 6x6-texel weights: 68 landmarks 0.011 px mean, 0.048 p99, 0.22 px worst on
 # ground-truth maps of 1,000 labels outside the fit (128x128: 0.005 / 0.018 / 0.046; a one-off script, not kept:
-# tests/test_prnet_dense.py checks the 64x64 read-out the same way).
+# tests/methods/test_prnet_dense.py checks the 64x64 read-out the same way).
 DENSE_MAP_SIZE = 64
 
 

@@ -21,7 +21,7 @@ from engine.result import AlignmentResult
 from engine.stream import OscStreamer, parse_target
 from engine.stream.messages import face_translation
 from engine.stream.vmc import LEFT_EYE, RIGHT_EYE, blend_values, pose_to_vmc_quaternion
-from tests.annotated_clip import METHOD, annotated_clip, clip_path
+from tests.support.annotated_clip import METHOD, annotated_clip, clip_path
 
 
 class Receiver:

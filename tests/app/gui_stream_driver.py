@@ -1,4 +1,4 @@
-"""Drives the real window's OSC stream toggle on the test clip (run by tests/test_gui_stream.py in its own
+"""Drives the real window's OSC stream toggle on the test clip (run by tests/app/test_gui_stream.py in its own
 process): turns it on towards a python-osc receiver, checks what arrives against what the worker processed,
 kills the receiver mid-stream, and checks the settings keep host, port and toggle. Writes report.json."""
 from __future__ import annotations
@@ -10,7 +10,7 @@ import threading
 import types
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from gui_common import start_app, wait_until  # noqa: E402
 

@@ -1,4 +1,4 @@
-"""The app's 'Flip avg' toggle on the real window under Xvfb (tests/gui_flip_driver.py)."""
+"""The app's 'Flip avg' toggle on the real window under Xvfb (tests/app/gui_flip_driver.py)."""
 import json
 import os
 import subprocess
@@ -16,7 +16,7 @@ def test_flip_toggle_shows_its_cost(display, dev_dir, tmp_path):
     if not weights_path("baseline.onnx").exists():
         pytest.skip("baseline has no weights")
     env = dict(os.environ, XDG_CONFIG_HOME=str(tmp_path / "config"), DISPLAY=display, QT_QPA_PLATFORM="xcb")
-    p = subprocess.run([sys.executable, "tests/gui_flip_driver.py", str(video), "baseline", str(tmp_path)],
+    p = subprocess.run([sys.executable, "tests/app/gui_flip_driver.py", str(video), "baseline", str(tmp_path)],
                        cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stderr[-3000:]
     rep = json.loads((tmp_path / "report.json").read_text())

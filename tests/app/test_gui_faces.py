@@ -21,8 +21,8 @@ def test_max_faces_control_limits_reports_and_persists(display, dev_dir, tmp_pat
     out = tmp_path / "out"
     out.mkdir()
     env = dict(os.environ, XDG_CONFIG_HOME=str(tmp_path / "config"), DISPLAY=display, QT_QPA_PLATFORM="xcb")
-    p = subprocess.run([sys.executable, "tests/gui_faces_driver.py", str(clip), str(out)], cwd=PROJECT_ROOT, env=env,
-                       capture_output=True, text=True, timeout=600)
+    p = subprocess.run([sys.executable, "tests/app/gui_faces_driver.py", str(clip), str(out)], cwd=PROJECT_ROOT,
+                       env=env, capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stderr[-3000:]
     rep = json.loads((out / "report.json").read_text())
     assert rep["first"] and rep["default_limit"] == 4 and rep["faces_at_default"] == 4

@@ -5,7 +5,7 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import engine  # noqa: E402,F401  (pins BLAS threads before numpy loads, as main.py does)
 from app.qt import QtCore, QtWidgets  # noqa: E402

@@ -253,7 +253,7 @@ def test_one_rotation_through_stream_and_api(k):
     unchanged: a known rotation sent through both and rebuilt with this module's helpers."""
     from engine.aligner import faces_of
     from engine.stream import OscStreamer
-    from tests.test_stream import Receiver
+    from tests.stream.test_stream import Receiver
 
     rot = random_rotations(3, seed=11)[k]
     frame = _frame_with(rot)

@@ -1,4 +1,4 @@
-"""Plays a low-frame-rate clip in compare mode with smoothing on (run by tests/test_gui_live.py on Xvfb) and
+"""Plays a low-frame-rate clip in compare mode with smoothing on (run by tests/app/test_gui_live.py on Xvfb) and
 records, for every result the window shows, the frame index each pane's image was drawn from and the landmarks
 drawn on it; after closing the window, aligns every frame of the clip alone (a fresh tracker per frame, no
 smoothing) with the same methods and reports each pane's distance to that, frame by frame."""
@@ -9,7 +9,7 @@ import os
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from gui_common import start_app, wait_until  # noqa: E402
 

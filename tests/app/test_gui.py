@@ -19,7 +19,7 @@ def gui_run(display, dev_dir, tmp_path_factory):
         pytest.skip(f"{video} missing")
     out = tmp_path_factory.mktemp("gui")
     env = dict(os.environ, XDG_CONFIG_HOME=str(out / "config"), DISPLAY=display, QT_QPA_PLATFORM="xcb")
-    p = subprocess.run([sys.executable, "tests/gui_driver.py", str(video), str(out)], cwd=PROJECT_ROOT, env=env,
+    p = subprocess.run([sys.executable, "tests/app/gui_driver.py", str(video), str(out)], cwd=PROJECT_ROOT, env=env,
                        capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stderr[-3000:]
     assert (out / "report.json").exists(), p.stderr[-3000:]
@@ -104,7 +104,7 @@ def test_scripted_run_that_cannot_open_exits_nonzero(display, tmp_path, source):
 
 @pytest.fixture(scope="module")
 def checks(display, dev_dir, tmp_path_factory):
-    """One launch of the real window through issue 10's points (tests/gui_checks.py)."""
+    """One launch of the real window through issue 10's points (tests/app/gui_checks.py)."""
     video = dev_dir.parent / "video" / "obama.mp4"
     if not video.exists():
         pytest.skip(f"{video} missing")
@@ -116,7 +116,7 @@ def checks(display, dev_dir, tmp_path_factory):
         shutil.copy(f, folder / f.name)
     cv2.imwrite(str(folder / "zz_no_face.png"), np.full((300, 300, 3), 128, np.uint8))  # last: no face
     env = dict(os.environ, XDG_CONFIG_HOME=str(out / "config"), DISPLAY=display, QT_QPA_PLATFORM="xcb")
-    p = subprocess.run([sys.executable, "tests/gui_checks.py", str(video), str(folder), str(out)], cwd=PROJECT_ROOT,
+    p = subprocess.run([sys.executable, "tests/app/gui_checks.py", str(video), str(folder), str(out)], cwd=PROJECT_ROOT,
                        env=env, capture_output=True, text=True, timeout=900)
     assert p.returncode == 0, p.stderr[-3000:]
     return json.loads((out / "checks.json").read_text()), out
@@ -252,7 +252,7 @@ def test_soak_compare_every_method(display, dev_dir, tmp_path):
     clip = tmp_path / "clip44.mp4"
     n_frames, fps = looped_clip(video, clip, SOAK_SECONDS)
     env = dict(os.environ, XDG_CONFIG_HOME=str(tmp_path / "config"), DISPLAY=display, QT_QPA_PLATFORM="xcb")
-    p = subprocess.run([sys.executable, "tests/gui_soak.py", str(clip), str(tmp_path), str(SOAK_SECONDS + 2)],
+    p = subprocess.run([sys.executable, "tests/app/gui_soak.py", str(clip), str(tmp_path), str(SOAK_SECONDS + 2)],
                        cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, f"exit code {p.returncode}: {p.stderr[-3000:]}"
     rep = json.loads((tmp_path / "soak.json").read_text())

@@ -1,4 +1,4 @@
-"""Drives the real window on a video (run by tests/test_gui.py in its own process, on Xvfb or offscreen Qt):
+"""Drives the real window on a video (run by tests/app/test_gui.py in its own process, on Xvfb or offscreen Qt):
 plays it, grabs each pane, switches method, turns on compare mode, closes, and reports what it saw as JSON."""
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import threading
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from gui_common import start_app, wait_until  # noqa: E402
 

@@ -1,4 +1,4 @@
-"""Drives the real window through issue 10's points in one launch (run by tests/test_gui.py on Xvfb): default
+"""Drives the real window through issue 10's points in one launch (run by tests/app/test_gui.py on Xvfb): default
 method, keys with the focus anywhere and after a dialog, folder browsing and export, the video's real length, no
 stale state, grid order and labels, export feedback, the compare report pausing the live view, and the key
 response in compare mode. Writes what it saw as JSON plus screenshots."""
@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from gui_common import start_app, wait_until as _wait_until  # noqa: E402
 from app.qt import QtCore, QtWidgets  # noqa: E402

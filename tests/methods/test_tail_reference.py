@@ -9,7 +9,7 @@ import pytest
 from engine.methods.base import registry
 from engine.methods.factory import create
 
-REFERENCE = Path(__file__).parent / "data" / "tail_reference.npz"
+REFERENCE = Path(__file__).parents[1] / "data" / "tail_reference.npz"
 METHODS = ["3dstn", "baseline", "mtcnn3d", "prnet"]
 
 
@@ -40,9 +40,9 @@ def test_tail_equals_the_recorded_tail(name, reference):
     if set(outputs) != set(m.model.output_names):
         pytest.skip(f"weights/{m.weights} changed outputs since the recording; re-run python -m research.record_tail_reference")
     m.model = _Recorded(outputs)
-    m.visibility_model = None   # the recording holds the geometric test; tests/test_visibility_bench.py the fitted one
+    m.visibility_model = None   # the recording holds the geometric test; tests/evaluation/test_visibility_bench.py the fitted one
     # the recording holds each network's own pose; the declared pose source on top of it (a Procrustes rotation and
-    # a fitted correction, engine/methods/pose_output.py) is tested in tests/test_head_pose.py
+    # a fitted correction, engine/methods/pose_output.py) is tested in tests/geometry/test_head_pose.py
     m.pose_output = None
     n = len(reference[f"{name}/pose"])
     results = m.align_batch([np.zeros((120, 120, 3), np.uint8)] * n)

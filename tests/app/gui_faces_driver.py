@@ -1,4 +1,4 @@
-"""Drives the real window on a looping many-face clip (run by tests/test_gui_faces.py in its own process):
+"""Drives the real window on a looping many-face clip (run by tests/app/test_gui_faces.py in its own process):
 the toolbar's "max faces" control must limit the tracked faces live, say so in the status bar, and be kept in the
 settings. Writes report.json and screenshots."""
 from __future__ import annotations
@@ -8,7 +8,7 @@ import re
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from gui_common import start_app, wait_until  # noqa: E402
 from app.qt import QtCore  # noqa: E402

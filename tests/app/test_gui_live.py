@@ -1,6 +1,6 @@
 """The live window in compare mode (issue 27): every pane's landmarks on the face at a low frame rate with
 smoothing on; tiles zoomed to the faces with a whole-frame toggle; the walk-through defects. Each test drives the
-real window in its own process on Xvfb (tests/gui_sync_driver.py, tests/gui_live_driver.py)."""
+real window in its own process on Xvfb (tests/app/gui_sync_driver.py, tests/app/gui_live_driver.py)."""
 import json
 import os
 import subprocess
@@ -59,7 +59,7 @@ def test_compare_panes_keep_landmarks_on_the_face_at_a_low_frame_rate(display, d
         pytest.skip(f"{video} missing")
     clip = tmp_path / "low.mp4"
     order = low_rate_clip(video, clip)
-    run_driver("tests/gui_sync_driver.py", display, tmp_path, clip, tmp_path, ",".join(present), 2)
+    run_driver("tests/app/gui_sync_driver.py", display, tmp_path, clip, tmp_path, ",".join(present), 2)
     rep = json.loads((tmp_path / "sync.json").read_text())
     assert rep["finished"] and rep["frames"] == len(order)
     assert rep["pane_frames_match"]
@@ -75,7 +75,7 @@ def test_compare_panes_keep_landmarks_on_the_face_at_a_low_frame_rate(display, d
 
 @pytest.fixture(scope="module")
 def live(display, dev_dir, tmp_path_factory):
-    """One launch of the window through the compare-mode walk-through (tests/gui_live_driver.py)."""
+    """One launch of the window through the compare-mode walk-through (tests/app/gui_live_driver.py)."""
     from engine.methods.base import registry
 
     video = dev_dir.parent / "video" / "obama.mp4"
@@ -87,7 +87,7 @@ def live(display, dev_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("live")
     clip = out / "clip.mp4"
     low_rate_clip(video, clip, step=1, fps=25.0)
-    run_driver("tests/gui_live_driver.py", display, out, clip, out, *pair)
+    run_driver("tests/app/gui_live_driver.py", display, out, clip, out, *pair)
     return json.loads((out / "live.json").read_text()), out, pair
 
 

@@ -1,4 +1,4 @@
-"""The shared test clip annotated once per test session (tests/test_stream.py and tests/test_aligner.py both
+"""The shared test clip annotated once per test session (tests/stream/test_stream.py and tests/test_aligner.py both
 compare against it): ``python main.py annotate obama.mp4 --method mtcnn3d --formats csv``."""
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Drives the real window on a video with the 'Flip avg' toggle (run by tests/test_flip_gui.py in its own process
+"""Drives the real window on a video with the 'Flip avg' toggle (run by tests/app/test_flip_gui.py in its own process
 on Xvfb): plays with one method, turns flip averaging on from the toolbar, then off, and reports as JSON what the
 status bar, the speed panel and the results said in each mode."""
 from __future__ import annotations
@@ -10,7 +10,7 @@ import threading
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from gui_common import start_app, wait_until  # noqa: E402
 

@@ -216,7 +216,8 @@ def test_the_card_e2e_row_follows_the_eval_json(tmp_path, monkeypatch):
 
     monkeypatch.setattr(mc, "weights_path", lambda name: tmp_path / name)
     card = ("| mode | 0-30 | 30-60 | 60-90 | balanced | overall | failures |\n"
-            "| protocol | 1.00 | 2.00 | 3.00 | **2.00** | 1.50 | 0 |\n| e2e | 9.00 | 9.00 | 9.00 | **9.00** | 9.00 | 3 |\n"
+            "| protocol | 1.00 | 2.00 | 3.00 | **2.00** | 1.50 | 0 |\n"
+            "| e2e | 9.00 | 9.00 | 9.00 | **9.00** | 9.00 | 3 |\n"
             "e2e mode crops with the app's BlazeFace detector and crop policy; a detection failure scores the mean "
             "shape's NME.\n")
     (tmp_path / "m.md").write_text(card)

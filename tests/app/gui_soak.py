@@ -1,4 +1,4 @@
-"""Soak run of the real window (run by tests/test_gui.py in its own process on Xvfb): play a long clip in compare
+"""Soak run of the real window (run by tests/app/test_gui.py in its own process on Xvfb): play a long clip in compare
 mode with every method that has weights, sample this process's resident memory once a second, then close and
 exit 0. A crash in Qt/pyqtgraph (PySide6-Essentials 6.12.0 aborted with "none_dealloc" after ~60 plot updates)
 kills the process before the report is written, so the test sees a non-zero exit code."""
@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from gui_common import start_app  # noqa: E402  (pins BLAS threads before numpy loads, as main.py does)
 from app.qt import QtCore  # noqa: E402

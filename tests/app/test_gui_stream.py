@@ -11,7 +11,7 @@ from engine.paths import PROJECT_ROOT
 def test_stream_toggle_sends_what_the_worker_processed_and_persists(display, dev_dir, tmp_path):
     video = dev_dir.parent / "video" / "obama.mp4"
     env = dict(os.environ, XDG_CONFIG_HOME=str(tmp_path / "config"), DISPLAY=display, QT_QPA_PLATFORM="xcb")
-    p = subprocess.run([sys.executable, "tests/gui_stream_driver.py", str(video), str(tmp_path)], cwd=PROJECT_ROOT,
+    p = subprocess.run([sys.executable, "tests/app/gui_stream_driver.py", str(video), str(tmp_path)], cwd=PROJECT_ROOT,
                        env=env, capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stderr[-3000:]
     rep = json.loads((tmp_path / "report.json").read_text())

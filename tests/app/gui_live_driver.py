@@ -1,4 +1,4 @@
-"""Drives the real window through issue 27's compare-mode points in one launch (run by tests/test_gui_live.py on
+"""Drives the real window through issue 27's compare-mode points in one launch (run by tests/app/test_gui_live.py on
 Xvfb): tiles zoomed to the faces and the whole-frame toggle, a method switch that keeps the frame and the pause,
 the method box naming the first tile, the provider label, exports with the toolbar's max faces and a cancelled
 compare report, max faces redoing a paused frame, the toolbar at 1024x700, the compare menu staying open, and
@@ -10,7 +10,7 @@ import os
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from gui_common import start_app, wait_until  # noqa: E402
 from app.qt import QtCore, QtWidgets  # noqa: E402
