@@ -306,7 +306,7 @@ def run_ray(jobs: list[BatchJob], common: tuple, address: str, workers: int | No
             kw["address"] = address or os.environ["RAY_ADDRESS"]
         else:
             # a private cluster for this command: Ray's own default would also join whatever
-            # /tmp/ray/ray_current_cluster names, and hangs when that cluster is gone
+            # cluster its session file in the temp folder names, and hangs when that cluster is gone
             kw["address"] = "local"
             if workers:
                 kw["num_cpus"] = workers
