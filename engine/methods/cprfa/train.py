@@ -14,7 +14,8 @@ reprojection errors.
 Ablations (``python main.py train cprfa --ablation NAME``): ``one-round`` (round 1 only), ``mean-t`` (translation
 as the mean of its CPR instead of a network), ``cpr-h`` (CPR-H fusion with mtcnn3d's 68 landmarks: run once on
 the training crops and cached under runs/cache, moved with each crop's affine), ``cpr-h-finetune`` (the same
-fusion started from the shipped weights by ``warm_start`` and trained 3 epochs), ``code-corruption`` (the CPR inputs
+fusion started from the shipped weights by ``warm_start`` and trained 3 epochs; ``cpr-h-finetune-long``: 8),
+``code-corruption`` (the CPR inputs
 corrupted by the code-noise model, which the first shipped run trained on, instead of the warp model calibrated in
 ``build`` to reproduce the U-Net's retrieval statistics on the reference split; corruption.py explains why the
 code-noise model is too harsh).
@@ -136,7 +137,10 @@ class CPRFARecipe(Recipe):
                  "code-corruption": {"corruption": "code"},
                  # CPR-H fine-tuned from the shipped CPRFA (its fused features start at zero weight): 3 epochs
                  # instead of a 12-epoch run from scratch (2-core compute); the card compares it to that start
-                 "cpr-h-finetune": {"fusion": True, "init_from": "weights/cprfa.pt", "epochs": 3, "lr": 3e-4}}
+                 "cpr-h-finetune": {"fusion": True, "init_from": "weights/cprfa.pt", "epochs": 3, "lr": 3e-4},
+                 # the same fine-tune on a longer schedule: the 3-epoch arm was still falling through its anneal
+                 # (balanced 4.28, 4.22, 4.13 after epochs 1-3)
+                 "cpr-h-finetune-long": {"fusion": True, "init_from": "weights/cprfa.pt", "epochs": 8, "lr": 3e-4}}
     notes: str = (
         "HS-U-Net (recipe cprfa-dafi, frozen here) -> DAFI + mask at 120 px -> retrieval of the C = 128 selected "
         "vertices (weights/cprfa_vertices.npz; in-graph: the pixels whose code lies within the file's threshold, "
