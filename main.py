@@ -166,8 +166,14 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_card(args: argparse.Namespace) -> int:
-    from engine.training.model_card import write_card
+    from engine.training.model_card import refresh_card_text, write_card
 
+    if args.text_only:
+        if not refresh_card_text(args.name):
+            print(f"no card weights/{args.name}.md to refresh", file=sys.stderr)
+            return 1
+        print(f"weights/{args.name}.md: architecture notes, stage table and research sections rewritten")
+        return 0
     print(write_card(args.name, e2e=not args.no_e2e))
     return 0
 
@@ -462,6 +468,9 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("card", help="measure a trained method and write its model card")
     s.add_argument("name")
     s.add_argument("--no-e2e", action="store_true")
+    s.add_argument("--text-only", action="store_true",
+                   help="rewrite only the written parts (architecture notes, stage table, research sections from "
+                        "docs/results) without re-measuring: the accuracy, pose and speed lines stay as they are")
     s.set_defaults(func=cmd_card)
     s = sub.add_parser("annotate", help="annotate a video or image folder (CSV, JSON, .pts, .obj, overlay video)")
     s.add_argument("input")

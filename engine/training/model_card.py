@@ -175,6 +175,241 @@ def stage_text(history: list[dict], name: str = "pifa") -> str:
             f"{head}\n{rule}\n{rows}\n")
 
 
+RESULTS_DIR = PROJECT_ROOT / "docs" / "results"
+
+
+def _section(heading: str, body: str) -> str:
+    return f"{heading}\n{body.rstrip()}\n" if body else ""
+
+
+def declared_ablations_text(name: str, results_dir: Path | None = None) -> str:
+    """The recipe's ablations (`main.py train NAME --ablation KEY`) with no trained arm in docs/results: named on
+    the card, so a declared variant is never taken for a measured one."""
+    try:
+        from engine.training.recipes import get_recipe
+
+        declared = get_recipe(name).ablations
+    except (KeyError, ImportError):
+        return ""
+    results_dir = results_dir or RESULTS_DIR
+    untrained = [k for k in declared if not (results_dir / f"{name}_ablation_{k}.json").exists()]
+    if not untrained:
+        return ""
+    return (f"Declared in the recipe (`python main.py train {name} --ablation KEY`), with no trained arm in "
+            "docs/results, so no number on this card comes from them:\n\n"
+            + "\n".join(f"- `{k}`: {json.dumps(declared[k])}" for k in untrained) + "\n")
+
+
+def _spread_cell(v: dict, digits: int = 1) -> str:
+    return f"{v['mean']:.{digits}f} ± {v['sd']:.{digits}f} ({v['min']:.{digits}f}-{v['max']:.{digits}f})"
+
+
+def pifa_blocks_text(res: dict) -> str:
+    """PIFA's blocks against the paper's Table 3 and why blocks 1-2 barely move, from
+    ``python -m research.pifa_blocks --json docs/results/pifa_blocks.json``."""
+    dev, rows = res["dev_stages"], res["train_blocks"]
+    paper = res.get("paper_table3", {})
+    by = {r["block"]: r for r in rows}
+    lines = ["| after | aflw2000_dev balanced (here) | paper's Table 3 (AFLW) | camera's share of Eq. 6 (training "
+             "crops) | camera moved by the block (spreads) | training crops: NME | with the teacher's camera |",
+             "|---|---|---|---|---|---|---|"]
+    for k, (stage, b) in enumerate(dev.items()):
+        r = by.get(k, {})
+        moved = r.get("camera_move_rms_in_spreads")
+        lines.append(f"| {stage} | **{b['balanced']:.2f}** | {paper.get(stage, '')} | "
+                     f"{r.get('camera share std (shipped)', float('nan')):.3f} | "
+                     f"{'' if moved is None else f'{moved:.2f}'} | {r.get('nme_train', float('nan')):.2f} | "
+                     f"{r.get('nme_teacher_camera_block_shape', float('nan')):.2f} |")
+    b0, b2, b3 = (dev[f"block{k}"]["balanced"] for k in (0, 2, 3))
+    early = [by[k]["nme_teacher_camera_block_shape"] for k in range(4) if k in by]
+    own = [by[k]["nme_train"] for k in range(4) if k in by]
+    share = [by[k]["camera share std (shipped)"] for k in (0, 1, 2)]
+    share_lm = by[0]["camera share landmark (proposed)"]
+    moved = [by[k]["camera_move_rms_in_spreads"] for k in (1, 2)]
+    paper_text = ""
+    if "block1" in paper and "block2" in paper:
+        paper_text = (f"In the paper's table block 2 takes the NME from {paper['block1']} to {paper['block2']}; ")
+    return f"""`OMP_NUM_THREADS=1 python -m research.pifa_blocks --train 1000 --json docs/results/pifa_blocks.json`
+(weights/pifa.pt, {res['epochs']} epochs, torch; aflw2000_dev protocol crops, {res['dev_n']} images; the loss
+columns on the first {res['train_n']} aflw_train crops, un-augmented, against the teacher's fit). The paper's
+column is the three numbers issue 30 quotes from PIFA's Table 3, placed on blocks 1-3 (which rows of the paper's
+table they are was not checked against the paper); no other value of that table is quoted in this repository, so
+the other rows are left empty, and the datasets differ (AFLW there, AFLW2000-3D here).
+
+""" + "\n".join(lines) + f"""
+
+{paper_text}here blocks 1-2 move the balanced NME only from {b0:.2f} to {b2:.2f}, and block 3 does the work
+({b3:.2f}). On the training crops the error left after blocks 0-3 is the camera's: their own NME there is
+{min(own):.2f}-{max(own):.2f}, and with the teacher's camera their shapes would score
+{min(early):.2f}-{max(early):.2f}. Eq. 6 is the mean over 58 entries, each in units of its training spread, and
+50 of them are shape coefficients, which start {by[0]['coef_rms_in_stds']:.2f} stds off (RMS) against the camera's
+{by[0]['camera_rms_in_spreads']:.2f} spreads: the camera carries {share[0]:.1%} of Eq. 6 at the start and
+{share[1]:.1%} and {share[2]:.1%} after blocks 1 and 2, which spend themselves on the coefficients and move the
+camera by {moved[0]:.2f} and {moved[1]:.2f} of its spread. Weighting each entry by how far a unit of it moves the 68
+landmarks (`pifa_param_weights(..., "landmark")`, docs/flip.md) gives the camera {share_lm:.1%} of the loss at the
+start. That reweighted retrain is declared as the ablation `eq6-landmark`
+(`python main.py train pifa --ablation eq6-landmark --schedule-from weights/pifa.pt --threads 2`) and **not trained**:
+the shipped weights, and the balanced {dev[list(dev)[-1]]['balanced']:.2f} above, come from the Eq. 6 weighting by
+spreads.
+"""
+
+
+CAPU_ARMS = (("round1", "round 1 (no consistency-aware round)"),
+             ("round2", "round 2 as shipped (beta from the errors over 10% of the found selected vertices)"),
+             ("round2_const_beta", "round 2, beta = each update's held-out mean, the same for every face"),
+             ("round2_beta1", "round 2, beta = 1 (the regressors' updates unscaled)"),
+             ("round2_kappa_all", "round 2, errors over every found selected vertex (kappa = 1)"),
+             ("round2_dafi", "round 2, errors over every DAFI-detected vertex (the paper's sample)"))
+
+
+def cprfa_capu_text(res: dict) -> str:
+    """CPRFA's consistency-aware round measured on the shipped model, from
+    ``python -m research.cprfa_capu --json docs/results/cprfa_capu.json``."""
+    ho, dev = res["held_out"], res["dev"]
+    sample_rows = (("found", f"selected vertices found (of C = {res['C']})"),
+                   ("sampled", f"vertices the round samples (kappa = {res['kappa']:.0%} of the found, rounded up)"),
+                   ("fg_pixels", "DAFI foreground pixels"),
+                   ("dafi_vertices", f"distinct BFM vertices those pixels retrieve (of {res['codebook_vertices']:,}; "
+                                     f"threshold {res['threshold']}): the paper's sample"))
+    sample = "\n".join(f"| {label} | {_spread_cell(ho['sample'][k])} | {_spread_cell(dev['sample'][k])} |"
+                       for k, label in sample_rows)
+    beta = "\n".join(f"| {a['step']} | {a['group']} | {a['mean']:.3f} | {a['sd']:.3f} | {a['min']:.3f}-{a['max']:.3f} "
+                     f"| {a['p5']:.3f}-{a['p95']:.3f} | {d['mean']:.3f} / {d['sd']:.3f} | {k['mean']:.3f} / "
+                     f"{k['sd']:.3f} | {f['mean']:.3f} / {f['sd']:.3f} |"
+                     for a, d, k, f in zip(ho["beta"], dev["beta"], ho["beta_kappa_all"], ho["beta_dafi"]))
+    nme = "\n".join(f"| {label} | {_buckets(ho['nme'][k])} | {_buckets(dev['nme'][k])} |" for k, label in CAPU_ARMS)
+
+    def change(split: dict, arm: str, base: str = "round1") -> float:
+        return split["nme"][arm]["balanced"] - split["nme"][base]["balanced"]
+
+    d_ho, d_dev = change(ho, "round2"), change(dev, "round2")
+    sds = [a["sd"] for a in ho["beta"]]
+    means = [a["mean"] for a in ho["beta"]]
+    verdict = "hurts" if d_ho > 0 else "helps"
+    const_ho, const_dev = change(ho, "round2_const_beta", "round2"), change(dev, "round2_const_beta", "round2")
+    kappa_ho, dafi_ho = change(ho, "round2_kappa_all", "round2"), change(ho, "round2_dafi", "round2")
+    negligible = 0.02      # balanced NME: below the epoch-to-epoch swing of the shipped run (card's training table)
+    if max(abs(const_ho), abs(const_dev)) < negligible:
+        response = ("It acts as a learned step size per parameter, not as the consistency check the paper "
+                    "describes.")
+    else:
+        response = "So beta's response to the face is worth that much."
+    sample_verdict = ""
+    if max(abs(kappa_ho), abs(dafi_ho)) < negligible:
+        sample_verdict = (" With this beta network, the sample size is not what decides whether round 2 helps; a "
+                          "beta network trained on the paper's sample is not trained here.")
+    return f"""`OMP_NUM_THREADS=2 python -m research.cprfa_capu --json docs/results/cprfa_capu.json` (weights/cprfa.pt,
+torch, no training). held-out: aflw_train's held-out split (engine/training/split.py, {ho['n']} crops; no network of
+CPRFA trained on them, though the vertex selection and the corruption model's calibration were measured on them),
+NME against the teacher's 68 points, buckets by AFLW's |yaw| (>= 60 in the last); dev: aflw2000_dev protocol crops
+({dev['n']}), as in the stage table above. The variants of round 2 change only what the trained beta network is fed,
+or replace it; none is retrained.
+
+Sample size per face, mean ± sd (min-max):
+
+| | held-out | aflw2000_dev |
+|---|---|---|
+{sample}
+
+beta per update of round 2, across faces (held-out; then mean / sd on dev, and on held-out with the errors over
+every found selected vertex and over every DAFI-detected vertex):
+
+| step | group | mean | sd | min-max | 5-95% | dev | all found | DAFI-detected |
+|---|---|---|---|---|---|---|---|---|
+{beta}
+
+NME (%) 0-30 / 30-60 / 60-90 / balanced:
+
+| variant | held-out | aflw2000_dev |
+|---|---|---|
+{nme}
+
+- Round 2 {verdict} on the held-out split ({d_ho:+.2f} balanced; {d_dev:+.2f} on aflw2000_dev) and lowers the NME of
+  {ho['round2_better_fraction']:.0%} of the held-out faces ({dev['round2_better_fraction']:.0%} on dev). With
+  beta = 1 the change from round 1 would be {change(ho, 'round2_beta1'):+.2f} on held-out: the learned betas (means
+  {min(means):.2f}-{max(means):.2f}) shrink the regressors' updates.
+- beta per face: its sd across faces is {min(sds):.3f}-{max(sds):.3f} per update, and holding each
+  update's beta at its held-out mean changes the balanced NME by {const_ho:+.3f} (held-out) and {const_dev:+.3f}
+  (dev). {response}
+- The sample: {ho['sample']['sampled']['mean']:.1f} vertices per face (minimum {ho['sample']['sampled']['min']:.0f})
+  against {ho['sample']['dafi_vertices']['mean']:,.0f} distinct vertices the DAFI detects. Feeding the trained beta
+  network the errors over every found selected vertex or over every DAFI-detected vertex moves the profile it reads
+  (errors / their mean) by {ho['profile_gap_10pct_vs_all_found']['mean']:.3f} and
+  {ho['profile_gap_10pct_vs_dafi']['mean']:.3f} on average, and the balanced NME by {kappa_ho:+.3f} and
+  {dafi_ho:+.3f} (held-out).{sample_verdict}
+"""
+
+
+def research_sections(name: str, results_dir: Path | None = None) -> list[tuple[str, str]]:
+    """(heading, body) of the card's sections written from research results (docs/results) and the recipe's
+    declared, untrained ablations; a section whose result file is absent is left out."""
+    results_dir = results_dir or RESULTS_DIR
+    sources = {"pifa": ("## PIFA's blocks against the paper's Table 3", "pifa_blocks.json", pifa_blocks_text),
+               "cprfa": ("## Consistency-aware round (CAPU)", "cprfa_capu.json", cprfa_capu_text)}
+    out = []
+    if name in sources:
+        heading, file, text = sources[name]
+        if (results_dir / file).exists():
+            out.append((heading, text(json.loads((results_dir / file).read_text()))))
+    declared = declared_ablations_text(name, results_dir)
+    if declared:
+        out.append((DECLARED_HEADING, declared))
+    return out
+
+
+DECLARED_HEADING = "## Ablations declared, not trained"
+
+
+def _replace_section(card: str, heading: str, text: str) -> str:
+    """``card`` with the section under ``heading`` replaced by ``text`` (or, if absent, ``text`` put before the
+    visibility or speed section, or at the end); an empty ``text`` removes the section."""
+    if heading + "\n" in card:
+        start = card.index(heading + "\n")
+        end = card.find("\n## ", start + len(heading))
+        rest = card[end + 1:] if end >= 0 else ""
+        return card[:start] + (text + "\n" + rest if text and rest else text or rest)
+    if not text:
+        return card
+    for anchor in ("\n" + VISIBILITY_HEADING, "\n## Speed"):
+        if anchor in card:
+            at = card.index(anchor) + 1
+            return card[:at] + text + "\n" + card[at:]
+    return card.rstrip("\n") + "\n\n" + text
+
+
+def refresh_card_text(name: str, results_dir: Path | None = None) -> bool:
+    """Rewrite weights/NAME.md's written parts from their inputs without re-measuring the model: the architecture
+    notes (the recipe's, while it is the recipe the weights came from), the stage table (training facts, with the
+    paper's column), and the research sections (docs/results). The measured lines (accuracy, pose, speed) stay
+    as the last `python main.py card NAME` wrote them. False without a card."""
+    card = weights_path(f"{name}.md")
+    if not card.exists():
+        return False
+    text = card.read_text()
+    facts = json.loads(weights_path(f"{name}.train.json").read_text())
+    try:
+        from engine.training.recipes import get_recipe
+
+        recipe = get_recipe(name)
+        if recipe.description == facts.get("description") and "## Architecture\n" in text:
+            start = text.index("## Architecture\n") + len("## Architecture\n")
+            end = text.index("\n- Parameters:", start)
+            text = text[:start] + recipe.notes + "\n" + text[end:]
+    except (KeyError, ImportError):
+        pass
+    stages = stage_text(facts["history"], name)
+    if stages and "NME after each stage" in text:
+        start = text.index("NME after each stage")
+        end = text.find("\n\n", text.index("\n|", start))
+        text = text[:start] + stages.rstrip("\n") + (text[end:] if end >= 0 else "\n")
+    sections = dict(research_sections(name, results_dir))
+    for heading in ("## PIFA's blocks against the paper's Table 3", "## Consistency-aware round (CAPU)",
+                    DECLARED_HEADING):
+        text = _replace_section(text, heading, _section(heading, sections.get(heading, "")))
+    atomic_write_text(card, text)
+    return True
+
+
 VISIBILITY_RESULTS = PROJECT_ROOT / "docs" / "results" / "visibility.json"
 VISIBILITY_HEADING = "## Visibility against AFLW's human flags"
 
@@ -328,7 +563,7 @@ def write_card(name: str, e2e: bool = True) -> str:
 {pose_line(pm, reported_pose_source(name, registry()[name].pose_source))}
 {E2E_SENTENCE}
 
-{visibility_text(name)}
+{"".join(_section(h, b) + chr(10) for h, b in research_sections(name))}{visibility_text(name)}
 ## Speed
 `method.align` on one 120x120 crop, 1 ONNX Runtime thread, CPU ({facts['host']}, `python main.py card {name}`):
 median {speed['median']:.2f} ms (min {speed['min']:.2f}, max {speed['max']:.2f}), network + decode + visibility.
