@@ -16,8 +16,13 @@ table):
    every DAFI-detected vertex (the paper's sample; each observed at the mean centre of its pixels, as the in-graph
    retrieval places the selected ones) - (c) and (d) without retraining the beta network; and how far the 10%
    profile (errors / their mean, what the beta network reads) lies from the (c) and (d) profiles.
+4. ``--inputs`` (added to an existing --json file): round 1 against round 2 on the same held-out crops fed with
+   the training inputs instead of the U-Net's DAFI: the ground-truth DAFI, clean and under the warp corruption
+   model calibrated as ``build`` calibrates it (engine/methods/cprfa/train.py). Does round 2 fail on unseen faces,
+   or only on the U-Net's real DAFIs?
 
     OMP_NUM_THREADS=2 nice -n 10 python -m research.cprfa_capu --json docs/results/cprfa_capu.json
+    OMP_NUM_THREADS=2 nice -n 10 python -m research.cprfa_capu --inputs --json docs/results/cprfa_capu.json
 """
 from __future__ import annotations
 
@@ -238,6 +243,41 @@ def constant_betas(betas: np.ndarray) -> dict[str, list[float]]:
     return {g: [float(means[s * len(ROUND2_ORDER) + i]) for s in range(STEPS)] for i, g in enumerate(ROUND2_ORDER)}
 
 
+@torch.no_grad()
+def training_inputs(model: CPRFA, images: np.ndarray, params: np.ndarray, rows: np.ndarray
+                    ) -> dict[str, dict[str, np.ndarray]]:
+    """Round 1 and round 2 landmarks (crop px) of the held-out crops fed with ground-truth DAFIs, clean and
+    corrupted by the warp model calibrated on these crops' U-Net predictions (as ``build`` calibrates it)."""
+    from engine.methods.cprfa.corruption import batch_generator, corrupt, measure_errors
+    from engine.methods.cprfa.dafi_targets import dafi_tensor, render_rows
+    from engine.methods.cprfa.train import calibrate_to_predictions, retrieve_in_chunks
+    from engine.training.dataset import images_to_tensor
+
+    gt_u8 = np.zeros((len(rows), 120, 120, 4), np.uint8)
+    render_rows(params, gt_u8)
+    preds, fgs = [], []
+    for s in range(0, len(images), BATCH):
+        d, f = model.unet.dafi(images_to_tensor(np.array(images[s:s + BATCH])).contiguous())
+        preds.append(d), fgs.append(f)
+    pred, fg = torch.cat(preds), torch.cat(fgs)
+    gt, gt_mask = dafi_tensor(gt_u8)
+    error_model = calibrate_to_predictions(measure_errors(pred, fg, gt, gt_mask), pred, fg > 0.5, gt, gt_mask,
+                                           model.retrieval)
+    print(f"warp model calibrated on {len(rows)} held-out crops: {error_model.as_dict()}", file=sys.stderr)
+    out: dict[str, dict[str, list]] = {"ground-truth DAFI": {}, "ground-truth DAFI, warp-corrupted": {}}
+    for s in range(0, len(rows), BATCH):
+        g, m = gt[s:s + BATCH], gt_mask[s:s + BATCH]
+        cg, cm = corrupt(g, m, error_model, batch_generator(torch.from_numpy(rows[s:s + BATCH]), None))
+        for name, (dafi, mask) in (("ground-truth DAFI", (g, m)), ("ground-truth DAFI, warp-corrupted", (cg, cm))):
+            obs, found = retrieve_in_chunks(model.retrieval, dafi, mask)
+            found = found.float()
+            p1, _, _ = model.round1(model.init[None].expand(len(dafi), -1), obs, found)
+            p2, _, _ = model.round2(p1, obs, found)
+            for arm, p in (("round1", p1), ("round2", p2)):
+                out[name].setdefault(arm, []).append(model.points(p)[:, N_MESH:, :2].numpy())
+    return {name: {arm: np.concatenate(v) for arm, v in arms.items()} for name, arms in out.items()}
+
+
 ARMS = ("round1", "round2", "round2_const_beta", "round2_beta1", "round2_kappa_all", "round2_dafi")
 
 
@@ -256,6 +296,7 @@ def main() -> int:
     p.add_argument("--held-out-limit", type=int, help="first N crops of the held-out split (default: all 954)")
     p.add_argument("--dev-limit", type=int, help="first N aflw2000_dev images (default: all 1,000)")
     p.add_argument("--json", help="also write the numbers to this JSON file")
+    p.add_argument("--inputs", action="store_true", help="only item 4, added to the --json file's numbers")
     args = p.parse_args()
 
     model = load_shipped()
@@ -270,6 +311,22 @@ def main() -> int:
     held_gt = all_points(fm, lab["teacher_params"][rows])[:, N_MESH:, :2]   # the training targets' 68 points
     held_yaw = lab["aflw_yaw"][rows]
 
+    def score_held(lm: np.ndarray) -> tuple[dict, np.ndarray]:
+        nme = nme_per_image(lm, held_gt)
+        return bucket_summary(nme, held_yaw)[0], nme
+
+    if args.inputs:
+        result = json.loads(Path(args.json).read_text()) if args.json and Path(args.json).exists() else {}
+        arms = training_inputs(model, held_images, lab["teacher_params"][rows], rows)
+        result["held_out_training_inputs"] = {
+            name: {"nme": {a: score_held(lm)[0] for a, lm in v.items()},
+                   "round2_better_fraction": float((score_held(v["round2"])[1] < score_held(v["round1"])[1]).mean())}
+            for name, v in arms.items()}
+        print(json.dumps(result["held_out_training_inputs"], indent=1))
+        if args.json:
+            Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
+        return 0
+
     print(f"held-out split: {len(rows)} crops", file=sys.stderr)
     held = run_split(model, held_images, codebook, tree, sel.threshold)
     val = Validator(limit=args.dev_limit)
@@ -278,10 +335,6 @@ def main() -> int:
     const = constant_betas(held["betas"])     # chosen on the held-out split, applied to both
     for split in (held, dev):
         split["round2_const_beta"] = round2_constant_beta(model, split, const)
-
-    def score_held(lm: np.ndarray) -> tuple[dict, np.ndarray]:
-        nme = nme_per_image(lm, held_gt)
-        return bucket_summary(nme, held_yaw)[0], nme
 
     def score_dev(lm: np.ndarray) -> tuple[dict, np.ndarray]:
         img = np.stack([crop_to_image(lm[i], val.roi_box[i]) for i in range(val.n)])

@@ -262,17 +262,23 @@ CAPU_ARMS = (("round1", "round 1 (no consistency-aware round)"),
              ("round2_dafi", "round 2, errors over every DAFI-detected vertex (the paper's sample)"))
 
 
-def cprfa_capu_text(res: dict) -> str:
+def _signed(x: float, digits: int = 3) -> str:
+    """``x`` with its sign, without a "-0.000" for a change that rounds to nothing."""
+    return f"{x:+.{digits}f}" if round(x, digits) != 0 else f"{0:.{digits}f}"
+
+
+def cprfa_capu_text(res: dict, history: list[dict] | None = None) -> str:
     """CPRFA's consistency-aware round measured on the shipped model, from
-    ``python -m research.cprfa_capu --json docs/results/cprfa_capu.json``."""
+    ``python -m research.cprfa_capu --json docs/results/cprfa_capu.json``; ``history``: the shipped run's
+    training facts (round 1 against round 2 on the training inputs, where it logged both)."""
     ho, dev = res["held_out"], res["dev"]
-    sample_rows = (("found", f"selected vertices found (of C = {res['C']})"),
-                   ("sampled", f"vertices the round samples (kappa = {res['kappa']:.0%} of the found, rounded up)"),
-                   ("fg_pixels", "DAFI foreground pixels"),
+    sample_rows = (("found", f"selected vertices found (of C = {res['C']})", 0),
+                   ("sampled", f"vertices the round samples (kappa = {res['kappa']:.0%} of the found, rounded up)", 1),
+                   ("fg_pixels", "DAFI foreground pixels", 0),
                    ("dafi_vertices", f"distinct BFM vertices those pixels retrieve (of {res['codebook_vertices']:,}; "
-                                     f"threshold {res['threshold']}): the paper's sample"))
-    sample = "\n".join(f"| {label} | {_spread_cell(ho['sample'][k])} | {_spread_cell(dev['sample'][k])} |"
-                       for k, label in sample_rows)
+                                     f"threshold {res['threshold']}): the paper's sample", 0))
+    sample = "\n".join(f"| {label} | {_spread_cell(ho['sample'][k], d)} | {_spread_cell(dev['sample'][k], d)} |"
+                       for k, label, d in sample_rows)
     beta = "\n".join(f"| {a['step']} | {a['group']} | {a['mean']:.3f} | {a['sd']:.3f} | {a['min']:.3f}-{a['max']:.3f} "
                      f"| {a['p5']:.3f}-{a['p95']:.3f} | {d['mean']:.3f} / {d['sd']:.3f} | {k['mean']:.3f} / "
                      f"{k['sd']:.3f} | {f['mean']:.3f} / {f['sd']:.3f} |"
@@ -294,6 +300,38 @@ def cprfa_capu_text(res: dict) -> str:
                     "describes.")
     else:
         response = "So beta's response to the face is worth that much."
+    why = ""
+    last = next((h for h in reversed(history or []) if "lm68_round1_px" in h and "lm68_px" in h), None)
+    inputs = res.get("held_out_training_inputs", {})
+    if d_ho > 0 and (last is not None or inputs):
+        why = "\n- Why it hurts:"
+        if last is not None:
+            why += (f" on its training inputs (ground-truth DAFIs under the warp corruption model) round 2 lowered the "
+                    f"68-landmark error from {last['lm68_round1_px']:.2f} to {last['lm68_px']:.2f} px (epoch "
+                    f"{last['epoch']}, the shipped run's training log).")
+        if inputs:
+            why += (" The held-out crops (faces no CPRFA network trained on) fed with each kind of input "
+                    "(`--inputs`; the warp model calibrated on these crops' U-Net DAFIs, as the recipe's build "
+                    "calibrates it):")
+            warp = inputs.get("ground-truth DAFI, warp-corrupted")
+            conclusion = ""
+            if warp is not None:
+                d_warp = warp["nme"]["round2"]["balanced"] - warp["nme"]["round1"]["balanced"]
+                if d_warp < 0:
+                    conclusion = (" So round 2 carries over to unseen faces but not to the U-Net's real DAFI errors: "
+                                  "the corruption model matches the U-Net's retrieval statistics (found fraction, "
+                                  "offset) but not whatever round 2's corrections rely on.")
+                    if max(abs(const_ho), abs(const_dev)) < negligible:
+                        conclusion += (" A beta that barely varies per face cannot hold them back where they do "
+                                       "not fit.")
+                else:
+                    conclusion = " So round 2 fails on unseen faces even with the inputs it was trained on."
+            table = [("the U-Net's DAFI (the method)", ho["nme"])] + [(k, v["nme"]) for k, v in inputs.items()]
+            why += ("\n\n  | input (held-out crops) | round 1 | round 2 | balanced change |\n  |---|---|---|---|\n"
+                    + "\n".join(f"  | {k} | {_buckets(v['round1'])} | {_buckets(v['round2'])} | "
+                                 f"{_signed(v['round2']['balanced'] - v['round1']['balanced'], 2)} |"
+                                 for k, v in table) + "\n\n ")
+            why += conclusion
     sample_verdict = ""
     if max(abs(kappa_ho), abs(dafi_ho)) < negligible:
         sample_verdict = (" With this beta network, the sample size is not what decides whether round 2 helps; a "
@@ -329,23 +367,25 @@ NME (%) 0-30 / 30-60 / 60-90 / balanced:
   beta = 1 the change from round 1 would be {change(ho, 'round2_beta1'):+.2f} on held-out: the learned betas (means
   {min(means):.2f}-{max(means):.2f}) shrink the regressors' updates.
 - beta per face: its sd across faces is {min(sds):.3f}-{max(sds):.3f} per update, and holding each
-  update's beta at its held-out mean changes the balanced NME by {const_ho:+.3f} (held-out) and {const_dev:+.3f}
-  (dev). {response}
+  update's beta at its held-out mean changes the balanced NME by {_signed(const_ho)} (held-out) and
+  {_signed(const_dev)} (dev). {response}
 - The sample: {ho['sample']['sampled']['mean']:.1f} vertices per face (minimum {ho['sample']['sampled']['min']:.0f})
   against {ho['sample']['dafi_vertices']['mean']:,.0f} distinct vertices the DAFI detects. Feeding the trained beta
   network the errors over every found selected vertex or over every DAFI-detected vertex moves the profile it reads
   (errors / their mean) by {ho['profile_gap_10pct_vs_all_found']['mean']:.3f} and
-  {ho['profile_gap_10pct_vs_dafi']['mean']:.3f} on average, and the balanced NME by {kappa_ho:+.3f} and
-  {dafi_ho:+.3f} (held-out).{sample_verdict}
+  {ho['profile_gap_10pct_vs_dafi']['mean']:.3f} on average, and the balanced NME by {_signed(kappa_ho)} and
+  {_signed(dafi_ho)} (held-out).{sample_verdict}{why}
 """
 
 
-def research_sections(name: str, results_dir: Path | None = None) -> list[tuple[str, str]]:
-    """(heading, body) of the card's sections written from research results (docs/results) and the recipe's
-    declared, untrained ablations; a section whose result file is absent is left out."""
+def research_sections(name: str, results_dir: Path | None = None, history: list[dict] | None = None
+                      ) -> list[tuple[str, str]]:
+    """(heading, body) of the card's sections written from research results (docs/results; ``history``: the
+    shipped run's training facts, where a section compares with them) and the recipe's declared, untrained
+    ablations; a section whose result file is absent is left out."""
     results_dir = results_dir or RESULTS_DIR
-    sources = {"pifa": ("## PIFA's blocks against the paper's Table 3", "pifa_blocks.json", pifa_blocks_text),
-               "cprfa": ("## Consistency-aware round (CAPU)", "cprfa_capu.json", cprfa_capu_text)}
+    sources = {"pifa": (PIFA_HEADING, "pifa_blocks.json", lambda r: pifa_blocks_text(r)),
+               "cprfa": (CAPU_HEADING, "cprfa_capu.json", lambda r: cprfa_capu_text(r, history))}
     out = []
     if name in sources:
         heading, file, text = sources[name]
@@ -358,6 +398,9 @@ def research_sections(name: str, results_dir: Path | None = None) -> list[tuple[
 
 
 DECLARED_HEADING = "## Ablations declared, not trained"
+PIFA_HEADING = "## PIFA's blocks against the paper's Table 3"
+CAPU_HEADING = "## Consistency-aware round (CAPU)"
+RESEARCH_HEADINGS = (PIFA_HEADING, CAPU_HEADING, DECLARED_HEADING)
 
 
 def _replace_section(card: str, heading: str, text: str) -> str:
@@ -402,10 +445,10 @@ def refresh_card_text(name: str, results_dir: Path | None = None) -> bool:
         start = text.index("NME after each stage")
         end = text.find("\n\n", text.index("\n|", start))
         text = text[:start] + stages.rstrip("\n") + (text[end:] if end >= 0 else "\n")
-    sections = dict(research_sections(name, results_dir))
-    for heading in ("## PIFA's blocks against the paper's Table 3", "## Consistency-aware round (CAPU)",
-                    DECLARED_HEADING):
-        text = _replace_section(text, heading, _section(heading, sections.get(heading, "")))
+    for heading in RESEARCH_HEADINGS:          # out first, then back in research_sections' order
+        text = _replace_section(text, heading, "")
+    for heading, body in research_sections(name, results_dir, facts.get("history")):
+        text = _replace_section(text, heading, _section(heading, body))
     atomic_write_text(card, text)
     return True
 
@@ -563,7 +606,7 @@ def write_card(name: str, e2e: bool = True) -> str:
 {pose_line(pm, reported_pose_source(name, registry()[name].pose_source))}
 {E2E_SENTENCE}
 
-{"".join(_section(h, b) + chr(10) for h, b in research_sections(name))}{visibility_text(name)}
+{"".join(_section(h, b) + chr(10) for h, b in research_sections(name, history=hist))}{visibility_text(name)}
 ## Speed
 `method.align` on one 120x120 crop, 1 ONNX Runtime thread, CPU ({facts['host']}, `python main.py card {name}`):
 median {speed['median']:.2f} ms (min {speed['min']:.2f}, max {speed['max']:.2f}), network + decode + visibility.

@@ -44,6 +44,20 @@ def test_capu_section_carries_the_numbers_and_the_sign_of_round_2():
     assert "Round 2 helps" in mc.cprfa_capu_text(_capu(4.62, 4.50))
 
 
+def test_capu_section_says_where_round_2_fails_from_the_training_inputs_arm():
+    res = _capu(4.50, 4.62)
+    res["held_out_training_inputs"] = {"ground-truth DAFI": {"nme": {"round1": _nme(1.0), "round2": _nme(0.9)}},
+                                       "ground-truth DAFI, warp-corrupted": {"nme": {"round1": _nme(2.8),
+                                                                                     "round2": _nme(2.7)}}}
+    history = [{"epoch": 12, "lm68_round1_px": 1.75, "lm68_px": 1.66}]
+    text = mc.cprfa_capu_text(res, history)
+    assert "from 1.75 to 1.66 px (epoch 12" in text and "carries over to unseen faces" in text
+    assert "| ground-truth DAFI, warp-corrupted | 1.80 / 2.80 / 3.80 / **2.80** |" in text and "| -0.10 |" in text
+    res["held_out_training_inputs"]["ground-truth DAFI, warp-corrupted"]["nme"]["round2"] = _nme(2.9)
+    assert "fails on unseen faces even with the inputs it was trained on" in mc.cprfa_capu_text(res, history)
+    assert "Why it hurts" not in mc.cprfa_capu_text(_capu(4.62, 4.50), history)
+
+
 def test_declared_ablations_name_only_the_untrained_arms(tmp_path):
     (tmp_path / "pifa_ablation_no-vis.json").write_text("{}")
     text = mc.declared_ablations_text("pifa", tmp_path)
