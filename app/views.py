@@ -10,18 +10,23 @@ PALETTE = ["#4caf50", "#2196f3", "#ff9800", "#e91e63", "#9c27b0", "#00bcd4", "#f
 
 def to_qimage(bgr: np.ndarray, size: tuple[int, int] | None = None) -> QtGui.QImage:
     """BGR -> QImage owning its pixels, scaled to fit ``size`` (w, h) keeping the aspect ratio. Safe in any
-    thread (QImage, unlike QPixmap), so the window builds its images in the pipeline's worker thread."""
+    thread (QImage, unlike QPixmap), so the window builds its images in the pipeline's worker thread.
+
+    The image is 32-bit RGB (bytes B, G, R, 255: OpenCV's BGRA), the raster pixmap's own format, so
+    ``QPixmap.fromImage`` in the GUI thread converts nothing; OpenCV's conversion runs without the GIL. The former
+    RGB888 through a reversed numpy view cost 13 ms per 900x506 image holding the GIL, and the GUI thread converted
+    it once more (python -m research.app_draw_cost)."""
+    import cv2
+
     if size is not None and size[0] > 1 and size[1] > 1:
         h, w = bgr.shape[:2]
         s = min(size[0] / w, size[1] / h)
         if abs(s - 1) > 1e-3:
-            import cv2
-
             bgr = cv2.resize(bgr, (max(1, round(w * s)), max(1, round(h * s))),
                              interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
-    rgb = np.ascontiguousarray(bgr[..., ::-1])
-    h, w = rgb.shape[:2]
-    return QtGui.QImage(rgb.data, w, h, 3 * w, QtGui.QImage.Format_RGB888).copy()
+    bgra = cv2.cvtColor(np.ascontiguousarray(bgr), cv2.COLOR_BGR2BGRA)
+    h, w = bgra.shape[:2]
+    return QtGui.QImage(bgra.data, w, h, 4 * w, QtGui.QImage.Format_RGB32).copy()
 
 
 def to_pixmap(bgr: np.ndarray) -> QtGui.QPixmap:
@@ -73,6 +78,28 @@ class ImageView(QtWidgets.QLabel):
             self.setPixmap(self._pix.scaled(self.size(), QtCore.Qt.KeepAspectRatio, QtCore.Qt.SmoothTransformation))
 
 
+def keep_shader_program(mesh_visual) -> None:
+    """Stop VisPy (0.17) from rebuilding the mesh's shader program on every ``set_data``.
+
+    MeshVisual._update_data builds a new color-transform Function for every new mesh; a new Function is a changed
+    program, so the next draw re-generated and re-parsed the GLSL and relinked it (about 40% of the GUI thread's
+    time in the mesh pane under Xvfb, holding the GIL: research/app_draw_cost.py). The pass-through transform
+    (every mesh here has RGBA vertex colours or one colour) is the same code each time: one instance is kept, so
+    VisPy sees the same value and keeps its program. Other colour kinds (vertex values through a colormap) still
+    get a fresh one."""
+    build = mesh_visual._build_color_transform
+    kept: dict[str, object] = {}
+
+    def color_transform(colors):
+        if colors.ndim == 2 and colors.shape[1] == 1:  # values through the colormap: clim-dependent
+            return build(colors)
+        if "pass" not in kept:
+            kept["pass"] = build(colors)
+        return kept["pass"]
+
+    mesh_visual._build_color_transform = color_transform
+
+
 class MeshView(QtWidgets.QWidget):
     """The current face's mesh in a VisPy canvas: shaded, optionally textured from the frame, turntable camera.
 
@@ -93,6 +120,7 @@ class MeshView(QtWidgets.QWidget):
         self.triangles = triangles.astype(np.uint32)
         self.mesh = scene.visuals.Mesh(vertices=np.zeros((3, 3), np.float32), faces=np.array([[0, 1, 2]], np.uint32),
                                        color=(0.85, 0.75, 0.68, 1.0), shading="smooth", parent=self.view.scene)
+        keep_shader_program(self.mesh)
         self.textured = True
         self.frames_drawn = 0      # meshes put on screen
         self.frames_received = 0   # meshes handed to the view
