@@ -185,24 +185,27 @@ class MeshView(QtWidgets.QWidget):
         self.canvas.update()
 
 
-def conditions() -> str:
+def conditions(methods: int = 1) -> str:
     """What the ms per face were measured under, so they can be set against `main.py bench`'s one-thread figure:
     the app's sessions run one thread each (the bench's 1-thread setting), but a method's ms is wall time, so it
-    includes waiting for a core whenever more runnable work than cores competes (other methods side by side, the
-    decoder, the window, other programs): the machine's load says how much."""
+    includes waiting for a core whenever more runnable work than cores competes (other methods side by side in
+    compare mode, the decoder, the window, other programs): the machine's load says how much. The bench's figure
+    is a median over fixed crops, the table's a mean over the last 30 frames (a spike counts in full)."""
     import os
 
-    from app.bridge import APP_THREAD_POLICY
+    from app.bridge import APP_THREAD_POLICY, method_workers
 
     cores = os.cpu_count() or 1
     try:
         load = os.getloadavg()[0]
     except OSError:  # not on this platform
         load = float("nan")
-    threads = (f"{APP_THREAD_POLICY.threads} thread per session (bench: 1t)" if APP_THREAD_POLICY is not None
+    threads = (f"{APP_THREAD_POLICY.threads} thread per session (bench: 1t, median)" if APP_THREAD_POLICY is not None
                and APP_THREAD_POLICY.threads else "ONNX Runtime's default threads")
-    busy = "  ·  busier than its cores: ms include waiting for one" if load > cores else ""
-    return f"{threads}  ·  load {load:.1f} on {cores} cores{busy}"
+    side = min(methods, method_workers())
+    beside = f"  ·  {side} methods at a time on {cores} cores" if side > 1 else ""
+    busy = "  ·  busier than its cores: ms include waiting for one" if load > cores or side >= cores else ""
+    return f"{threads}  ·  mean of 30 frames{beside}  ·  load {load:.1f}{'' if beside else f' on {cores} cores'}{busy}"
 
 
 class FpsPanel(QtWidgets.QWidget):
@@ -225,6 +228,7 @@ class FpsPanel(QtWidgets.QWidget):
         self.legend = self.plot.addLegend(offset=(5, 5))
         self.plot.setMinimumHeight(140)
         self.rates = QtWidgets.QLabel()
+        self.rates.setWordWrap(True)  # the conditions line is long in compare mode: it wraps, the plot keeps its width
         self.rates.setToolTip("shown: frames this window displayed per second (what you see); processed: frames "
                               "the pipeline finished per second (all methods together), both over the last 30")
         self.table = QtWidgets.QTableWidget(0, 4)
@@ -291,7 +295,7 @@ class FpsPanel(QtWidgets.QWidget):
         for name, (xs, ys) in self.data.items():
             self.curves[name].setData(xs, ys)
         self.rates.setText(f"shown {shown_fps:.1f} FPS (this window)  ·  processed {processed_fps:.1f} FPS "
-                           f"(pipeline, all methods)\n{conditions()}")
+                           f"(pipeline, all methods)\n{conditions(len(self.curves))}")
         names = [n for n, v in latency_ms.items() if v > 0]
         self.table.setRowCount(len(names))
         for row, n in enumerate(names):
