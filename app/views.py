@@ -203,9 +203,10 @@ def conditions(methods: int = 1) -> str:
     threads = (f"{APP_THREAD_POLICY.threads} thread per session (bench: 1t, median)" if APP_THREAD_POLICY is not None
                and APP_THREAD_POLICY.threads else "ONNX Runtime's default threads")
     side = min(methods, method_workers())
-    beside = f"  ·  {side} methods at a time on {cores} cores" if side > 1 else ""
-    busy = "  ·  busier than its cores: ms include waiting for one" if load > cores or side >= cores else ""
-    return f"{threads}  ·  mean of 30 frames{beside}  ·  load {load:.1f}{'' if beside else f' on {cores} cores'}{busy}"
+    beside = f"{side} methods at a time  ·  " if side > 1 else ""
+    busy = ": ms include waiting for a core" if load > cores or side >= cores else ""
+    # two short lines, not one wrapped one: a label that re-wraps as its numbers change relays out the window
+    return f"ms: mean of 30 frames, {threads}\n{beside}load {load:.1f} on {cores} cores{busy}"
 
 
 class FpsPanel(QtWidgets.QWidget):
@@ -228,7 +229,6 @@ class FpsPanel(QtWidgets.QWidget):
         self.legend = self.plot.addLegend(offset=(5, 5))
         self.plot.setMinimumHeight(140)
         self.rates = QtWidgets.QLabel()
-        self.rates.setWordWrap(True)  # the conditions line is long in compare mode: it wraps, the plot keeps its width
         self.rates.setToolTip("shown: frames this window displayed per second (what you see); processed: frames "
                               "the pipeline finished per second (all methods together), both over the last 30")
         self.table = QtWidgets.QTableWidget(0, 4)

@@ -8,6 +8,7 @@ from app.views import conditions
 def test_one_method_names_the_bench_setting_and_the_load():
     text = conditions(1)
     assert "1 thread per session (bench: 1t, median)" in text and "mean of 30 frames" in text
+    assert len(text.splitlines()) == 2 and max(len(line) for line in text.splitlines()) < 75
     assert f"on {os.cpu_count()} cores" in text and "at a time" not in text
 
 
