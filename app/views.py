@@ -10,18 +10,23 @@ PALETTE = ["#4caf50", "#2196f3", "#ff9800", "#e91e63", "#9c27b0", "#00bcd4", "#f
 
 def to_qimage(bgr: np.ndarray, size: tuple[int, int] | None = None) -> QtGui.QImage:
     """BGR -> QImage owning its pixels, scaled to fit ``size`` (w, h) keeping the aspect ratio. Safe in any
-    thread (QImage, unlike QPixmap), so the window builds its images in the pipeline's worker thread."""
+    thread (QImage, unlike QPixmap), so the window builds its images in the pipeline's worker thread.
+
+    The image is 32-bit RGB (bytes B, G, R, 255: OpenCV's BGRA), the raster pixmap's own format, so
+    ``QPixmap.fromImage`` in the GUI thread converts nothing; OpenCV's conversion runs without the GIL. The former
+    RGB888 through a reversed numpy view cost 13 ms per 900x506 image holding the GIL, and the GUI thread converted
+    it once more (python -m research.app_draw_cost)."""
+    import cv2
+
     if size is not None and size[0] > 1 and size[1] > 1:
         h, w = bgr.shape[:2]
         s = min(size[0] / w, size[1] / h)
         if abs(s - 1) > 1e-3:
-            import cv2
-
             bgr = cv2.resize(bgr, (max(1, round(w * s)), max(1, round(h * s))),
                              interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
-    rgb = np.ascontiguousarray(bgr[..., ::-1])
-    h, w = rgb.shape[:2]
-    return QtGui.QImage(rgb.data, w, h, 3 * w, QtGui.QImage.Format_RGB888).copy()
+    bgra = cv2.cvtColor(np.ascontiguousarray(bgr), cv2.COLOR_BGR2BGRA)
+    h, w = bgra.shape[:2]
+    return QtGui.QImage(bgra.data, w, h, 4 * w, QtGui.QImage.Format_RGB32).copy()
 
 
 def to_pixmap(bgr: np.ndarray) -> QtGui.QPixmap:
@@ -73,6 +78,28 @@ class ImageView(QtWidgets.QLabel):
             self.setPixmap(self._pix.scaled(self.size(), QtCore.Qt.KeepAspectRatio, QtCore.Qt.SmoothTransformation))
 
 
+def keep_shader_program(mesh_visual) -> None:
+    """Stop VisPy (0.17) from rebuilding the mesh's shader program on every ``set_data``.
+
+    MeshVisual._update_data builds a new color-transform Function for every new mesh; a new Function is a changed
+    program, so the next draw re-generated and re-parsed the GLSL and relinked it (about 40% of the GUI thread's
+    time in the mesh pane under Xvfb, holding the GIL: research/app_draw_cost.py). The pass-through transform
+    (every mesh here has RGBA vertex colours or one colour) is the same code each time: one instance is kept, so
+    VisPy sees the same value and keeps its program. Other colour kinds (vertex values through a colormap) still
+    get a fresh one."""
+    build = mesh_visual._build_color_transform
+    kept: dict[str, object] = {}
+
+    def color_transform(colors):
+        if colors.ndim == 2 and colors.shape[1] == 1:  # values through the colormap: clim-dependent
+            return build(colors)
+        if "pass" not in kept:
+            kept["pass"] = build(colors)
+        return kept["pass"]
+
+    mesh_visual._build_color_transform = color_transform
+
+
 class MeshView(QtWidgets.QWidget):
     """The current face's mesh in a VisPy canvas: shaded, optionally textured from the frame, turntable camera.
 
@@ -93,6 +120,7 @@ class MeshView(QtWidgets.QWidget):
         self.triangles = triangles.astype(np.uint32)
         self.mesh = scene.visuals.Mesh(vertices=np.zeros((3, 3), np.float32), faces=np.array([[0, 1, 2]], np.uint32),
                                        color=(0.85, 0.75, 0.68, 1.0), shading="smooth", parent=self.view.scene)
+        keep_shader_program(self.mesh)
         self.textured = True
         self.frames_drawn = 0      # meshes put on screen
         self.frames_received = 0   # meshes handed to the view
@@ -157,24 +185,28 @@ class MeshView(QtWidgets.QWidget):
         self.canvas.update()
 
 
-def conditions() -> str:
+def conditions(methods: int = 1) -> str:
     """What the ms per face were measured under, so they can be set against `main.py bench`'s one-thread figure:
     the app's sessions run one thread each (the bench's 1-thread setting), but a method's ms is wall time, so it
-    includes waiting for a core whenever more runnable work than cores competes (other methods side by side, the
-    decoder, the window, other programs): the machine's load says how much."""
+    includes waiting for a core whenever more runnable work than cores competes (other methods side by side in
+    compare mode, the decoder, the window, other programs): the machine's load says how much. The bench's figure
+    is a median over fixed crops, the table's a mean over the last 30 frames (a spike counts in full)."""
     import os
 
-    from app.bridge import APP_THREAD_POLICY
+    from app.bridge import APP_THREAD_POLICY, method_workers
 
     cores = os.cpu_count() or 1
     try:
         load = os.getloadavg()[0]
     except OSError:  # not on this platform
         load = float("nan")
-    threads = (f"{APP_THREAD_POLICY.threads} thread per session (bench: 1t)" if APP_THREAD_POLICY is not None
+    threads = (f"{APP_THREAD_POLICY.threads} thread per session (bench: 1t, median)" if APP_THREAD_POLICY is not None
                and APP_THREAD_POLICY.threads else "ONNX Runtime's default threads")
-    busy = "  ·  busier than its cores: ms include waiting for one" if load > cores else ""
-    return f"{threads}  ·  load {load:.1f} on {cores} cores{busy}"
+    side = min(methods, method_workers())
+    beside = f"{side} methods at a time  ·  " if side > 1 else ""
+    busy = ": ms include waiting for a core" if load > cores or side >= cores else ""
+    # two short lines, not one wrapped one: a label that re-wraps as its numbers change relays out the window
+    return f"ms: mean of 30 frames, {threads}\n{beside}load {load:.1f} on {cores} cores{busy}"
 
 
 class FpsPanel(QtWidgets.QWidget):
@@ -263,7 +295,7 @@ class FpsPanel(QtWidgets.QWidget):
         for name, (xs, ys) in self.data.items():
             self.curves[name].setData(xs, ys)
         self.rates.setText(f"shown {shown_fps:.1f} FPS (this window)  ·  processed {processed_fps:.1f} FPS "
-                           f"(pipeline, all methods)\n{conditions()}")
+                           f"(pipeline, all methods)\n{conditions(len(self.curves))}")
         names = [n for n, v in latency_ms.items() if v > 0]
         self.table.setRowCount(len(names))
         for row, n in enumerate(names):

@@ -23,6 +23,10 @@ from engine.smoothing import OneEuroFilter
 from engine.sources import Frame, Source
 
 
+# the live pipeline (frames dropped to keep up) re-detects tracked faces on the tracker's own thread
+# (FaceTracker's ``background``); research/app_speed.py turns it off for an A/B
+LIVE_BACKGROUND_DETECTION = True
+
 # a frame further than this from the previous one processed (seconds of the source's own time) has stale tracks:
 # 3 frames at 25 fps. A live view that keeps up never reaches it; one that drops frames re-detects each frame
 STALE_AFTER_S = 0.13
@@ -54,11 +58,13 @@ class FrameResult:
 class FrameProcessor:
     def __init__(self, methods: list[str] | list[Method], tracker=None, smoothing: bool = False,
                  frontalize: bool = False, max_faces: int | None = None, workers: int = 1,
-                 flip: bool = False) -> None:
+                 flip: bool = False, background_detection: bool = False) -> None:
         """``workers`` > 1: the methods of one frame run side by side on that many threads (compare mode on a
         multi-core machine; ONNX Runtime and most of the tails release the GIL). Each method's ms stays its own
         wall time, so with one thread per session it is comparable with `main.py bench`'s one-thread figure.
-        ``flip``: flip-average every method (engine/methods/flip.py); loaded methods are wrapped, not reloaded."""
+        ``flip``: flip-average every method (engine/methods/flip.py); loaded methods are wrapped, not reloaded.
+        ``background_detection``: the default tracker re-detects tracked faces on a thread of its own (a live
+        view; FaceTracker's ``background``); offline runs keep every detection in its frame."""
         from engine.methods.flip import with_flip
 
         self.methods: dict[str, Method] = {}
@@ -68,7 +74,7 @@ class FrameProcessor:
         if tracker is None:
             from engine.detect.tracker import FaceTracker
 
-            tracker = FaceTracker()
+            tracker = FaceTracker(background=background_detection)
         if max_faces is not None:
             tracker.set_max_faces(max_faces)
         self.tracker = tracker
@@ -177,6 +183,9 @@ class FrameProcessor:
     def close(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=True)
+        stop = getattr(self.tracker, "close", None)
+        if stop:  # its background detection first: it uses the detector closed below
+            stop()
         for m in self.methods.values():
             m.close()
         close = getattr(self.tracker.detector, "close", None)
@@ -343,8 +352,12 @@ class LivePipeline:
 
     def _work(self) -> None:
         try:
+            # a live view (frames dropped to keep up) re-detects in the background: a frame that waited for a
+            # whole-image detection missed the frame period and dropped the next one
             self.processor = FrameProcessor(self.method_names, smoothing=self.smoothing, frontalize=self.frontalize,
-                                            max_faces=self.max_faces, workers=self.workers, flip=self.flip)
+                                            max_faces=self.max_faces, workers=self.workers, flip=self.flip,
+                                            background_detection=(LIVE_BACKGROUND_DETECTION and self.drop_frames
+                                                                  and self.source.kind != "images"))
         except Exception as e:
             self.on_error(f"cannot start the methods: {e}")
             self._stop.set()

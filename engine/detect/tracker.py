@@ -53,7 +53,12 @@ class FaceTracker:
     detected beyond the limit are counted in ``over_limit`` (at the last re-detection) so a caller can say so."""
 
     def __init__(self, detector=None, redetect_every: int = 10, max_faces: int = DEFAULT_MAX_FACES,
-                 max_unconfirmed: int = 6, min_size: float = 24.0, tile_every: int = 3) -> None:
+                 max_unconfirmed: int = 6, min_size: float = 24.0, tile_every: int = 3,
+                 background: bool = False) -> None:
+        """``background``: the periodic re-detection of faces already tracked runs on a thread of its own and is
+        merged into the first frame after it finishes (a live view: a whole-image detection, about 45 CPU-ms at
+        640x360 and twice that with the tiles, made every 10th frame miss the 40 ms frame period and the next
+        frame drop). Detections the frame needs now (nothing tracked, stale tracks, a reset) stay synchronous."""
         max_faces = check_max_faces(max_faces)
         if detector is None:
             from engine.detect.face_detector import FaceDetector
@@ -73,8 +78,12 @@ class FaceTracker:
         # the first after a reset included (so a still image is always scanned whole)
         self.tile_every = max(1, int(tile_every))
         self._since_reset = 0
+        self.background = background
+        self._pool = None       # the background detection's thread (created on first use)
+        self._pending = None    # its Future: (K, 5) detector boxes of a frame already passed
 
     def reset(self) -> None:
+        self._drop_pending()
         self.tracks = []
         self._frame = 0
         self.over_limit = 0
@@ -93,42 +102,78 @@ class FaceTracker:
         landmarks can miss a face that moved or turned meanwhile (the method then fits a face on the cheek)."""
         due = not self.tracks or stale or self._frame % self.redetect_every == 0
         self._frame += 1
-        if due:
+        if due and self.background and self.tracks and not stale:
+            if self._pending is None:  # else the previous one is still running: it counts for this one
+                self.detections_run += 1
+                tiled = self._since_reset % self.tile_every == 0
+                self._since_reset += 1
+                if self._pool is None:
+                    from concurrent.futures import ThreadPoolExecutor
+
+                    self._pool = ThreadPoolExecutor(1, thread_name_prefix="facealign-detect")
+                self._pending = self._pool.submit(self._detect, image, tiled)
+        elif due:
+            self._drop_pending()  # the detector is not shared between threads; a newer result is coming
             self.detections_run += 1
             # a stale re-detection looks for the faces already tracked: the whole-image pass, not the tiled scan
             # (about 60x its cost, which would make a slow pipeline slower still)
             refresh = stale and bool(self.tracks)
             tiled = not refresh and self._since_reset % self.tile_every == 0
             self._since_reset += 0 if refresh else 1
-            boxes = self.detector.detect(image, tiles=tiled) if tiled is False else self.detector.detect(image)
-            dets = [roi_box_from_detection(d) for d in boxes]
-            det_scores = [float(d[4]) for d in boxes]
-            used = set()
-            for t in self.tracks:
-                scores = [iou(t.box, d) for d in dets]
-                j = int(np.argmax(scores)) if scores else -1
-                if j >= 0 and scores[j] > 0.3 and j not in used:
-                    used.add(j)
-                    t.unconfirmed = 0
-                    t.score = det_scores[j]
-                    if t.landmarks is None or stale:
-                        t.box = dets[j]
-                else:
-                    t.unconfirmed += 1
-                    t.score = 0.0
-            self.over_limit = 0
-            for j, d in enumerate(dets):
-                if j in used:
-                    continue
-                if len(self.tracks) < self.max_faces:
-                    self.tracks.append(Track(self._next_id, d, score=det_scores[j]))
-                    self._next_id += 1
-                else:
-                    self.over_limit += 1
+            self._merge(self._detect(image, tiled), stale)
+        if self._pending is not None and self._pending.done():
+            boxes, self._pending = self._pending.result(), None
+            self._merge(boxes, stale=False)
         h, w = image.shape[:2]
         self.tracks = [t for t in self.tracks if t.unconfirmed <= self.max_unconfirmed
                        and t.box[2] > 0 and t.box[3] > 0 and t.box[0] < w and t.box[1] < h]
         return list(self.tracks)
+
+    def _detect(self, image: np.ndarray, tiled: bool) -> np.ndarray:
+        return self.detector.detect(image, tiles=tiled) if tiled is False else self.detector.detect(image)
+
+    def _drop_pending(self) -> None:
+        """Wait for a background detection still running (the detector is then free) and forget its result."""
+        if self._pending is not None:
+            try:
+                self._pending.result()
+            except Exception:  # noqa: BLE001 (its result is discarded; a failing detector fails the next call)
+                pass
+            self._pending = None
+
+    def close(self) -> None:
+        """Stop the background detection thread (after its detection), before the detector is closed."""
+        self._drop_pending()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
+    def _merge(self, boxes: np.ndarray, stale: bool) -> None:
+        """Match detector ``boxes`` to the tracks (IoU), confirm or age them, start tracks for the rest."""
+        dets = [roi_box_from_detection(d) for d in boxes]
+        det_scores = [float(d[4]) for d in boxes]
+        used = set()
+        for t in self.tracks:
+            scores = [iou(t.box, d) for d in dets]
+            j = int(np.argmax(scores)) if scores else -1
+            if j >= 0 and scores[j] > 0.3 and j not in used:
+                used.add(j)
+                t.unconfirmed = 0
+                t.score = det_scores[j]
+                if t.landmarks is None or stale:
+                    t.box = dets[j]
+            else:
+                t.unconfirmed += 1
+                t.score = 0.0
+        self.over_limit = 0
+        for j, d in enumerate(dets):
+            if j in used:
+                continue
+            if len(self.tracks) < self.max_faces:
+                self.tracks.append(Track(self._next_id, d, score=det_scores[j]))
+                self._next_id += 1
+            else:
+                self.over_limit += 1
 
     def update(self, track: Track, landmarks_image: np.ndarray | None) -> None:
         """Feed back the aligned landmarks (image pixels) of a track; None drops it (the method failed)."""

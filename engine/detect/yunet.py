@@ -38,9 +38,7 @@ class YuNetRunner:
     """(K, 5) boxes (x0, y0, x1, y1, score in 0..1) in the input image's pixels, best first."""
 
     def __init__(self, min_score: float = 0.5, max_side: int = DEFAULT_MAX_SIDE) -> None:
-        from yuface import c_detect  # the raw call: its wrapper casts boxes to uint16 (negative corners wrap)
-
-        self._detect = c_detect
+        self._detect = gil_free_detect() or _wheel_detect()
         self.min_score = float(min_score)
         self.max_side = int(max_side)
 
@@ -49,7 +47,7 @@ class YuNetRunner:
         s = min(1.0, self.max_side / max(h, w))
         img = image_bgr if s == 1.0 else cv2.resize(image_bgr, (round(w * s), round(h * s)),
                                                     interpolation=cv2.INTER_AREA)
-        r = np.asarray(self._detect(np.ascontiguousarray(img, dtype=np.uint8)), np.float64).reshape(-1, 16)
+        r = np.asarray(self._detect(np.ascontiguousarray(img, dtype=np.uint8)), np.float64).reshape(-1, 16)[:, :15]
         score = r[:, 0] / 100.0
         keep = score >= self.min_score
         r, score = r[keep], score[keep]
@@ -59,6 +57,49 @@ class YuNetRunner:
 
     def close(self) -> None:
         pass
+
+
+# libfacedetection's result buffer (its DETECT_BUFFER_SIZE): an int count, then 16 int16 per face (score 0-100,
+# x, y, w, h, five landmarks' x and y, one unused)
+_RESULT_BYTES = 0x9000
+
+
+def _wheel_detect():
+    from yuface import c_detect  # the raw call: its wrapper casts boxes to uint16 (negative corners wrap)
+
+    return c_detect
+
+
+@lru_cache(maxsize=1)
+def gil_free_detect():
+    """libfacedetection's ``facedetect_cnn`` called through ctypes, which lets go of the GIL while it runs; None
+    when the wheel's library or symbol is not there (then the wheel's own call is used).
+
+    The wheel's pybind11 call holds the GIL for the whole detection (about 36 CPU-ms on a 640x360 frame): in the
+    app the GUI thread and the other methods' threads stood still meanwhile (a Python loop in another thread saw
+    168 ms gaps, 32 ms with this call at the same load). Same library, same input, same numbers: the wheel's
+    16th column is uninitialised memory, which nothing reads (tests/detect/test_yunet_gil.py)."""
+    import ctypes
+    from pathlib import Path
+
+    try:
+        import yuface
+
+        lib = ctypes.CDLL(str(Path(yuface.__file__).with_name("libfacedetection.so")))
+        fn = lib._Z14facedetect_cnnPhS_iii  # facedetect_cnn(unsigned char*, unsigned char*, int, int, int)
+    except (ImportError, OSError, AttributeError):
+        return None
+    fn.restype = ctypes.POINTER(ctypes.c_int)
+    fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_int]
+
+    def detect(image_bgr: np.ndarray) -> np.ndarray:
+        img = np.ascontiguousarray(image_bgr, dtype=np.uint8)
+        buffer = np.zeros(_RESULT_BYTES, np.uint8)  # one per call: detections may run in several threads
+        p = fn(buffer.ctypes.data, img.ctypes.data, img.shape[1], img.shape[0], int(img.strides[0]))
+        n = int(p[0]) if p else 0
+        return np.frombuffer(buffer, np.int16, count=16 * n, offset=4).reshape(n, 16).copy()
+
+    return detect
 
 
 @lru_cache(maxsize=1)
