@@ -159,6 +159,8 @@ def test_the_card_section_is_added_then_replaced(tmp_path, monkeypatch):
     mc.update_card_visibility("m")
     second = (tmp_path / "m.md").read_text()
     assert second.count(mc.VISIBILITY_HEADING) == 1 and "| m (shipped) | 0.750 |" in second and "fast" in second
+    # replacing keeps the layout the first insertion made: a blank line before the next heading
+    assert second == first.replace("| m (shipped) | 0.500 |", "| m (shipped) | 0.750 |")
 
 
 def test_patch_cnn_in_numpy_and_onnx_matches_torch():
