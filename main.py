@@ -358,7 +358,7 @@ def cmd_visibility(args: argparse.Namespace) -> int:
     from engine.methods.base import available_methods
 
     names = [n for m in args.methods for n in m.split(",") if n] if args.methods else available_methods()
-    res = benchmark(names, limit=args.limit, with_ablations=not args.no_ablations,
+    res = benchmark(names, limit=args.limit, with_ablations=not args.no_ablations, reuse_outputs=args.reuse_outputs,
                     log=(lambda s: print(s, file=sys.stderr)) if args.json else print)
     print(to_json(res) if args.json else table(res) + "\n\n" + group_table(res))
     if args.save:
@@ -549,6 +549,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--methods", nargs="+", help="NAME[,NAME...] (default: every method with weights)")
     s.add_argument("--limit", type=int, help="first N crops of the held-out split (954)")
     s.add_argument("--no-ablations", action="store_true", help="only the shipped visibility, no ablation rows")
+    s.add_argument("--reuse-outputs", action="store_true",
+                   help="take the networks' outputs from runs/visibility/NAME-held.npz when made with the current "
+                        "weights (made and kept otherwise) and recompute only the visibility")
     s.add_argument("--save", action="store_true", help="merge the rows into docs/results/visibility.json and the "
                                                        "methods' model cards (weights/NAME.md)")
     s.add_argument("--json", action="store_true")

@@ -4,32 +4,33 @@ Per landmark (brows, eyes, nose, mouth and the chin) one logistic regression dec
   - the z of the mean face's normal at the landmark turned by the face's rotation (``turned_z``),
   - the z of the landmark's normal on the method's own mesh (``local_z``; MT-CNN 3D's N_c . N_i),
   - the shared test's decision (``geometric``),
-  - the image around the landmark: a PATCH_GRID x PATCH_GRID grid of the blurred grey crop spanning
-    +-PATCH_HALF of the face width, in units of the crop's own mean and spread, and the patch's spread. The
+  - the image: the logit of "visible" that a small CNN (engine/visibility_patches) reads from a colour patch of the
+    crop around the landmark's AFLW site, and around the mirror site on the other side of the face. The
     annotators also hide points under hair, hands or glasses (on aflw_train 24% of the outer brow corners of faces
     within 30 degrees of frontal are flagged hidden), which no normal or z-buffer can see.
 Each landmark's model is fitted to the flag of the AFLW point nearest to it in its group (``nearest_flags``: its
 twin where it has one, e.g. the eye's centre for the eyelid points, the mouth's centre for the middle of the lips),
 per method on its own outputs for training-split crops (``python -m engine.evaluation.visibility_fit --methods
-NAME``), and ships as weights/visibility_NAME.npz. The jaw contour except the chin has no human flag near it, so it
+NAME``; the CNN, shared by all methods, on other training-split crops), and ships as weights/visibility_NAME.npz
+with the CNN's ONNX export. The jaw contour except the chin has no human flag near it, so it
 keeps the geometric test. Without the file a method keeps the geometric test everywhere.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from engine.paths import weights_path
 from engine.visibility import VisibilityTerms
 
-PATCH_GRID = 6
-PATCH_HALF = 0.07
 GEOMETRY = ("bias", "turned_z", "local_z", "geometric", "turned_z^2", "local_z^2", "turned_z*geometric")
-FEATURES = GEOMETRY + tuple(f"patch_{i}" for i in range(PATCH_GRID * PATCH_GRID)) + ("patch_spread",)
+# the patch CNN's logit at the landmark's site, at the mirror site (the other side of the face; the site itself on
+# the midline), and the site's logit against the geometry
+IMAGE = ("site_logit", "mirror_logit", "site_logit*turned_z", "site_logit*geometric")
+FEATURES = GEOMETRY + IMAGE
 MODEL_GROUPS = ("brows", "eyes", "nose", "mouth", "chin")
 _GROUP_LANDMARKS = {"brows": range(17, 27), "eyes": range(36, 48), "nose": range(27, 36), "mouth": range(48, 68),
                     "chin": (8,)}
@@ -81,44 +82,28 @@ def landmark_sides() -> np.ndarray:
     return _SIDES[0]
 
 
-@lru_cache(maxsize=1)
-def _patch_grid() -> np.ndarray:
-    """(68, G*G, 2) each landmark's sampling grid in units of PATCH_HALF x the face width, mirrored on the image-left
-    half of the face; fixed, so built once (it runs per face in the app's tail)."""
-    t = np.linspace(-1.0, 1.0, PATCH_GRID)
-    grid = np.stack(np.meshgrid(t, t), -1).reshape(-1, 2)                            # (G*G, 2) x, y
-    return grid[None] * np.stack([landmark_sides(), np.ones(68)], -1)[:, None, :]
+def landmark_sites() -> tuple[np.ndarray, np.ndarray]:
+    """(68,) index into engine/visibility_patches.SITE_POINTS of the site each landmark reads (that of the AFLW
+    point whose flag it learns from; 0 for the jaw contour, unused) and of its mirror site."""
+    from engine.facemodel import N_MESH, load_face_model
+    from engine.visibility_patches import MIRROR_OF, SITE_POINTS
+
+    flags = nearest_flags(load_face_model().mean[N_MESH:N_MESH + 68])
+    site = np.array([SITE_POINTS.index(int(f)) if f >= 0 else 0 for f in flags])
+    mirror = np.array([SITE_POINTS.index(MIRROR_OF.get(SITE_POINTS[k], SITE_POINTS[k])) for k in site])
+    return site, mirror
 
 
-def patch_features(crops: np.ndarray, landmarks: np.ndarray, face_width: np.ndarray) -> np.ndarray:
-    """(B, 68, PATCH_GRID**2 + 1): the grey crop around each landmark (nearest pixel of a 5x5-blurred grey image,
-    on a grid spanning +-PATCH_HALF x ``face_width``) in units of the crop's mean and standard deviation, then
-    the patch's standard deviation in the same units. The grid is mirrored on the image-left half of the face, so
-    one group's coefficients read "towards the ear" the same way on both sides. ``crops`` (B, 120, 120, 3) uint8
-    BGR, ``landmarks`` (B, 68, 2+) crop pixels, ``face_width`` (B,) pixels."""
-    crops = np.asarray(crops)
-    b, h, w = crops.shape[:3]
-    grey = np.stack([cv2.blur(cv2.cvtColor(c, cv2.COLOR_BGR2GRAY), (5, 5)) for c in crops]).astype(np.float64)
-    mean = grey.mean(axis=(1, 2), keepdims=True)
-    std = grey.std(axis=(1, 2), keepdims=True) + 1e-6
-    grey = (grey - mean) / std
-    pts = np.asarray(landmarks, np.float64)[:, :, None, :2] \
-        + _patch_grid()[None] * (PATCH_HALF * np.asarray(face_width, np.float64))[:, None, None, None]
-    x = np.clip(np.rint(pts[..., 0]), 0, w - 1).astype(np.int64)
-    y = np.clip(np.rint(pts[..., 1]), 0, h - 1).astype(np.int64)
-    values = grey[np.arange(b)[:, None, None], y, x]                                 # (B, 68, G*G)
-    return np.concatenate([values, values.std(-1, keepdims=True)], -1)
-
-
-def design(terms: VisibilityTerms, crops: np.ndarray, points: np.ndarray) -> np.ndarray:
-    """(B, 68, len(FEATURES)) the features of every landmark of (B, 536, 3) crop-pixel ``points``."""
+def design(terms: VisibilityTerms, site_logits: np.ndarray,
+           sites: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+    """(B, 68, len(FEATURES)) the features of every landmark from the shared test's ``terms`` and the patch CNN's
+    (B, 19) ``site_logits`` (engine/visibility_patches)."""
+    site, mirror = sites if sites is not None else landmark_sites()
     b = terms.geometric.shape[0]
-    points = np.asarray(points)
-    width = np.ptp(points[:, :468, 0], axis=1)
     g = terms.geometric.astype(np.float64)
-    geo = np.stack([np.ones((b, 68)), terms.turned_z, terms.local_z, g, terms.turned_z ** 2, terms.local_z ** 2,
-                    terms.turned_z * g], -1)
-    return np.concatenate([geo, patch_features(crops, points[:, 468:], width)], -1)
+    own = site_logits[:, site]
+    return np.stack([np.ones((b, 68)), terms.turned_z, terms.local_z, g, terms.turned_z ** 2, terms.local_z ** 2,
+                     terms.turned_z * g, own, site_logits[:, mirror], own * terms.turned_z, own * g], -1)
 
 
 @dataclass(frozen=True)
@@ -126,10 +111,22 @@ class VisibilityModel:
     method: str
     coef: np.ndarray       # (68, len(FEATURES)) logistic coefficients of "visible" of each landmark
     groups: np.ndarray     # (68,) landmark -> group, -1: the geometric test
+    net: dict              # the patch CNN's arrays (engine/visibility_patches.NET_KEYS), the numpy reference
+    net_onnx: bytes        # the same CNN exported to ONNX, what inference runs
+    _runner: list = field(default_factory=list, repr=False, compare=False)
+
+    def site_logits(self, crops: np.ndarray, points: np.ndarray) -> np.ndarray:
+        """(B, 19) the patch CNN's logit of "visible" at each AFLW site, on (B, 120, 120, 3) ``crops`` around the
+        landmarks of (B, 536, 3) crop-pixel ``points``."""
+        from engine.visibility_patches import PatchNetRunner, site_patches
+
+        if not self._runner:
+            self._runner.append(PatchNetRunner(self.net_onnx))
+        return self._runner[0].logits(site_patches(crops, np.asarray(points)[:, 468:]))
 
     def probability(self, terms: VisibilityTerms, crops: np.ndarray, points: np.ndarray) -> np.ndarray:
         """(B, 68) P(visible) under the model (the jaw contour: 1 or 0 from the geometric test)."""
-        x = design(terms, crops, points)
+        x = design(terms, self.site_logits(crops, points), _sites())
         z = np.einsum("blf,lf->bl", x, self.coef)
         p = 1.0 / (1.0 + np.exp(-np.clip(z, -30.0, 30.0)))
         return np.where(self.groups >= 0, p, terms.geometric.astype(np.float64))
@@ -143,9 +140,11 @@ class VisibilityModel:
         """Write the model (and ``info``: how it was fitted) to ``path``, renamed into place when complete."""
         tmp = path.with_name(f".{path.name}.part")
         with open(tmp, "wb") as f:
-            np.savez(f, method=self.method, coef=self.coef, groups=self.groups,
-                     features=np.array(FEATURES), model_groups=np.array(MODEL_GROUPS),
-                     **{k: np.asarray(v) for k, v in info.items()})
+            np.savez_compressed(f, method=self.method, coef=self.coef, groups=self.groups,
+                                features=np.array(FEATURES), model_groups=np.array(MODEL_GROUPS),
+                                **{f"net.{k}": v for k, v in self.net.items()},
+                                net_onnx=np.frombuffer(self.net_onnx, np.uint8),
+                                **{k: np.asarray(v) for k, v in info.items()})
         tmp.replace(path)
 
 
@@ -158,4 +157,12 @@ def load_visibility_model(method: str) -> VisibilityModel | None:
     if tuple(z["features"]) != FEATURES or tuple(z["model_groups"]) != MODEL_GROUPS:
         raise ValueError(f"{path} was fitted with other features; re-fit it "
                          f"(python -m engine.evaluation.visibility_fit --methods {method})")
-    return VisibilityModel(method, z["coef"], z["groups"])
+    from engine.visibility_patches import NET_KEYS
+
+    return VisibilityModel(method, z["coef"], z["groups"], {k: z[f"net.{k}"] for k in NET_KEYS},
+                           z["net_onnx"].tobytes())
+
+
+@lru_cache(maxsize=1)
+def _sites() -> tuple[np.ndarray, np.ndarray]:
+    return landmark_sites()

@@ -16,7 +16,10 @@ from typing import Callable
 
 import numpy as np
 
-from engine.paths import data_path
+from engine.paths import PROJECT_ROOT, data_path
+
+# the methods' raw outputs on the fitting crops and the held-out split (engine/evaluation/visibility_fit.py)
+RAW_DIR = PROJECT_ROOT / "runs" / "visibility"
 
 YAW_BUCKETS = ((0.0, 30.0), (30.0, 60.0), (60.0, 90.0), (90.0, 181.0))
 # human-point index (AFLW's 21) -> group; the 68-point twin comes from HUMAN21_TO_68
@@ -109,6 +112,49 @@ def run_method(name: str, images: np.ndarray, batch: int = 32,
     m.close()
     return MethodOutputs(pts, vis, pose, None if np.isnan(nv).all() else nv, found,
                          float(np.median(ms)) if ms else 0.0)
+
+
+def raw_outputs(name: str, split: str, rows: np.ndarray, crops: LabelledCrops | None = None,
+                log=print) -> MethodOutputs:
+    """The method's outputs on ``rows`` (cached in runs/visibility/NAME-SPLIT.npz, keyed by the rows and the
+    method's weights file)."""
+    from engine.methods.base import registry
+
+    RAW_DIR.mkdir(parents=True, exist_ok=True)
+    path = RAW_DIR / f"{name}-{split}.npz"
+    wfile = registry()[name].weights_path
+    stamp = f"{wfile.stat().st_mtime_ns}-{wfile.stat().st_size}" if wfile.exists() else "none"
+    if path.exists():
+        z = np.load(path)
+        if np.array_equal(z["rows"], rows) and str(z["stamp"]) == stamp:
+            nv = z["normal_visibility"]
+            return MethodOutputs(z["points"], z["visible"], z["pose"], None if nv.size == 0 else nv, z["found"])
+    crops = crops or load_labelled(rows)
+    out = run_method(name, crops.images,
+                     progress=lambda i, n: log(f"[{name}] {i}/{n}") if i % 640 == 0 or i == n else None)
+    np.savez_compressed(path, rows=rows, stamp=stamp, points=out.points, visible=out.visible, pose=out.pose,
+                        normal_visibility=np.zeros(0) if out.normal_visibility is None else out.normal_visibility,
+                        found=out.found)
+    return out
+
+
+def shipped_visibility(name: str, out: MethodOutputs, images: np.ndarray) -> np.ndarray:
+    """(N, 68) the visibility the method's tail gives its outputs ``out`` now: its shipped visibility model
+    (engine/visibility_model.py) on the crops ``images``, the geometric test without one; all visible where it
+    found no face. What ``align_batch`` computes from the same points (tests/evaluation/test_visibility_bench.py
+    holds the two equal), without running the network again."""
+    from engine.facemodel import load_face_model
+    from engine.visibility import landmark_visibility_batch
+    from engine.visibility_model import load_visibility_model
+
+    visible = np.ones((len(images), 68), bool)
+    found = out.found
+    if found.any():
+        nz = None if out.normal_visibility is None else out.normal_visibility[found]
+        visible[found] = landmark_visibility_batch(load_face_model(), out.points[found].astype(np.float64),
+                                                   normal_z=nz, model=load_visibility_model(name),
+                                                   crops=images[found])
+    return visible
 
 
 @dataclass
@@ -216,10 +262,16 @@ def ablations(name: str, out: MethodOutputs) -> dict[str, np.ndarray]:
 
 
 def benchmark(methods: list[str], rows: np.ndarray | None = None, limit: int | None = None,
-              with_ablations: bool = True, log: Callable[[str], None] = print) -> dict[str, Scores]:
-    """Scores of each method's ``visible`` (and its ablation rows) on the held-out split (or ``rows``)."""
+              with_ablations: bool = True, reuse_outputs: bool = False,
+              log: Callable[[str], None] = print) -> dict[str, Scores]:
+    """Scores of each method's ``visible`` (and its ablation rows) on the held-out split (or ``rows``).
+    ``reuse_outputs``: on the whole held-out split, take each network's outputs from runs/visibility/NAME-held.npz
+    when they were made with its current weights file (``raw_outputs``; made and kept otherwise) and recompute
+    the visibility through its shipped model (``shipped_visibility``): after a visibility re-fit, the same
+    numbers without running the networks again."""
     from engine.training.split import held_out_rows
 
+    whole = rows is None and limit is None
     if rows is None:
         lab = np.load(data_path("aflw_train", "labels.npz"))
         rows = held_out_rows(len(lab["names"]))
@@ -227,10 +279,16 @@ def benchmark(methods: list[str], rows: np.ndarray | None = None, limit: int | N
     crops = load_labelled(rows)
     results: dict[str, Scores] = {}
     for name in methods:
-        out = run_method(name, crops.images)
+        if reuse_outputs and whole:
+            out = raw_outputs(name, "held", rows, crops, log=log)
+            out.visible = shipped_visibility(name, out, crops.images)
+            how = "visibility recomputed on the kept outputs"
+        else:
+            out = run_method(name, crops.images)
+            how = f"visibility {out.ms_visibility:.3f} ms/face"
         results[name] = score(out.visible, crops, out.found)
         log(f"[visibility] {name}: agreement {results[name].agreement:.3f}, F1 {results[name].f1:.3f} "
-            f"({len(rows)} crops, visibility {out.ms_visibility:.3f} ms/face)")
+            f"({len(rows)} crops, {how})")
         if with_ablations:
             for label, vis in ablations(name, out).items():
                 results[label] = score(vis, crops, out.found)

@@ -163,7 +163,8 @@ class FlipAveraged(Method):
             out.append(None)
             pairs.append((k, a, back))
         if pairs:
-            merged = self._average([a for _, a, _ in pairs], [b for _, _, b in pairs])
+            merged = self._average([a for _, a, _ in pairs], [b for _, _, b in pairs],
+                                   np.stack([crops[k] for k, _, _ in pairs]))
             for (k, _, _), r in zip(pairs, merged):
                 out[k] = r
         t2 = time.perf_counter()
@@ -180,15 +181,22 @@ class FlipAveraged(Method):
             r.timings = timings
         return out
 
-    def _average(self, a: list[AlignmentResult], b: list[AlignmentResult]) -> list[AlignmentResult]:
+    def _average(self, a: list[AlignmentResult], b: list[AlignmentResult],
+                 crops: np.ndarray | None = None) -> list[AlignmentResult]:
         """Mean landmarks, mesh, pose (as rotations), dense surface, frontal shape and normal visibility of
-        paired results (b already mirrored back); visibility recomputed from the averaged points in one batch."""
+        paired results (b already mirrored back); visibility recomputed from the averaged points in one batch,
+        through the wrapped method's visibility model (engine/visibility_model.py) on the (B, 120, 120, 3)
+        ``crops`` when it has one and they are given, as the method's own tail does."""
         from engine.visibility import landmark_visibility_batch
 
         landmarks = (np.stack([r.landmarks for r in a]) + np.stack([r.landmarks for r in b])) / 2.0
         mesh = (np.stack([r.mesh for r in a]) + np.stack([r.mesh for r in b])) / 2.0
         points = np.concatenate([mesh, landmarks], axis=1)
-        visible = landmark_visibility_batch(self.fm, points)
+        normal_z = None
+        if all(r.normal_visibility is not None for r in a + b):
+            normal_z = (np.stack([r.normal_visibility for r in a]) + np.stack([r.normal_visibility for r in b])) / 2
+        visible = landmark_visibility_batch(self.fm, points, normal_z=normal_z,
+                                            model=getattr(self.inner, "visibility_model", None), crops=crops)
         merged = []
         for i, (ra, rb) in enumerate(zip(a, b)):
             dense = _mean(ra.dense, rb.dense)

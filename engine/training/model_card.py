@@ -493,7 +493,7 @@ def update_card_visibility(name: str) -> bool:
     if VISIBILITY_HEADING in old:
         start = old.index(VISIBILITY_HEADING)
         end = old.find("\n## ", start + len(VISIBILITY_HEADING))
-        new = old[:start] + text + (old[end + 1:] if end >= 0 else "")
+        new = old[:start] + text + (old[end:] if end >= 0 else "")   # keeps the blank line before the next heading
     elif "\n## Speed" in old:
         at = old.index("\n## Speed") + 1
         new = old[:at] + text + "\n" + old[at:]

@@ -159,3 +159,78 @@ def test_the_card_section_is_added_then_replaced(tmp_path, monkeypatch):
     mc.update_card_visibility("m")
     second = (tmp_path / "m.md").read_text()
     assert second.count(mc.VISIBILITY_HEADING) == 1 and "| m (shipped) | 0.750 |" in second and "fast" in second
+    # replacing keeps the layout the first insertion made: a blank line before the next heading
+    assert second == first.replace("| m (shipped) | 0.500 |", "| m (shipped) | 0.750 |")
+
+
+def test_patch_cnn_in_numpy_and_onnx_matches_torch():
+    """The visibility model's patch CNN runs without torch at inference (ONNX Runtime; numpy as the reference); both
+    compute what the torch module it was trained as computes (random weights, random patches)."""
+    import torch.nn.functional as F
+
+    from engine.visibility_patches import N_KINDS, PATCH, SITE_KIND, patch_logits
+
+    rng = np.random.default_rng(0)
+    shapes = {"conv1.weight": (8, 3, 3, 3), "conv1.bias": (8,), "conv2.weight": (16, 8, 3, 3), "conv2.bias": (16,),
+              "hidden.weight": (32, 16 * (PATCH // 4) ** 2), "hidden.bias": (32,), "out.weight": (N_KINDS, 32),
+              "out.bias": (N_KINDS,)}
+    net = {k: rng.normal(0, 0.3, s).astype(np.float32) for k, s in shapes.items()}
+    patches = rng.normal(size=(2, len(SITE_KIND), 3, PATCH, PATCH)).astype(np.float32)
+    t = {k: torch.from_numpy(v) for k, v in net.items()}
+    x = torch.from_numpy(patches.reshape(-1, 3, PATCH, PATCH))
+    x = F.max_pool2d(F.relu(F.conv2d(x, t["conv1.weight"], t["conv1.bias"], padding=1)), 2)
+    x = F.max_pool2d(F.relu(F.conv2d(x, t["conv2.weight"], t["conv2.bias"], padding=1)), 2)
+    y = F.linear(F.relu(F.linear(x.flatten(1), t["hidden.weight"], t["hidden.bias"])), t["out.weight"], t["out.bias"])
+    want = y.numpy()[np.arange(y.shape[0]), np.tile(SITE_KIND, 2)].reshape(2, -1)
+    assert np.allclose(patch_logits(net, patches), want, atol=1e-4)
+    # and the ONNX export the app runs
+    from engine.evaluation.visibility_fit import export_patch_net
+    from engine.visibility_patches import PatchNetRunner
+
+    assert np.allclose(PatchNetRunner(export_patch_net(net)).logits(patches), want, atol=1e-4)
+
+
+def test_site_patches_are_mirror_images_across_the_face():
+    """A crop flipped left-right, with its landmarks flipped and renumbered, gives each site the patch its mirror
+    site had: the two sides of a face share one CNN output and read "towards the ear" the same way (midline
+    sites see their own patch flipped)."""
+    from engine.facemodel import LMK68_FLIP
+    from engine.visibility_patches import MIRROR_OF, SITE_POINTS, site_patches
+
+    rng = np.random.default_rng(1)
+    crop = rng.integers(0, 255, (1, 120, 120, 3), dtype=np.uint8)
+    fm = load_face_model()
+    lm = (fm.mean[468:] * np.array([1.0, -1.0, 1.0]) * 0.6 + 60.0)[None, :, :2]
+    flipped_lm = lm[:, LMK68_FLIP].copy()
+    flipped_lm[..., 0] = 119.0 - flipped_lm[..., 0]
+    a = site_patches(crop, lm)[0]
+    b = site_patches(crop[:, :, ::-1], flipped_lm)[0]
+    for k, p in enumerate(SITE_POINTS):
+        if p in MIRROR_OF:
+            assert np.allclose(b[SITE_POINTS.index(MIRROR_OF[p])], a[k], atol=1e-5), p
+        else:   # a midline site is not mirrored: its patch is flipped with the crop
+            assert np.allclose(b[k], a[k][:, :, ::-1], atol=1e-5), p
+
+
+@pytest.mark.parametrize("name", ["mtcnn3d", "prnet"])
+def test_the_shipped_model_reads_the_image(held_out, name):
+    """The inference path: the shipped model's decision on a face changes with its crop (the patch CNN: a crop of
+    one flat grey leaves it only the geometry), and recomputing the visibility from a method's outputs
+    (``shipped_visibility``, what ``main.py visibility --reuse-outputs`` scores) gives what its tail gave."""
+    from engine.evaluation.visibility_bench import load_labelled, run_method, shipped_visibility
+    from engine.visibility import visibility_terms
+    from engine.visibility_model import load_visibility_model
+
+    rows, _, _ = held_out
+    model = load_visibility_model(name)
+    assert model is not None
+    crops = load_labelled(rows[:8]).images
+    out = run_method(name, crops)
+    assert out.found.all()
+    assert np.array_equal(shipped_visibility(name, out, crops), out.visible)
+    pts = out.points.astype(np.float64)
+    terms = visibility_terms(load_face_model(), pts, normal_z=out.normal_visibility)
+    p_real = model.probability(terms, crops, pts)
+    p_flat = model.probability(terms, np.full_like(crops, 128), pts)
+    assert np.array_equal(p_real > 0.5, out.visible)
+    assert np.abs(p_real - p_flat)[:, 17:].max() > 0.05

@@ -270,3 +270,26 @@ def test_annotate_flip_records_it_and_keeps_prnet_dense_surface(dev_dir, tmp_pat
         pytest.skip("this prnet's UV layout has no texel mirror (the first 64x64 face-model layout)")
     n_dense = len(prnet.dense_flip)
     assert sum(line.startswith("v ") for line in obj.splitlines()) == n_dense
+
+
+class _HidesEverything:
+    """A stand-in visibility model (engine/visibility_model.VisibilityModel's interface) that calls every landmark
+    hidden and records the crops it was given."""
+
+    def __init__(self) -> None:
+        self.crops: list[np.ndarray] = []
+
+    def predict(self, terms, crops, points):
+        self.crops.append(np.asarray(crops))
+        return np.zeros(terms.geometric.shape, bool)
+
+
+def test_averaged_visibility_goes_through_the_methods_visibility_model():
+    """Flip averaging recomputes visibility from the averaged points with the wrapped method's fitted visibility
+    model and the original crop, not the bare geometric test (the overlay and exports read it)."""
+    inner = _Asymmetric()
+    inner.visibility_model = _HidesEverything()
+    crop = _marked_crop()
+    r = FlipAveraged(inner).align(crop)
+    assert not r.visible.any()
+    assert len(inner.visibility_model.crops) == 1 and np.array_equal(inner.visibility_model.crops[0][0], crop)
