@@ -145,7 +145,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         from engine.training.harness import promote
 
         try:
-            promote(recipe, args.promote, previous_as=args.previous_as)
+            promote(recipe, args.promote, previous_as=args.previous_as,
+                    previous_weights_as=args.previous_weights_as)
         except ValueError as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
@@ -458,6 +459,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--previous-as", metavar="ABLATION",
                    help="with --promote: keep the run shipped until now as this ablation's history "
                         "(docs/results/NAME_ablation_ABLATION.json), for the model card's comparison")
+    s.add_argument("--previous-weights-as", metavar="VARIANT",
+                   help="with --promote: also keep the shipped weights/NAME.* as weights/VARIANT.* (a declared "
+                        "method variant, e.g. cprfa-unfused, runs them); an arm started from weights/NAME.pt "
+                        "counts as started from weights/VARIANT.pt")
     s.set_defaults(func=cmd_train)
     s = sub.add_parser("card", help="measure a trained method and write its model card")
     s.add_argument("name")
