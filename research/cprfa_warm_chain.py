@@ -10,6 +10,7 @@ weights/ is written.
     python -m research.cprfa_warm_chain --out runs/cprfa_warm_chain
     FACEALIGN_WEIGHTS=runs/cprfa_warm_chain python main.py eval --method cprfa --data ../shared/data/aflw2000_dev
     FACEALIGN_WEIGHTS=runs/cprfa_warm_chain python main.py eval --method cprfa-unfused --data ...
+    OMP_NUM_THREADS=1 python -m research.cprfa_warm_chain --out runs/cprfa_warm_chain --speed 5   # ms per face
 """
 from __future__ import annotations
 
@@ -38,11 +39,59 @@ def build_warm_fused(source: Path, crops: int = 8):
     return recipe, model
 
 
+def speed(folder: Path, rounds: int, faces: int = 20) -> dict:
+    """ms per face of ``align`` on one thread for the chain (cprfa), the unfused graph and mtcnn3d alone, in
+    alternating rounds (each round: every method on the same ``faces`` crops of engine.evaluation.bench), so that
+    machine load falls on all three alike; medians over rounds of each round's median (wall clock, and the process's
+CPU time per face), and the chain's stages (wall clock)."""
+    import statistics
+    import time
+
+    from engine.evaluation.bench import fixed_crops
+    from engine.methods.base import LANDMARK_STAGE
+    from engine.methods.factory import create
+
+    os.environ["FACEALIGN_WEIGHTS"] = str(folder)
+    names = ("cprfa", "cprfa-unfused", "mtcnn3d")
+    methods = {n: create(n, threads=1) for n in names}
+    crops = fixed_crops()
+    per_round: dict[str, list[float]] = {n: [] for n in names}
+    cpu: dict[str, list[float]] = {n: [] for n in names}
+    stages: dict[str, list[float]] = {LANDMARK_STAGE: [], "network": []}
+    for n, m in methods.items():   # warm-up
+        for k in range(5):
+            m.align(crops[k % len(crops)])
+    for _ in range(rounds):
+        for n, m in methods.items():
+            times = []
+            c0 = time.process_time()
+            for k in range(faces):
+                t0 = time.perf_counter()
+                r = m.align(crops[k % len(crops)])
+                times.append((time.perf_counter() - t0) * 1e3)
+                if n == "cprfa":
+                    for s in stages:
+                        stages[s].append(r.timings[s])
+            per_round[n].append(statistics.median(times))
+            cpu[n].append((time.process_time() - c0) * 1e3 / faces)
+    out = {n: statistics.median(v) for n, v in per_round.items()}
+    # the process's CPU time per face: what the method costs on one thread, less swayed by other jobs' load
+    out.update({f"{n} (CPU time)": statistics.median(v) for n, v in cpu.items()})
+    out.update({f"cprfa {s}": statistics.median(v) for s, v in stages.items()})
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", required=True, help="the weights folder to write (linked files + the two graphs)")
     p.add_argument("--source", default=str(WEIGHTS_DIR / "cprfa.pt"), help="the unfused CPRFA checkpoint")
+    p.add_argument("--speed", type=int, metavar="ROUNDS",
+                   help="only time the folder's chain, unfused graph and mtcnn3d (one thread, alternating rounds)")
     args = p.parse_args()
+    if args.speed:
+        for k, v in speed(Path(args.out), args.speed).items():
+            print(f"{k}: {v:.2f} ms per face")
+        return
     from engine.training.export import export_onnx
 
     out = Path(args.out)

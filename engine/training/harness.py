@@ -383,6 +383,8 @@ def ship(recipe: Recipe, model: nn.Module, history: list[dict], seed: int, epoch
         "train_seconds": float(sum(h["seconds"] for h in history)), "threads": torch.get_num_threads(),
         "history": history, "host": os.uname().nodename,
         "schedule": describe(schedule) if schedule else None, "device": trained_on, "data_path": data_path,
+        # a fine-tune's starting checkpoint (CPRFA's CPR-H: the unfused model), which the card compares it to
+        "init_from": getattr(recipe, "init_from", None),
     }
     weights_path(f"{recipe.name}.train.json").write_text(json.dumps(facts, indent=1, default=str))
     log(f"[{recipe.name}] shipped {pt.name} and {onnx_path.name}")
