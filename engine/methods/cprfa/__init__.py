@@ -8,7 +8,14 @@ selected vertices -> round 1 (five conv + GRU regressors, alpha, rx&ry, rz, s, t
 round 1's estimate (the paper's ablation "CPR one round"). The torch side: hsunet.py, network.py, geometry.py,
 model.py, corruption.py, dafi_targets.py, train_dafi.py (recipe ``cprfa-dafi``), train.py (recipe ``cprfa``).
 
-Status: trained and live, accuracy target met. weights/cprfa.onnx/.pt/.md come from the recipe's
+CPR-H, the paper's CPRFA result (its Table 2): the graph also takes another method's 68 landmarks (``landmarks``,
+(B, 68, 2) pixels of the 120-px crop; mtcnn3d stands in for FAN3D) and every regressor of both rounds reads a second
+CPR built from them. ``cprfa`` runs mtcnn3d's ONNX on the crop first when its graph has that input, and its timings
+count both networks (stage ``landmark detector``, then ``network``). The unfused model is the variant
+``cprfa-unfused`` (weights/cprfa-unfused.*, kept by the promotion that shipped CPR-H: docs/training.md).
+
+The unfused model, until CPR-H's promotion shipped as ``cprfa`` itself: weights/cprfa.onnx/.pt/.md come from the
+recipe's
 warp-corruption run (``python main.py train cprfa --ablation warp-corruption --schedule-from weights/cprfa.pt``,
 the first run's 12-epoch schedule replayed, 109 min on 2 threads), shipped with ``python main.py train cprfa
 --promote warp-corruption --previous-as code-corruption`` once the warp model became the recipe's default; on the
@@ -19,9 +26,11 @@ reference split (engine/methods/cprfa/vertex_selection.py). aflw2000_dev protoco
 both rounds 4.99. The first run, on the code-noise corruption (far harsher than the U-Net at the selected vertices:
 ``python -m research.cprfa_corruption_check``), ended at 6.61 and is kept as the ablation ``code-corruption``.
 
-Open: the consistency-aware round does not help on these inputs (+0.13); CPR-H (``--ablation cpr-h-finetune``,
-fine-tuned from the shipped weights with mtcnn3d's landmarks; ``--ablation cpr-h`` from scratch) has no ONNX export,
-so it is an ablation row, not a method in the app.
+Open: the consistency-aware round does not help on these inputs (+0.13). CPR-H fine-tuned 3 epochs from the
+unfused weights (``--ablation cpr-h-finetune``) reached balanced 4.13 (torch); the 8-epoch arm
+``cpr-h-finetune-long`` is the recipe's default and ships with ``--promote`` (docs/training.md). The warm-started
+fused graph (fused columns zero) run as the whole chain gives back the unfused 4.99 exactly
+(``python -m research.cprfa_warm_chain``).
 
 Measured costs (this project's 2-core VM):
 - whole method, one thread: 14.6 ms per face (bench above); 15.1 ms in the card run (the code-noise model, the same
