@@ -125,8 +125,10 @@ def _fine_tune_text(ab: dict, shipped: dict[int, dict], arm: list[dict],
 
 | epoch | {ab['ablation']} |
 |---|---|
-""" + "\n".join(rows) + f"\n\nBalanced: {label} **{a:.2f}**, {ab['ablation']} after {len(arm)} epochs **{b:.2f}** "
-            f"({b - a:+.2f}); the shipped run after epoch {final}: **{shipped[final]['balanced']:.2f}**.\n")
+""" + "\n".join(rows) + f"\n\nBalanced: {start[0] if start else 'shipped'} **{a:.2f}**, {ab['ablation']} after "
+            f"{len(arm)} epochs **{b:.2f}** ({b - a:+.2f})"
+            + (f"; the shipped run after its epoch {final}: **{shipped[final]['balanced']:.2f}**" if start else "")
+            + ".\n")
 
 
 def trained_ablation_text(name: str, history: list[dict], description: str | None = None,
