@@ -34,7 +34,8 @@ def build_warm_fused(source: Path, crops: int = 8):
     recipe = get_recipe("cprfa")
     recipe.init_from = None
     model = recipe.build(load_training_set(limit=crops))
-    print(f"[cprfa_warm_chain] {warm_start(model, torch.load(source, map_location='cpu', weights_only=False)['model'])}")
+    state = torch.load(source, map_location="cpu", weights_only=False)["model"]
+    print(f"[cprfa_warm_chain] {warm_start(model, state)}")
     model.eval()
     return recipe, model
 

@@ -5,8 +5,9 @@ Adding a method costs one package under engine/methods/: its ``__init__.py`` def
 declares it once as ``METHOD = MethodInfo(...)`` (name, description, weights file, training recipe module, ONNX
 output names). A package may also declare ``VARIANTS = (MethodInfo(...), ...)``: other rows of the same method
 under their own names and weights (CPRFA's unfused model, ``cprfa-unfused``, beside the CPR-H ``cprfa``), each with
-its own ``Method`` subclass (the declaration sets the class's ``info``). ``registry()`` discovers every such package with pkgutil; the CLI, the app, the trainer
-(engine/training/recipes.py) and the exporter all read that one declaration.
+its own ``Method`` subclass (the declaration sets the class's ``info``). ``registry()`` discovers every such
+package with pkgutil; the CLI, the app, the trainer (engine/training/recipes.py) and the exporter all read that one
+declaration.
 """
 from __future__ import annotations
 

@@ -23,7 +23,7 @@ def export_onnx(recipe, model: torch.nn.Module, path: Path, check: bool = True) 
     # a recipe may need a newer opset than 17 (pifa's z-buffer: ScatterElements with reduction "max", opset 18)
     torch.onnx.export(mod, tuple(inputs.values()), str(tmp), input_names=names,
                       output_names=list(recipe.output_names),
-                      dynamic_axes={**{n: {0: "batch"} for n in names}, **{n: {0: "batch"} for n in recipe.output_names}},
+                      dynamic_axes={n: {0: "batch"} for n in names + list(recipe.output_names)},
                       opset_version=getattr(recipe, "opset", 17), dynamo=False)
     if check:
         import onnxruntime as ort

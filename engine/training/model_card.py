@@ -328,6 +328,7 @@ def write_card(name: str, e2e: bool = True) -> str:
                       f"{h['val_nme']['balanced']:.2f} | {h['seconds']:.0f} |" for h in hist if "val_nme" in h)
     onnx = weights_path(f"{name}.onnx")
     pm = results[0]["pose_mae"]
+    start_line = _start_line(facts.get("init_from"))
     text = f"""# Model card: `{name}`
 
 {facts['description']}
@@ -350,7 +351,7 @@ def write_card(name: str, e2e: bool = True) -> str:
 - Training data path: {facts.get('data_path') or 'not recorded (trained before issue 11; the per-sample path)'}.
 - Augmentation: {json.dumps(facts['augment'])}
 
-{_start_line(facts.get("init_from"))}| epoch | train points error (px) | aflw2000_dev balanced NME (torch, protocol) | seconds |
+{start_line}| epoch | train points error (px) | aflw2000_dev balanced NME (torch, protocol) | seconds |
 |---|---|---|---|
 {curve}
 
