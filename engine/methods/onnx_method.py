@@ -58,17 +58,22 @@ class OnnxMethod(Method):
     def align(self, crop_bgr: np.ndarray) -> AlignmentResult:
         return self.align_batch([crop_bgr])[0]
 
+    def extra_inputs(self, x: np.ndarray) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+        """(the graph's inputs besides the image ``x`` (B, 3, 120, 120), the ms each stage that made them took for
+        the whole batch). None here; a method whose graph also reads another network's output (CPRFA's CPR-H
+        fusion: mtcnn3d's landmarks) runs that network here and names its stage."""
+        return {}, {}
+
     def network_inputs(self, x: np.ndarray) -> tuple[dict[str, np.ndarray], dict[str, float]]:
-        """(the graph's inputs for the network input ``x`` (B, 3, 120, 120), the ms each stage that made them took
-        for the whole batch). One input, the image, and no stage here; a method whose graph also reads another
-        network's output (CPRFA's CPR-H fusion: mtcnn3d's landmarks) runs that network here and names its stage."""
-        return {self.model.input_name: x}, {}
+        """(every input of the graph by name for the image ``x``, the stages that made them: ``extra_inputs``)."""
+        extra, stages = self.extra_inputs(x)
+        return {self.model.input_name: x, **extra}, stages
 
     def run_network(self, x: np.ndarray) -> tuple[dict[str, np.ndarray], dict[str, float]]:
-        """(the graph's outputs, the batch's ms per stage: the inputs' own stages, then ``network``)."""
-        feeds, stages = self.network_inputs(x)
+        """(the graph's outputs, the batch's ms per stage: the extra inputs' own stages, then ``network``)."""
+        extra, stages = self.extra_inputs(x)
         t0 = time.perf_counter()
-        out = self.model.run(feeds)
+        out = self.model.run({self.model.input_name: x, **extra}) if extra else self.model(x)
         stages["network"] = (time.perf_counter() - t0) * 1e3
         return out, stages
 

@@ -95,15 +95,13 @@ class CPRFAMethod(OnnxMethod):
     def fused(self) -> bool:
         return self.landmark_model is not None
 
-    def network_inputs(self, x: np.ndarray) -> tuple[dict[str, np.ndarray], dict[str, float]]:
-        feeds, stages = super().network_inputs(x)
+    def extra_inputs(self, x: np.ndarray) -> tuple[dict[str, np.ndarray], dict[str, float]]:
         if self.landmark_model is None:
-            return feeds, stages
+            return {}, {}
         t0 = time.perf_counter()
         points = self.landmark_model.session.run(["points"], {self.landmark_model.input_name: x})[0]
-        feeds[LANDMARKS_INPUT] = np.ascontiguousarray(points[:, N_MESH:, :2], dtype=np.float32)
-        stages[LANDMARK_STAGE] = (time.perf_counter() - t0) * 1e3
-        return feeds, stages
+        landmarks = np.ascontiguousarray(points[:, N_MESH:, :2], dtype=np.float32)
+        return {LANDMARKS_INPUT: landmarks}, {LANDMARK_STAGE: (time.perf_counter() - t0) * 1e3}
 
     def decode_batch(self, outputs: dict[str, np.ndarray]) -> list[DecodeResult]:
         suffix = "" if self.rounds == 2 else "_round1"
