@@ -23,12 +23,12 @@ def cmd_methods(args: argparse.Namespace) -> int:
     if not folder.is_dir():
         print(f"note: point {WEIGHTS_ENV} at a folder holding the weights (a checkout's weights/), or copy them "
               f"to {user_weights_dir()}")
-    print(f"{'method':<11} {'weights':<22} {'present':<8} {'backend':<28} provider")
+    print(f"{'method':<14} {'weights':<22} {'present':<8} {'backend':<28} provider")
     for name, info in sorted(registry().items()):
         present = weights_path(info.weights).exists()
         backend = getattr(info.factory, "backend", "")
         provider = getattr(info.factory, "provider", "") if backend != "onnxruntime" else preferred_providers()[0]
-        print(f"{name:<11} {info.weights:<22} {'yes' if present else 'MISSING':<8} {backend:<28} {provider}")
+        print(f"{name:<14} {info.weights:<22} {'yes' if present else 'MISSING':<8} {backend:<28} {provider}")
     for info in sorted(registry().values(), key=lambda i: i.name):
         if not info.available:  # listed, but not offered as working: say why and how to fix it
             print(f"note: {info.unavailable_reason()}")
@@ -145,7 +145,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         from engine.training.harness import promote
 
         try:
-            promote(recipe, args.promote, previous_as=args.previous_as)
+            promote(recipe, args.promote, previous_as=args.previous_as,
+                    previous_weights_as=args.previous_weights_as)
         except ValueError as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
@@ -320,17 +321,17 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(res))
     else:
-        print(f"{'method':<11} {'ms/face 1t':>11} {'ms/face 2t':>11} {'pipeline FPS':>13}  provider")
+        print(f"{'method':<14} {'ms/face 1t':>11} {'ms/face 2t':>11} {'pipeline FPS':>13}  provider")
         for n, r in res["methods"].items():
-            print(f"{n:<11} {r['ms_per_face_1t']:>11.2f} {r['ms_per_face_2t']:>11.2f} {r['pipeline_fps']:>13.1f}  "
+            print(f"{n:<14} {r['ms_per_face_1t']:>11.2f} {r['ms_per_face_2t']:>11.2f} {r['pipeline_fps']:>13.1f}  "
                   f"{r['provider']}")
         ks = list(next(iter(res["methods"].values()))["ms_per_face_by_faces"]) if res["methods"] else []
         print("\nms per face, one thread, every face of a frame in one batch (network + tail):")
-        print(f"{'method':<11} " + " ".join(f"{k + ' face' + ('s' if k != '1' else ''):>22}" for k in ks))
+        print(f"{'method':<14} " + " ".join(f"{k + ' face' + ('s' if k != '1' else ''):>22}" for k in ks))
         for n, r in res["methods"].items():
             cells = [f"{r['ms_per_face_by_faces'][k]:.3f} ({r['network_ms_by_faces'][k]:.3f} + "
                      f"{r['tail_ms_by_faces'][k]:.3f})" for k in ks]
-            print(f"{n:<11} " + " ".join(f"{c:>22}" for c in cells))
+            print(f"{n:<14} " + " ".join(f"{c:>22}" for c in cells))
     return 0
 
 
@@ -464,6 +465,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--previous-as", metavar="ABLATION",
                    help="with --promote: keep the run shipped until now as this ablation's history "
                         "(docs/results/NAME_ablation_ABLATION.json), for the model card's comparison")
+    s.add_argument("--previous-weights-as", metavar="VARIANT",
+                   help="with --promote: also keep the shipped weights/NAME.* as weights/VARIANT.* (a declared "
+                        "method variant, e.g. cprfa-unfused, runs them); an arm started from weights/NAME.pt "
+                        "counts as started from weights/VARIANT.pt")
     s.set_defaults(func=cmd_train)
     s = sub.add_parser("card", help="measure a trained method and write its model card")
     s.add_argument("name")

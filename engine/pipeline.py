@@ -16,7 +16,7 @@ from typing import Callable
 import numpy as np
 
 from engine.detect.crop_policy import crop_image
-from engine.methods.base import Method
+from engine.methods.base import LANDMARK_STAGE, Method
 from engine.methods.factory import create
 from engine.result import AlignmentResult
 from engine.smoothing import OneEuroFilter
@@ -135,6 +135,8 @@ class FrameProcessor:
                 stage["visibility"] += r.timings.get("visibility", 0.0)
                 if "flip" in r.timings:  # flip averaging's extra cost: the mirrored pass and the averaging
                     stage["flip"] = stage.get("flip", 0.0) + r.timings["flip"]
+                if LANDMARK_STAGE in r.timings:  # a chained method's first network (CPRFA's CPR-H: mtcnn3d)
+                    stage[LANDMARK_STAGE] = stage.get(LANDMARK_STAGE, 0.0) + r.timings[LANDMARK_STAGE]
                 r = r.to_image(tr.box)
                 r.confidence = tr.score  # the detector's score for this face (docs/exports.md)
                 if name == self.primary:  # the next crop follows the face as found, not as smoothed (lagging)

@@ -62,12 +62,20 @@ def quantize(name: str, out: Path | None = None, n_calibration: int = 200, calib
         def __init__(self) -> None:
             import onnx
 
-            self.input_name = onnx.load(str(src), load_external_data=False).graph.input[0].name
-            self.batches = iter([crop_to_input(c) for c in crops])
+            inputs = [i.name for i in onnx.load(str(src), load_external_data=False).graph.input]
+            if len(inputs) == 1:
+                self.batches = iter([{inputs[0]: crop_to_input(c)} for c in crops])
+                return
+            # a graph that also reads another network's output (CPRFA's CPR-H: mtcnn3d's landmarks): the method
+            # makes its inputs from each crop as at run time
+            from engine.methods.factory import create
+
+            method = create(name, threads=1)
+            self.batches = iter([method.network_inputs(crop_to_input(c))[0] for c in crops])
+            method.close()
 
         def get_next(self):
-            x = next(self.batches, None)
-            return None if x is None else {self.input_name: x}
+            return next(self.batches, None)
 
     methods = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
                "entropy": CalibrationMethod.Entropy}

@@ -73,12 +73,18 @@ class OnnxModel:
         so.log_severity_level = 3
         self.session = ort.InferenceSession(str(path), sess_options=so, providers=providers or preferred_providers())
         self.provider = self.session.get_providers()[0]
-        self.input_name = self.session.get_inputs()[0].name
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        self.input_name = self.input_names[0]
         self.output_names = [o.name for o in self.session.get_outputs()]
         self.path = path
 
     def __call__(self, x: np.ndarray) -> dict[str, np.ndarray]:
-        outs = self.session.run(self.output_names, {self.input_name: x})
+        return self.run({self.input_name: x})
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Every output by name, for a graph with more than one input (CPR-H: the image and another method's
+        landmarks)."""
+        outs = self.session.run(self.output_names, feeds)
         return dict(zip(self.output_names, outs))
 
 

@@ -3,8 +3,11 @@ takes a 120x120 BGR crop and returns an AlignmentResult.
 
 Adding a method costs one package under engine/methods/: its ``__init__.py`` defines the ``Method`` subclass and
 declares it once as ``METHOD = MethodInfo(...)`` (name, description, weights file, training recipe module, ONNX
-output names). ``registry()`` discovers every such package with pkgutil; the CLI, the app, the trainer
-(engine/training/recipes.py) and the exporter all read that one declaration.
+output names). A package may also declare ``VARIANTS = (MethodInfo(...), ...)``: other rows of the same method
+under their own names and weights (CPRFA's unfused model, ``cprfa-unfused``, beside the CPR-H ``cprfa``), each with
+its own ``Method`` subclass (the declaration sets the class's ``info``). ``registry()`` discovers every such
+package with pkgutil; the CLI, the app, the trainer (engine/training/recipes.py) and the exporter all read that one
+declaration.
 """
 from __future__ import annotations
 
@@ -22,6 +25,11 @@ from engine.facemodel import N_MESH, FaceModel
 from engine.geometry.rotation import best_rotation, centred_source, matrix_to_euler, matrix_to_euler_batch
 from engine.result import AlignmentResult
 from engine.visibility import landmark_visibility, landmark_visibility_batch
+
+
+# the timing stage of a chained method's first network, whose output feeds its own graph (CPRFA's CPR-H: mtcnn3d's
+# landmarks); the result's ``timings`` hold it beside ``network``, and the pipeline and bench count both
+LANDMARK_STAGE = "landmark detector"
 
 
 class NoFaceError(Exception):
@@ -158,15 +166,17 @@ def _discover() -> dict[str, MethodInfo]:
     for mod in pkgutil.iter_modules(pkg.__path__):
         if not mod.ispkg:
             continue
-        info = getattr(importlib.import_module(f"{pkg.__name__}.{mod.name}"), "METHOD", None)
+        module = importlib.import_module(f"{pkg.__name__}.{mod.name}")
+        info = getattr(module, "METHOD", None)
         if info is None:
             continue
-        if not isinstance(info, MethodInfo):
-            raise TypeError(f"engine.methods.{mod.name}.METHOD is {type(info).__name__}, not MethodInfo")
-        if info.name in found:
-            raise ValueError(f"method name {info.name!r} is declared twice (engine.methods.{mod.name} and "
-                             f"{found[info.name].factory.__module__})")
-        found[info.name] = info
+        for what, each in [("METHOD", info)] + [("VARIANTS", v) for v in getattr(module, "VARIANTS", ())]:
+            if not isinstance(each, MethodInfo):
+                raise TypeError(f"engine.methods.{mod.name}.{what} holds {type(each).__name__}, not MethodInfo")
+            if each.name in found:
+                raise ValueError(f"method name {each.name!r} is declared twice (engine.methods.{mod.name} and "
+                                 f"{found[each.name].factory.__module__})")
+            found[each.name] = each
     return found
 
 

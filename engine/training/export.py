@@ -7,21 +7,31 @@ import numpy as np
 import torch
 
 
+def example_inputs(recipe) -> dict[str, torch.Tensor]:
+    """The export's example inputs by graph input name: the recipe's ``export_inputs()`` where it has one (a graph
+    with more inputs than the image, e.g. CPR-H's landmarks), else one random image."""
+    if hasattr(recipe, "export_inputs"):
+        return recipe.export_inputs()
+    return {"image": torch.randn(1, 3, 120, 120).clamp(-1, 1)}
+
+
 def export_onnx(recipe, model: torch.nn.Module, path: Path, check: bool = True) -> Path:
     mod = recipe.export_module(model).eval()
-    x = torch.randn(1, 3, 120, 120).clamp(-1, 1)
+    inputs = example_inputs(recipe)
+    names = list(inputs)
     tmp = path.with_suffix(".tmp.onnx")
     # a recipe may need a newer opset than 17 (pifa's z-buffer: ScatterElements with reduction "max", opset 18)
-    torch.onnx.export(mod, (x,), str(tmp), input_names=["image"], output_names=list(recipe.output_names),
-                      dynamic_axes={"image": {0: "batch"}, **{n: {0: "batch"} for n in recipe.output_names}},
+    torch.onnx.export(mod, tuple(inputs.values()), str(tmp), input_names=names,
+                      output_names=list(recipe.output_names),
+                      dynamic_axes={n: {0: "batch"} for n in names + list(recipe.output_names)},
                       opset_version=getattr(recipe, "opset", 17), dynamo=False)
     if check:
         import onnxruntime as ort
 
         sess = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
-        got = sess.run(None, {"image": x.numpy()})
+        got = sess.run(None, {n: v.numpy() for n, v in inputs.items()})
         with torch.no_grad():
-            want = mod(x)
+            want = mod(*inputs.values())
         want = want if isinstance(want, (tuple, list)) else (want,)
         for g, w in zip(got, want):
             err = np.abs(g - w.numpy()).max() / (np.abs(w.numpy()).max() + 1e-6)

@@ -42,8 +42,9 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def count_flops(model: nn.Module, size: int = 120) -> int:
-    """Multiply-accumulates of convolutions, transposed convolutions and linear layers for one 120x120 crop."""
+def count_flops(model: nn.Module, size: int = 120, inputs: tuple[torch.Tensor, ...] | None = None) -> int:
+    """Multiply-accumulates of convolutions, transposed convolutions and linear layers for one 120x120 crop
+    (``inputs``: the graph's example inputs where it takes more than the image)."""
     total = 0
 
     def hook(mod, inp, out):
@@ -60,7 +61,7 @@ def count_flops(model: nn.Module, size: int = 120) -> int:
     was = model.training
     model.eval()
     with torch.no_grad():
-        model(torch.zeros(1, 3, size, size))
+        model(*(inputs if inputs is not None else (torch.zeros(1, 3, size, size),)))
     model.train(was)
     for h in hs:
         h.remove()
@@ -360,7 +361,7 @@ def ship(recipe: Recipe, model: nn.Module, history: list[dict], seed: int, epoch
          last_lr: float | None = None, command: str | None = None) -> None:
     """Final torch checkpoint + ONNX in weights/, then the training facts the model card reads (with the
     learning-rate schedule each range of epochs had). ``command``: what trained it (default: this process's)."""
-    from engine.training.export import export_onnx
+    from engine.training.export import example_inputs, export_onnx
 
     # shipped files are plain CPU, NCHW tensors whatever the run used
     trained_on = str(next(model.parameters()).device)
@@ -375,13 +376,15 @@ def ship(recipe: Recipe, model: nn.Module, history: list[dict], seed: int, epoch
     facts = {
         "name": recipe.name, "description": recipe.description, "notes": recipe.notes,
         "parameters": int(sum(p.numel() for p in model.parameters())),
-        "macs": count_flops(recipe.export_module(model)),
+        "macs": count_flops(recipe.export_module(model), inputs=tuple(example_inputs(recipe).values())),
         "epochs": epochs, "batch_size": recipe.batch_size, "lr": recipe.lr, "seed": seed,
         "augment": recipe.augment.__dict__,
         "command": command or (" ".join(["python"] + sys.argv) if sys.argv else ""),
         "train_seconds": float(sum(h["seconds"] for h in history)), "threads": torch.get_num_threads(),
         "history": history, "host": os.uname().nodename,
         "schedule": describe(schedule) if schedule else None, "device": trained_on, "data_path": data_path,
+        # a fine-tune's starting checkpoint (CPRFA's CPR-H: the unfused model), which the card compares it to
+        "init_from": getattr(recipe, "init_from", None),
     }
     weights_path(f"{recipe.name}.train.json").write_text(json.dumps(facts, indent=1, default=str))
     log(f"[{recipe.name}] shipped {pt.name} and {onnx_path.name}")
@@ -410,18 +413,60 @@ def write_ablation(recipe: Recipe, ablation: str, history: list[dict], seed: int
     return path
 
 
+# what keep_previous_weights copies of a shipped model: weights, INT8 variant, training facts, visibility model
+_KEPT_FILES = ("{}.onnx", "{}.pt", "{}.train.json", "{}.int8.onnx", "visibility_{}.npz")
+
+
+def keep_previous_weights(name: str, variant: str, log: Callable[[str], None] = print) -> list[str]:
+    """Copy the shipped weights/NAME.* (``_KEPT_FILES``) to weights/VARIANT.*, byte for byte, and the pose study's
+    entry for them (weights/pose_calibration.json, where it was fitted on these very weights) to VARIANT: a method
+    variant declared on those files (e.g. ``cprfa-unfused``) then runs what NAME ran. Refuses to overwrite a
+    VARIANT file that holds other bytes (a second promote must not replace the kept model with the new one)."""
+    import filecmp
+    import shutil
+
+    from engine.methods.pose_output import CALIBRATION_FILE, file_sha256, read_calibrations
+
+    for required in ("{}.onnx", "{}.pt"):
+        if not weights_path(required.format(name)).exists():
+            raise ValueError(f"{weights_path(required.format(name))} is missing: no shipped model to keep")
+    pairs = [(weights_path(p.format(name)), weights_path(p.format(variant))) for p in _KEPT_FILES]
+    pairs = [(a, b) for a, b in pairs if a.exists()]
+    for a, b in pairs:
+        if b.exists() and not filecmp.cmp(a, b, shallow=False):
+            raise ValueError(f"{b} exists and is not {a.name}: move it away before keeping {name} as {variant}")
+    for a, b in pairs:
+        shutil.copyfile(a, b)
+    calibrations = read_calibrations()
+    entry = calibrations.get(name)
+    if entry is not None and entry.get("weights_sha256") == file_sha256(weights_path(f"{name}.onnx")):
+        calibrations[variant] = dict(entry)
+        weights_path(CALIBRATION_FILE).write_text(json.dumps(calibrations, indent=1), encoding="utf-8")
+    kept = [b.name for _, b in pairs]
+    log(f"[{name}] the shipped model is kept as {variant}: {', '.join(kept)}")
+    return kept
+
+
 def promote(recipe: Recipe, ablation: str, previous_as: str | None = None, log: Callable[[str], None] = print,
-            run_dir: Path | None = None, limit: int | None = None) -> None:
+            run_dir: Path | None = None, limit: int | None = None, previous_weights_as: str | None = None) -> None:
     """Ship a finished ablation arm as the method's weights, without retraining: the arm won, and its overrides have
     become the recipe's defaults (``recipe`` must already equal the arm's recipe, or this refuses). The run that was
     shipped until now is kept as the ablation ``previous_as`` (a key of the recipe whose overrides give back what it
     trained on), so the model card goes on comparing the two epoch by epoch; the arm's own ablation file goes.
-    ``limit``: training crops for the recipe's build (tests; a recipe whose build fits nothing needs none)."""
+    ``previous_weights_as``: also keep the shipped weights themselves as weights/VARIANT.* (keep_previous_weights),
+    for a method variant that goes on running them; an arm that started from the shipped checkpoint
+    (``init_from`` = weights/NAME.pt) is then read as having started from weights/VARIANT.pt, the same bytes, which
+    the recipe's default must name. ``limit``: training crops for the recipe's build (tests; a recipe whose build
+    fits nothing needs none)."""
     arm_path = ablation_path(recipe.name, ablation)
     if not arm_path.exists():
         raise ValueError(f"{arm_path} does not exist: the arm {ablation!r} has not finished")
     arm = json.loads(arm_path.read_text())
+    renamed = {}
+    if previous_weights_as is not None:
+        renamed = {f"weights/{recipe.name}.pt": f"weights/{previous_weights_as}.pt"}
     for key, value in arm["overrides"].items():
+        value = renamed.get(value, value) if isinstance(value, str) else value
         if getattr(recipe, key) != value:
             raise ValueError(f"{recipe.name}'s recipe has {key} = {getattr(recipe, key)!r}; make the arm's "
                              f"{key} = {value!r} the default before promoting it")
@@ -444,6 +489,8 @@ def promote(recipe: Recipe, ablation: str, previous_as: str | None = None, log: 
                               schedule=(old.get("schedule") or {}).get("segments"), command=facts.get("command"),
                               threads=facts.get("threads"))
         log(f"[{recipe.name}] the run shipped until now is kept as ablation {previous_as!r}: {kept}")
+    if previous_weights_as is not None:   # before build: the recipe may start from the kept copy (init_from)
+        keep_previous_weights(recipe.name, previous_weights_as, log=log)
 
     torch.set_num_threads(int(arm.get("threads") or torch.get_num_threads()))  # the card's facts say what trained
     model = recipe.build(load_training_set(limit=limit, log=log))

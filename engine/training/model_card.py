@@ -31,8 +31,12 @@ LEGACY_SCHEDULE = ("warm-up + cosine over each run's own epochs, restarted (warm
                    "(the pre-issue-11 harness)")
 
 # extra protocol-mode evaluations of a method's own variants, for the paper's ablations
+# (``method``: another declared method's weights, e.g. the unfused row beside CPRFA's CPR-H; skipped when absent)
 ABLATIONS = {"3dstn": [("before refinement (projected landmarks of the TPS-warped face)", {"refine": False})],
-             "mtcnn3d": [("stage 1 only (no MSIF refinement)", {"stages": 1})]}
+             "mtcnn3d": [("stage 1 only (no MSIF refinement)", {"stages": 1})],
+             "cprfa": [("CPR-H round 1 only (no consistency-aware round)", {"rounds": 1}),
+                       ("unfused (cprfa-unfused: no CPR-H fusion)", {"method": "cprfa-unfused"}),
+                       ("unfused, round 1 only", {"method": "cprfa-unfused", "rounds": 1})]}
 
 
 def _pose_cells(pm: dict) -> str:
@@ -92,28 +96,50 @@ def _buckets(v: dict) -> str:
     return f"{v['0-30']:.2f} / {v['30-60']:.2f} / {v['60-90']:.2f} / **{v['balanced']:.2f}**"
 
 
-def _fine_tune_text(ab: dict, shipped: dict[int, dict], arm: list[dict]) -> str:
+def fine_tune_start(init_from: str | None) -> tuple[str, dict] | None:
+    """(label, validation NME of its final epoch) of the checkpoint a fine-tune started from, read from that
+    checkpoint's training facts (weights/X.pt -> weights/X.train.json); None without them."""
+    if not init_from:
+        return None
+    stem = Path(init_from).name.removesuffix(".pt")
+    facts = weights_path(f"{stem}.train.json")
+    if not facts.exists():
+        return None
+    hist = [h for h in json.loads(facts.read_text())["history"] if "val_nme" in h]
+    return (f"{stem} epoch {hist[-1]['epoch']}", hist[-1]["val_nme"]) if hist else None
+
+
+def _fine_tune_text(ab: dict, shipped: dict[int, dict], arm: list[dict],
+                    start: tuple[str, dict] | None = None) -> str:
     """An arm that started from a trained checkpoint (``init_from``): each of its epochs against its starting point,
-    the shipped run's final epoch (not the shipped run's own early epochs, which it never was)."""
+    ``start`` (label, NME) where the shipped run is itself a fine-tune from the same checkpoint, else the shipped
+    run's final epoch (not the shipped run's own early epochs, which it never was)."""
     final = max(shipped)
-    rows = [f"| start: shipped epoch {final} | {_buckets(shipped[final])} |"]
+    label, began = start or (f"shipped epoch {final}", shipped[final])
+    rows = [f"| start: {label} | {_buckets(began)} |"]
     rows += [f"| {h['epoch']} | {_buckets(h['val_nme'])} |" for h in arm]
-    a, b = shipped[final]["balanced"], arm[-1]["val_nme"]["balanced"]
+    a, b = began["balanced"], arm[-1]["val_nme"]["balanced"]
     return (f"""Trained ablation `{ab['ablation']}` ({json.dumps(ab['overrides'])}): `{ab['command']}`, seed
 {ab['seed']}, {ab['threads']} threads; fine-tuned from `{ab['overrides']['init_from']}` for {len(arm)} epochs;
 {_ablation_schedule(ab)}; aflw2000_dev protocol NME (torch) 0-30 / 30-60 / 60-90 / balanced after each epoch:
 
 | epoch | {ab['ablation']} |
 |---|---|
-""" + "\n".join(rows) + f"\n\nBalanced: shipped **{a:.2f}**, {ab['ablation']} after {len(arm)} epochs **{b:.2f}** "
-            f"({b - a:+.2f}).\n")
+""" + "\n".join(rows) + f"\n\nBalanced: {start[0] if start else 'shipped'} **{a:.2f}**, {ab['ablation']} after "
+            f"{len(arm)} epochs **{b:.2f}** ({b - a:+.2f})"
+            + (f"; the shipped run after its epoch {final}: **{shipped[final]['balanced']:.2f}**" if start else "")
+            + ".\n")
 
 
-def trained_ablation_text(name: str, history: list[dict], description: str | None = None) -> str:
+def trained_ablation_text(name: str, history: list[dict], description: str | None = None,
+                          init_from: str | None = None) -> str:
     """Ablations that need their own training run (`main.py train NAME --ablation KEY`): per-epoch validation
     NME of both arms on the same schedule, seed and data. ``description``: the shipped run's recipe description;
-    an arm trained on another recipe (say, before the recipe changed) is named as such, not compared."""
+    an arm trained on another recipe (say, before the recipe changed) is named as such, not compared.
+    ``init_from``: the checkpoint the shipped run was fine-tuned from, if it was (CPRFA's CPR-H from the unfused
+    model): the fine-tune arms started there too, so that checkpoint's final epoch is their starting row."""
     out = []
+    start = fine_tune_start(init_from)
     for path in sorted((PROJECT_ROOT / "docs" / "results").glob(f"{name}_ablation_*.json")):
         ab = json.loads(path.read_text())
         arm = [h for h in ab["history"] if "val_nme" in h]
@@ -126,7 +152,7 @@ def trained_ablation_text(name: str, history: list[dict], description: str | Non
             continue
         shipped = {h["epoch"]: h["val_nme"] for h in history if "val_nme" in h}
         if ab["overrides"].get("init_from") and shipped:
-            out.append(_fine_tune_text(ab, shipped, arm))
+            out.append(_fine_tune_text(ab, shipped, arm, start))
             continue
         rows = []
         for h in arm:
@@ -528,6 +554,15 @@ def update_card_e2e(name: str, results_dir: Path | None = None) -> bool:
     return True
 
 
+def _start_line(init_from: str | None) -> str:
+    """The card's sentence on a fine-tuned run's starting point (empty for a run from scratch)."""
+    if not init_from:
+        return ""
+    start = fine_tune_start(init_from)
+    began = f" (its {start[0]}: balanced {start[1]['balanced']:.2f})" if start else ""
+    return f"Fine-tuned from `{init_from}`{began}.\n\n"
+
+
 def write_card(name: str, e2e: bool = True) -> str:
     from engine.evaluation.protocol import evaluate
     from engine.methods.base import registry
@@ -555,7 +590,11 @@ def write_card(name: str, e2e: bool = True) -> str:
             out_json.write_text(json.dumps(results[-1]))
     ablations = []
     for label, kwargs in ABLATIONS.get(name, []):
-        m = create(name, **kwargs)
+        kwargs = dict(kwargs)
+        target = kwargs.pop("method", name)
+        if not registry()[target].available:
+            continue
+        m = create(target, **kwargs)
         r = evaluate(m, dev, mode="protocol")
         m.close()
         ablations.append((label, r["nme"], r["pose_mae"]))
@@ -567,6 +606,7 @@ def write_card(name: str, e2e: bool = True) -> str:
                       f"{h['val_nme']['balanced']:.2f} | {h['seconds']:.0f} |" for h in hist if "val_nme" in h)
     onnx = weights_path(f"{name}.onnx")
     pm = results[0]["pose_mae"]
+    start_line = _start_line(facts.get("init_from"))
     text = f"""# Model card: `{name}`
 
 {facts['description']}
@@ -589,7 +629,7 @@ def write_card(name: str, e2e: bool = True) -> str:
 - Training data path: {facts.get('data_path') or 'not recorded (trained before issue 11; the per-sample path)'}.
 - Augmentation: {json.dumps(facts['augment'])}
 
-| epoch | train points error (px) | aflw2000_dev balanced NME (torch, protocol) | seconds |
+{start_line}| epoch | train points error (px) | aflw2000_dev balanced NME (torch, protocol) | seconds |
 |---|---|---|---|
 {curve}
 
@@ -602,7 +642,7 @@ def write_card(name: str, e2e: bool = True) -> str:
 
 {stage_text(hist, name)}
 {ablation_text(name, results[0]["nme"], ablations, results[0]["pose_mae"])}
-{trained_ablation_text(name, hist, facts.get("description"))}
+{trained_ablation_text(name, hist, facts.get("description"), facts.get("init_from"))}
 {pose_line(pm, reported_pose_source(name, registry()[name].pose_source))}
 {E2E_SENTENCE}
 

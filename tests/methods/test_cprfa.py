@@ -372,8 +372,11 @@ def test_stage_recipe_resolves_and_ablations_declared():
 
     assert get_recipe("cprfa-dafi").name == "cprfa-dafi"
     r = get_recipe("cprfa")
-    assert set(r.ablations) >= {"one-round", "cpr-h", "mean-t"}
-    assert get_recipe("cprfa", "one-round").rounds == 1
+    assert set(r.ablations) >= {"one-round", "cpr-h", "mean-t", "unfused", "cpr-h-finetune-long"}
+    assert r.fusion and get_recipe("cprfa", "one-round").rounds == 1
+    # the unfused arms stay what they trained on before CPR-H became the default
+    assert all(not get_recipe("cprfa", k).fusion and get_recipe("cprfa", k).init_from is None
+               for k in ("unfused", "one-round", "mean-t", "code-corruption"))
 
 
 def test_tiny_overfit_onnx_parity_method_contract(train_dir, tmp_path, monkeypatch):
@@ -475,7 +478,7 @@ def test_cpr_inputs_in_training_are_corrupted_gt_dafis_with_the_measured_error(t
     from engine.training.recipes import get_recipe
     from engine.training.targets import load_training_set
 
-    recipe = get_recipe("cprfa")
+    recipe = get_recipe("cprfa", "unfused")
     ts = load_training_set(limit=8)
     recipe.build(ts)
     assert recipe.error_model.images == 1                                # reference row 0 of 8
@@ -559,7 +562,7 @@ def test_cpr_h_warm_started_from_cprfa_computes_what_cprfa_computed_then_learns(
         pytest.skip("CPR-H fuses mtcnn3d's landmarks: weights/mtcnn3d.onnx missing")
     torch.manual_seed(0)
     ts = load_training_set(limit=8)
-    plain = get_recipe("cprfa")
+    plain = get_recipe("cprfa", "unfused")
     source = plain.build(ts)
     for r in list(source.round1.regressors.values()) + list(source.round2.regressors.values()):
         torch.nn.init.normal_(r.out.weight, std=0.1)                  # a source whose updates are not zero

@@ -98,3 +98,32 @@ def test_model_card_compares_a_fine_tuned_arm_with_its_starting_point(tmp_path, 
     assert "start: shipped epoch 3" in text and "fine-tuned from `weights/m.pt` for 2 epochs" in text
     assert "shipped **5.00**, fused after 2 epochs **4.25** (-0.75)" in text
     assert "**9.00**" not in text
+
+
+def test_a_fine_tuned_shipped_run_compares_its_arms_with_the_checkpoint_they_all_started_from(tmp_path, monkeypatch):
+    """CPRFA's CPR-H ships fine-tuned from the unfused model (weights/cprfa-unfused.pt): its fine-tune arms started
+    there too, so their starting row is that checkpoint's final epoch, not the shipped (fused) run's."""
+    import json
+
+    from engine.training import model_card
+
+    results = tmp_path / "docs" / "results"
+    results.mkdir(parents=True)
+    monkeypatch.setattr(model_card, "weights_path", lambda name: tmp_path / name)
+
+    def val(b):
+        return {"0-30": 3.0, "30-60": 4.0, "60-90": 5.0, "balanced": b}
+
+    (tmp_path / "m-unfused.train.json").write_text(json.dumps({"history": [{"epoch": 12, "val_nme": val(4.99)}]}))
+    shipped = [{"epoch": e, "val_nme": val(b)} for e, b in ((1, 4.3), (2, 4.1))]
+    arm = {"ablation": "fused-short", "overrides": {"fusion": True, "init_from": "weights/m.pt"}, "seed": 0,
+           "command": "python main.py train m --ablation fused-short", "threads": 2, "schedule": "s",
+           "history": [{"epoch": 1, "val_nme": val(4.28)}], "description": "recipe A"}
+    (results / "m_ablation_fused-short.json").write_text(json.dumps(arm))
+    monkeypatch.setattr(model_card, "PROJECT_ROOT", tmp_path)
+    text = model_card.trained_ablation_text("m", shipped, "recipe A", init_from="weights/m-unfused.pt")
+    assert "start: m-unfused epoch 12" in text and "m-unfused epoch 12 **4.99**, fused-short after 1 epochs" in text
+    assert "the shipped run after its epoch 2: **4.10**" in text
+    assert model_card._start_line("weights/m-unfused.pt") == (
+        "Fine-tuned from `weights/m-unfused.pt` (its m-unfused epoch 12: balanced 4.99).\n\n")
+    assert model_card._start_line(None) == ""

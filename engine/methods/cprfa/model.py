@@ -86,15 +86,21 @@ class CPRFA(nn.Module):
 
 
 class ExportCPRFA(nn.Module):
-    """The ONNX graph: image -> points (B, 536, 3), params (B, 56: alpha then pose), points_round1, params_round1,
-    found (B, C) (which selected vertices the DAFI showed)."""
+    """The ONNX graph: image (and, for CPR-H, ``landmarks`` (B, 68, 2): the other method's 68 points in the
+    120-px crop's pixels, the frame the recipe trains them in) -> points (B, 536, 3), params (B, 56: alpha then
+    pose), points_round1, params_round1, found (B, C) (which selected vertices the DAFI showed)."""
 
     def __init__(self, net: CPRFA) -> None:
         super().__init__()
         self.net = net
 
-    def forward(self, x: torch.Tensor):
-        out = self.net(x)
+    @property
+    def fused(self) -> bool:
+        return self.net.fusion_geometry is not None
+
+    def forward(self, x: torch.Tensor, landmarks: torch.Tensor | None = None):
+        if self.fused and landmarks is None:
+            raise ValueError("the CPR-H graph needs the other method's landmarks as its second input")
+        out = self.net(x, landmarks if self.fused else None)
         return (self.net.points(out["params"]), out["params"], self.net.points(out["params1"]), out["params1"],
                 out["found"])
-

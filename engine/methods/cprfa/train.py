@@ -11,14 +11,18 @@ plus the final estimate's distance again, plus 0.5 x the L1 of its landmarks to 
 Round 2's beta gets its gradient through the loss of the updates it scales, and the direction through the sampled
 reprojection errors.
 
-Ablations (``python main.py train cprfa --ablation NAME``): ``one-round`` (round 1 only), ``mean-t`` (translation
-as the mean of its CPR instead of a network), ``cpr-h`` (CPR-H fusion with mtcnn3d's 68 landmarks: run once on
-the training crops and cached under runs/cache, moved with each crop's affine), ``cpr-h-finetune`` (the same
-fusion started from the shipped weights by ``warm_start`` and trained 3 epochs; ``cpr-h-finetune-long``: 8),
-``code-corruption`` (the CPR inputs
-corrupted by the code-noise model, which the first shipped run trained on, instead of the warp model calibrated in
-``build`` to reproduce the U-Net's retrieval statistics on the reference split; corruption.py explains why the
-code-noise model is too harsh).
+The shipped model is CPR-H (``fusion``: mtcnn3d's 68 landmarks, run once on the training crops, cached under
+runs/cache and moved with each crop's affine, as the CPR-H stems' input; at run time the app runs mtcnn3d's ONNX on
+the crop and feeds its points to the graph's second input), fine-tuned from the unfused CPRFA
+(``weights/cprfa-unfused.pt``) by ``warm_start``: the paper's CPRFA result is this fused model (its Table 2).
+
+Ablations (``python main.py train cprfa --ablation NAME``): ``unfused`` (the unfused CPRFA, 12 epochs from scratch:
+the model shipped before CPR-H, kept as the method ``cprfa-unfused``), ``one-round`` (unfused, round 1 only),
+``mean-t`` (unfused, translation as the mean of its CPR instead of a network), ``cpr-h`` (CPR-H from scratch on
+the unfused schedule), ``cpr-h-finetune`` (the fine-tune on 3 epochs; ``cpr-h-finetune-long``: 8, the shipped
+run), ``code-corruption`` (unfused; the CPR inputs corrupted by the code-noise model, which the first shipped run
+trained on, instead of the warp model calibrated in ``build`` to reproduce the U-Net's retrieval statistics on the
+reference split; corruption.py explains why the code-noise model is too harsh).
 
 Cost: 64.4 images/s on 2 threads at C = 128 (about 5 min per epoch; engine/methods/cprfa/__init__.py has the
 commands and the plan).
@@ -37,7 +41,7 @@ import torch
 from torch import nn
 
 from engine.facemodel import N_MESH, load_face_model
-from engine.methods.cprfa import METHOD, OUTPUTS
+from engine.methods.cprfa import FUSION_DEFAULT, FUSION_METADATA, LANDMARKS_INPUT, METHOD, OUTPUTS
 from engine.methods.cprfa.corruption import (DafiErrorModel, batch_generator, calibrate_warp, corrupt,
                                              measure_errors, retrieval_statistics)
 from engine.methods.cprfa.dafi_targets import augmented_dafi, cached_dafis, dafi_tensor, reference_rows
@@ -112,35 +116,50 @@ def centred_distance(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return torch.sqrt((d * d).sum(-1) + 1e-6).mean()
 
 
+# the unfused CPRFA the CPR-H fine-tune starts from: weights/cprfa.pt until CPR-H was promoted, kept since as the
+# method cprfa-unfused's (harness.promote's previous_weights_as)
+UNFUSED_WEIGHTS = "weights/cprfa-unfused.pt"
+# the unfused CPRFA's recipe, as it was the default until CPR-H: trained from scratch, 12 epochs at lr 1e-3
+UNFUSED = {"fusion": False, "init_from": None, "epochs": 12, "lr": 1e-3}
+
+
 @dataclass
 class CPRFARecipe(Recipe):
     name: str = METHOD.name
     description: str = ("CPRFA: HS-U-Net DAFI -> in-graph vertex retrieval -> CPR matrices -> five conv + GRU "
                         "regressors over three recurrent steps, then consistency-aware pose updates")
-    epochs: int = 12
+    # the shipped run is CPR-H fine-tuned from the unfused CPRFA (the arm cpr-h-finetune-long, promoted); its
+    # fused projections start at zero weight (warm_start), so it starts out computing what the unfused model did
+    epochs: int = 8
     batch_size: int = 32
-    lr: float = 1e-3
+    lr: float = 3e-4
     # the affine moves the DAFI targets and the label points; the image is only used for validation (the U-Net is
-    # frozen), so colour jitter does not matter here; no mirror (the DAFI cache has none)
+    # frozen), so colour jitter does not matter here; no mirror (the DAFI cache has none, and the cached mtcnn3d
+    # landmarks are moved by the affine alone, with no left/right relabelling)
     augment: AugmentConfig = field(default_factory=lambda: AugmentConfig(
         flip=0.0, rotate=30.0, scale=(0.9, 1.1), shift=0.06, occlude=0.0))
     output_names: tuple[str, ...] = OUTPUTS
     opset: int = 18                  # the in-graph retrieval is tested at opset 18
     rounds: int = 2
     translation: str = "network"     # "mean": the paper's shortcut (mean of the translation CPR)
-    fusion: bool = False             # CPR-H with mtcnn3d's landmarks
+    fusion: bool = True              # CPR-H with mtcnn3d's landmarks (the paper's CPRFA result); False: unfused
     human_weight: float = 0.5
     corruption: str = "warp"         # "code": the code-noise model (corruption.py; ablation code-corruption)
-    init_from: str | None = None     # a trained cprfa checkpoint (relative to the project) to start from (warm_start)
+    # a trained cprfa checkpoint (relative to the project) to start from (warm_start): the unfused CPRFA, kept as
+    # method cprfa-unfused when CPR-H was promoted
+    init_from: str | None = UNFUSED_WEIGHTS
     allow_untrained_dafi: bool = False   # tests only: export with an untrained U-Net
-    ablations = {"one-round": {"rounds": 1}, "mean-t": {"translation": "mean"}, "cpr-h": {"fusion": True},
-                 "code-corruption": {"corruption": "code"},
-                 # CPR-H fine-tuned from the shipped CPRFA (its fused features start at zero weight): 3 epochs
+    ablations = {"unfused": UNFUSED,
+                 "one-round": {**UNFUSED, "rounds": 1}, "mean-t": {**UNFUSED, "translation": "mean"},
+                 "code-corruption": {**UNFUSED, "corruption": "code"},
+                 # CPR-H trained from scratch on the unfused run's 12-epoch schedule
+                 "cpr-h": {"fusion": True, "init_from": None, "epochs": 12, "lr": 1e-3},
+                 # CPR-H fine-tuned from the unfused CPRFA (its fused features start at zero weight): 3 epochs
                  # instead of a 12-epoch run from scratch (2-core compute); the card compares it to that start
-                 "cpr-h-finetune": {"fusion": True, "init_from": "weights/cprfa.pt", "epochs": 3, "lr": 3e-4},
+                 "cpr-h-finetune": {"fusion": True, "init_from": UNFUSED_WEIGHTS, "epochs": 3, "lr": 3e-4},
                  # the same fine-tune on a longer schedule: the 3-epoch arm was still falling through its anneal
-                 # (balanced 4.28, 4.22, 4.13 after epochs 1-3)
-                 "cpr-h-finetune-long": {"fusion": True, "init_from": "weights/cprfa.pt", "epochs": 8, "lr": 3e-4}}
+                 # (balanced 4.28, 4.22, 4.13 after epochs 1-3); the shipped run
+                 "cpr-h-finetune-long": {"fusion": True, "init_from": UNFUSED_WEIGHTS, "epochs": 8, "lr": 3e-4}}
     notes: str = (
         "HS-U-Net (recipe cprfa-dafi, frozen here) -> DAFI + mask at 120 px -> retrieval of the C = 128 selected "
         "vertices (weights/cprfa_vertices.npz; in-graph: the pixels whose code lies within the file's threshold, "
@@ -148,6 +167,15 @@ class CPRFARecipe(Recipe):
         "threshold, so this equals the KD-tree's nearest-vertex rule) -> CPR matrices of the "
         "observed set O against the set G generated by the current estimate, 3 channels x 64 x 64 per kernel "
         "(translation 6, scale ratio 3, in-plane sine 3, out-of-plane triplet cosines 6; engine/geometry/cpr.py). "
+        "CPR-H (the shipped model, the paper's CPRFA result): a second CPR of mtcnn3d's 68 landmarks against the "
+        "estimate's 68 landmark vertices feeds a second stem in every regressor of both rounds, its features "
+        "concatenated before the FC. Round 1: five separate regressors in the paper's order (alpha; rx, ry; rz; s; "
+        "t), each three 3x3 "
+        "stride-2 convolutions (16, 24, 32) -> FC 96 -> GRU cell (hidden 96, carried across the three recurrent "
+        "steps) -> linear update (in units of the parameter's training spread); G rebuilt after every update. "
+        "Round 2: four separate pose regressors (alpha frozen), each update scaled by beta = 2 sigmoid(MLP(errors)) "
+        "from the mean reprojection errors at 10 points (t = 0.2 .. 2.0) along the update over 10% of the detected "
+        "vertices. Output: the face model's 536 points from the final alpha and pose. "
         "Round 1: five separate regressors in the paper's order (alpha; rx, ry; rz; s; t), three recurrent steps, "
         "15 updates; each regressor: a 4x4 stride-4 convolution (16 channels; each output sees a 4 x 4 block of "
         "vertex pairs), two 3x3 stride-2 convolutions (24, 32; ReLU after each) -> FC 96 -> GRU cell (hidden 96, "
@@ -184,8 +212,9 @@ class CPRFARecipe(Recipe):
         "loss is the face model's 3D point distance after every update of both rounds (each parameter counts by its "
         "effect on the face), plus AFLW's human 21 points, this project's shared term; (7) the output is the "
         "project's 536-point face model (Face Mesh topology + 68 landmarks) from the final alpha and pose; (8) "
-        "CPR-H fuses mtcnn3d's 68 landmarks (this project's best trained method) in place of FAN3D, and has no "
-        "ONNX export yet (an ablation arm only); (9) Eq. 4 feeds alpha and rx, ry from the out-of-plane kernel "
+        "CPR-H fuses mtcnn3d's 68 landmarks (this project's best trained method) in place of FAN3D; the ONNX graph "
+        "takes them as a second input (landmarks, (B, 68, 2) pixels of the 120-px crop, as training feeds them), "
+        "the app's cprfa runs mtcnn3d's ONNX on the crop first and its ms per face counts both networks; (9) Eq. 4 feeds alpha and rx, ry from the out-of-plane kernel "
         "Lambda_rxy only; here alpha reads every kernel (translation and scale included) and rx, ry also read the "
         "in-plane sines (to tell a turn about the optical axis from one out of the plane), so the disentanglement "
         "Eq. 4 builds in is not enforced; no trained arm compares this routing with Eq. 4's; (10) translation comes "
@@ -193,7 +222,10 @@ class CPRFARecipe(Recipe):
         "(declared as the ablation mean-t, not trained); (11) the consistency-aware round's reprojection errors "
         "are averaged over 10% of the found selected vertices (10.0 per face on average), where the paper samples "
         "them over all the vertices the DAFI detects (5,710 distinct vertices per face on average; python -m "
-        "research.cprfa_capu, aflw_train's held-out split).")
+        "research.cprfa_capu, aflw_train's held-out split); (12) "
+        "CPR-H is fine-tuned 8 epochs (lr 3e-4) from the unfused CPRFA (12 epochs from scratch; kept as the method "
+        "cprfa-unfused) with its fused projections started at zero weight, instead of trained from scratch "
+        "(2-core compute; the from-scratch arm is the ablation cpr-h).")
 
     # ------------------------------------------------------------------------------------------ build and data
     def build(self, train: TrainingSet) -> nn.Module:
@@ -228,7 +260,12 @@ class CPRFARecipe(Recipe):
         if self.init_from:
             from engine.paths import PROJECT_ROOT
 
-            src = torch.load(PROJECT_ROOT / self.init_from, map_location="cpu", weights_only=False)["model"]
+            start = PROJECT_ROOT / self.init_from
+            if not start.exists():
+                raise FileNotFoundError(f"{start} is missing: the CPR-H fine-tune starts from the unfused CPRFA "
+                                        f"(train it with `python main.py train cprfa --ablation unfused`, or keep "
+                                        f"the shipped one as docs/training.md says)")
+            src = torch.load(start, map_location="cpu", weights_only=False)["model"]
             print(f"[cprfa] initialised from {self.init_from}: {warm_start(model, src)}")
         return model
 
@@ -299,10 +336,20 @@ class CPRFARecipe(Recipe):
         if not getattr(self, "dafi_trained", False) and not self.allow_untrained_dafi:
             raise RuntimeError(f"refusing to export CPRFA with an untrained HS-U-Net (weights/{DAFI_WEIGHTS} was "
                                f"missing when the recipe was built): train cprfa-dafi first")
-        if self.fusion:
-            raise NotImplementedError("the CPR-H variant needs mtcnn3d's landmarks as a second input; its export is "
-                                      "not written yet (train it as an ablation: --ablation cpr-h)")
         return ExportCPRFA(model)
+
+    def export_inputs(self) -> dict[str, torch.Tensor]:
+        """The export's example inputs: an image and, for CPR-H, 68 points inside the crop (their values only
+        matter for the parity check)."""
+        g = torch.Generator().manual_seed(0)
+        inputs = {"image": torch.randn(1, 3, 120, 120, generator=g).clamp(-1, 1)}
+        if self.fusion:
+            inputs[LANDMARKS_INPUT] = 30.0 + 60.0 * torch.rand(1, 68, 2, generator=g)
+        return inputs
+
+    def onnx_metadata(self) -> dict[str, str]:
+        """A CPR-H graph names the method whose landmarks it fuses (the app runs that method's ONNX first)."""
+        return {FUSION_METADATA: FUSION_DEFAULT} if self.fusion else {}
 
 
 def warm_start(model: nn.Module, source: dict[str, torch.Tensor]) -> str:
@@ -355,7 +402,7 @@ def _mtcnn3d_weights():
     """mtcnn3d's ONNX file as its own declaration names it (read through the registry, not imported from it)."""
     from engine.methods.base import registry
 
-    return registry()["mtcnn3d"].weights_path
+    return registry()[FUSION_DEFAULT].weights_path
 
 
 @lru_cache(maxsize=1)
