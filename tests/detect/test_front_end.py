@@ -143,6 +143,34 @@ def test_yunet_finds_a_profile_blazeface_misses(dev_dir):
     assert match_subject(hit, ds.roi_box[i]) >= 0
 
 
+# a dev profile that no pass of the detector finds on the image itself (YuNet's best box scores 0.34) and YuNet on
+# the padded image does (0.69): the retry when nothing was found
+PROFILE_FOUND_ONLY_PADDED = "image04337.jpg"
+
+
+def test_a_profile_nothing_finds_is_found_by_the_padded_retry(dev_dir):
+    from engine.detect.crop_policy import roi_box_from_detection
+    from engine.detect.face_detector import FaceDetector
+    from engine.detect.yunet import available
+    from engine.evaluation.aflw2000 import load_set
+    from engine.evaluation.protocol import match_subject
+
+    if not available():
+        pytest.skip("the yuface wheel is not installed")
+    ds = load_set(dev_dir)
+    i = ds.names.index(PROFILE_FOUND_ONLY_PADDED)
+    assert abs(ds.yaw[i]) >= 60
+    img = cv2.imread(str(ds.image_path(i)))
+    det = FaceDetector()
+    try:
+        whole_image_only = det.detect(img, tiles=False)  # the tracker's quick pass: no retry
+        full = det.detect(img)
+    finally:
+        det.close()
+    assert len(whole_image_only) == 0
+    assert len(full) == 1 and match_subject([roi_box_from_detection(b) for b in full], ds.roi_box[i]) == 0
+
+
 class _ScriptedDetector:
     """Detections chosen per image: the subject's own crop, nothing, or a face somewhere else."""
 
