@@ -226,7 +226,14 @@ def update_card_visibility(name: str) -> bool:
 
 
 E2E_SENTENCE = ("e2e mode runs the app's front end (BlazeFace + YuNet, the detection matching the annotated face, one "
-                "landmark\nre-crop; docs/front-end.md); a detection failure scores the mean shape's NME.")
+                "landmark\nre-crop, a 5-crop ensemble; docs/front-end.md); a detection failure scores the mean shape's "
+                "NME.")
+# what earlier cards said e2e runs, replaced by E2E_SENTENCE
+_OLD_E2E_SENTENCES = ("e2e mode crops with the app's BlazeFace detector and crop policy; a detection failure scores the "
+                      "mean shape's NME.",
+                      "e2e mode runs the app's front end (BlazeFace + YuNet, the detection matching the annotated "
+                      "face, one landmark\nre-crop; docs/front-end.md); a detection failure scores the mean shape's "
+                      "NME.")
 
 
 def update_card_e2e(name: str, results_dir: Path | None = None) -> bool:
@@ -243,8 +250,7 @@ def update_card_e2e(name: str, results_dir: Path | None = None) -> bool:
         return False
     lines[at] = _row(json.loads(js.read_text()))
     text = "\n".join(lines)
-    for old in ("e2e mode crops with the app's BlazeFace detector and crop policy; a detection failure scores the mean "
-                "shape's NME.",):
+    for old in _OLD_E2E_SENTENCES:
         text = text.replace(old, E2E_SENTENCE)
     atomic_write_text(card, text)
     return True
