@@ -255,3 +255,8 @@ def test_the_card_e2e_row_follows_the_eval_json(tmp_path, monkeypatch):
     text = (tmp_path / "m.md").read_text()
     assert "| e2e | 1.50 | 2.50 | 3.50 | **2.50** | 2.00 | 2 |" in text and "| protocol | 1.00 |" in text
     assert "9.00" not in text and "YuNet" in text and "BlazeFace detector and crop policy" not in text
+    # a card written with the previous front end's sentence gets the current one
+    (tmp_path / "m.md").write_text(card.replace(card.split("\n")[3], mc._OLD_E2E_SENTENCES[1]))
+    assert mc.update_card_e2e("m", tmp_path)
+    text = (tmp_path / "m.md").read_text()
+    assert mc.E2E_SENTENCE in text and mc._OLD_E2E_SENTENCES[1] not in text and "5-crop ensemble" in text
