@@ -47,7 +47,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
             last[0] = i
             print(f"  {i}/{n}", file=sys.stderr)
 
-    res = evaluate(method, args.data, mode=args.mode, limit=args.limit, progress=progress)
+    res = evaluate(method, args.data, mode=args.mode, limit=args.limit, progress=progress, crops=args.crops)
     if args.ced:
         from engine.evaluation.plots import ced_plot
 
@@ -412,6 +412,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--method", required=True)
     s.add_argument("--data", required=True, help="AFLW2000-3D-style folder (images/*.jpg + .mat)")
     s.add_argument("--mode", choices=["protocol", "e2e"], default="protocol")
+    s.add_argument("--crops", type=int, help="e2e: crops in the front end's crop ensemble (default: the app's; "
+                                             "1 = the settled crop alone)")
     s.add_argument("--json", action="store_true")
     s.add_argument("--ced", help="write a cumulative error distribution plot (PNG)")
     s.add_argument("--limit", type=int)

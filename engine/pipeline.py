@@ -58,13 +58,20 @@ class FrameResult:
 class FrameProcessor:
     def __init__(self, methods: list[str] | list[Method], tracker=None, smoothing: bool = False,
                  frontalize: bool = False, max_faces: int | None = None, workers: int = 1,
-                 flip: bool = False, background_detection: bool = False) -> None:
+                 flip: bool = False, background_detection: bool = False,
+                 crop_ensemble: int | None = None) -> None:
         """``workers`` > 1: the methods of one frame run side by side on that many threads (compare mode on a
         multi-core machine; ONNX Runtime and most of the tails release the GIL). Each method's ms stays its own
         wall time, so with one thread per session it is comparable with `main.py bench`'s one-thread figure.
         ``flip``: flip-average every method (engine/methods/flip.py); loaded methods are wrapped, not reloaded.
         ``background_detection``: the default tracker re-detects tracked faces on a thread of its own (a live
-        view; FaceTracker's ``background``); offline runs keep every detection in its frame."""
+        view; FaceTracker's ``background``); offline runs keep every detection in its frame.
+        ``crop_ensemble``: crops per face where a face was just found (engine/methods/crop_ensemble.py; None: its
+        ``ENSEMBLE_CROPS``, 1: the settled crop alone); a tracked face in video aligns at one crop per frame."""
+        from engine.methods.crop_ensemble import ENSEMBLE_CROPS, ensemble_boxes
+
+        self.crop_ensemble = ENSEMBLE_CROPS if crop_ensemble is None else int(crop_ensemble)
+        ensemble_boxes(np.zeros(4), self.crop_ensemble)  # a size out of range fails here, not on the first face
         from engine.methods.flip import with_flip
 
         self.methods: dict[str, Method] = {}
@@ -111,7 +118,16 @@ class FrameProcessor:
         faces, method_ms = [], {n: 0.0 for n in self.methods}
         stage = {"detect": (t_det - t0) * 1e3, "settle crop": (t_settle - t_det) * 1e3, "align": 0.0,
                  "visibility": 0.0}
-        crops = [crop_image(frame.image, tr.box) for tr in tracks]
+        # a face just found is aligned at a crop ensemble around its settled box (averaged in image pixels); a
+        # tracked face at its one box
+        from engine.methods.crop_ensemble import average_results, ensemble_boxes
+
+        fresh_ids = {id(tr) for tr in fresh}
+        member_boxes = [ensemble_boxes(tr.box, self.crop_ensemble) if id(tr) in fresh_ids else [tr.box]
+                        for tr in tracks]
+        owner = [k for k, boxes in enumerate(member_boxes) for _ in boxes]
+        flat_boxes = [b for boxes in member_boxes for b in boxes]
+        crops = [crop_image(frame.image, b) for b in flat_boxes]
         # each method aligns every face of the frame in one batch (one network call, one vectorised tail)
         batch: dict[str, list[AlignmentResult | None]] = {}
         if self._pool is not None and crops:
@@ -124,20 +140,25 @@ class FrameProcessor:
             for name, m in self.methods.items():
                 batch[name], method_ms[name] = _timed_batch(m, crops)
         self._last_ms.update(method_ms)
+        per_track: dict[str, list[list[AlignmentResult]]] = {name: [[] for _ in tracks] for name in self.methods}
+        for name in self.methods:
+            for r, k, b in zip(batch[name], owner, flat_boxes):
+                if r is not None:  # None: the method found no face in this crop
+                    per_track[name][k].append(r.to_image(b))
         for k, tr in enumerate(tracks):
             out: dict[str, AlignmentResult] = {}
             raw_primary = None
             for name in self.methods:
-                r = batch[name][k]
-                if r is None:  # the method found no face in this crop
+                members = per_track[name][k]
+                if not members:  # the method found no face in this face's crops
                     continue
+                r = average_results(members)
                 stage["align"] += r.timings.get("network", 0.0) + r.timings.get("decode", 0.0)
                 stage["visibility"] += r.timings.get("visibility", 0.0)
                 if "flip" in r.timings:  # flip averaging's extra cost: the mirrored pass and the averaging
                     stage["flip"] = stage.get("flip", 0.0) + r.timings["flip"]
                 if LANDMARK_STAGE in r.timings:  # a chained method's first network (CPRFA's CPR-H: mtcnn3d)
                     stage[LANDMARK_STAGE] = stage.get(LANDMARK_STAGE, 0.0) + r.timings[LANDMARK_STAGE]
-                r = r.to_image(tr.box)
                 r.confidence = tr.score  # the detector's score for this face (docs/exports.md)
                 if name == self.primary:  # the next crop follows the face as found, not as smoothed (lagging)
                     raw_primary = r.landmarks.copy()

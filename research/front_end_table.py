@@ -3,7 +3,8 @@
     python -m research.front_end_table [--before REV]   # docs/results/NAME_protocol.json and NAME_e2e.json
 
 Both files are what `python main.py eval --method NAME --data DIR [--mode e2e] --json` prints. ``--before REV``
-adds the e2e balanced NME of the NAME_e2e.json committed at git revision REV (an earlier front end).
+adds the e2e balanced NME of the NAME_e2e.json committed at git revision REV (an earlier front end). "crops
+aligned": the crop ensemble's size the e2e run used (1 for a file from before the ensemble).
 """
 from __future__ import annotations
 
@@ -29,8 +30,8 @@ def main() -> int:
     before_head = f" e2e at {args.before} |" if args.before else ""
     print(f"| method | protocol |{before_head} e2e | gap | e2e detected only | misses 0-30 / 30-60 / 60-90 |"
           " method found no face |"
-          " duplicates / elsewhere | CPU ms per image: detect / re-crop / network |")
-    print("|---|---|---|---|---|---|---|---|---|" + ("---|" if args.before else ""))
+          " duplicates / elsewhere | crops aligned | CPU ms per image: detect / re-crop / network |")
+    print("|---|---|---|---|---|---|---|---|---|---|" + ("---|" if args.before else ""))
     for e2e_file in sorted(ROOT.glob("*_e2e.json")):
         name = e2e_file.name[:-len("_e2e.json")]
         prot_file = ROOT / f"{name}_protocol.json"
@@ -46,6 +47,7 @@ def main() -> int:
         before = (f" {old['nme']['balanced']:.2f} |" if old else " - |") if args.before else ""
         print(f"| {name} | {pb:.2f} |{before} {eb:.2f} | {eb - pb:+.2f} | {e['nme_detected']['balanced']:.2f} | "
               f"{m['0-30']} / {m['30-60']} / {m['60-90']} | {e['method_failures']} | {dup} / {other} | "
+              f"{e.get('crop_ensemble', 1)} | "
               f"{ms['detect']:.1f} / {ms['settle_crop']:.1f} / {ms['network']:.1f} |")
     return 0
 

@@ -56,9 +56,10 @@ def bucket_counts(flags: np.ndarray, abs_yaw: np.ndarray) -> dict[str, int]:
 
 
 def evaluate(method: Method, data_dir: str | Path, mode: str = "protocol", limit: int | None = None,
-             progress: Callable[[int, int], None] | None = None) -> dict:
+             progress: Callable[[int, int], None] | None = None, crops: int | None = None) -> dict:
+    """``crops``: e2e only, the crop ensemble's size (None: the front end's, ``ENSEMBLE_CROPS``)."""
     if mode == "e2e":
-        return evaluate_e2e(method, data_dir, limit, progress)
+        return evaluate_e2e(method, data_dir, limit, progress, crops=crops)
     if mode != "protocol":
         raise ValueError(f"unknown mode {mode!r} (protocol or e2e)")
     ds = load_set(data_dir)
@@ -102,15 +103,20 @@ def _summary(method: Method, ds, n: int, mode: str, preds: np.ndarray, rotations
 
 
 def evaluate_e2e(method: Method, data_dir: str | Path, limit: int | None = None,
-                 progress: Callable[[int, int], None] | None = None, detector=None) -> dict:
+                 progress: Callable[[int, int], None] | None = None, detector=None,
+                 crops: int | None = None) -> dict:
     """The app's still-image front end on every whole image: the app's detector (``FaceDetector.detect``, as the
     image-folder mode runs it), the detection that is the annotated subject (``match_subject``), its crop settled
-    by ``settle_boxes``, then the kept alignment. A missed subject, or a crop where the method finds no face,
+    by ``settle_boxes``, then the kept alignment (a crop ensemble of ``crops`` boxes around the settled one,
+    engine/methods/crop_ensemble.py; None: the front end's ``ENSEMBLE_CROPS``). A missed subject, or a crop where the method finds no face,
     scores the mean shape's NME (never skipped); other detections are counted as duplicates (centre inside the
     subject's crop box) or elsewhere. Times are CPU ms (time.process_time: other jobs do not inflate them) per
     image: detector, crop settling, and the kept alignment (the network's share)."""
     from engine.detect.crop_policy import roi_box_from_detection
     from engine.detect.front_end import settle_boxes
+    from engine.methods.crop_ensemble import ENSEMBLE_CROPS, align_ensembles
+
+    ensemble = ENSEMBLE_CROPS if crops is None else int(crops)
 
     ds = load_set(data_dir)
     n = len(ds) if limit is None else min(limit, len(ds))
@@ -154,7 +160,7 @@ def evaluate_e2e(method: Method, data_dir: str | Path, limit: int | None = None,
                     settle_ms.append((t2 - t1) * 1e3)
                     steps[i], converged[i] = settled.steps, settled.converged
                     box = settled.box
-                    res = method.align(crop_image(img, box))
+                    res = align_ensembles(method, img, [box], ensemble)[0]
                     align_ms.append((time.process_time() - t2) * 1e3)
                 except NoFaceError:  # the method found no face in the crop (MediaPipe)
                     res = None
@@ -164,7 +170,7 @@ def evaluate_e2e(method: Method, data_dir: str | Path, limit: int | None = None,
             if res is None:
                 preds[i] = mean_shape_landmarks(ds.roi_box[i])[:, :2]
             else:
-                preds[i] = crop_to_image(res.landmarks, box)[:, :2]
+                preds[i] = res.landmarks[:, :2]  # image pixels (the ensemble's average)
                 rotations[i] = res.rotation
             if progress:
                 progress(i + 1, n)
@@ -180,6 +186,7 @@ def evaluate_e2e(method: Method, data_dir: str | Path, limit: int | None = None,
         "method_failures": int(method_failed.sum()),
         "nme_detected": nme_found, "n_detected": n_found,
         "duplicates_by_bucket": bucket_counts(duplicates, ay), "elsewhere_by_bucket": bucket_counts(elsewhere, ay),
+        "crop_ensemble": ensemble,
         "subject_rule": f"detection whose crop box has IoU >= {SUBJECT_IOU} with the protocol roi_box",
         "recrop_steps_mean": float(steps[found].mean()) if found.any() else None,
         "recrop_converged_share": float(converged[found].mean()) if found.any() else None,

@@ -143,6 +143,34 @@ def test_yunet_finds_a_profile_blazeface_misses(dev_dir):
     assert match_subject(hit, ds.roi_box[i]) >= 0
 
 
+# a dev profile that no pass of the detector finds on the image itself (YuNet's best box scores 0.34) and YuNet on
+# the padded image does (0.69): the retry when nothing was found
+PROFILE_FOUND_ONLY_PADDED = "image04337.jpg"
+
+
+def test_a_profile_nothing_finds_is_found_by_the_padded_retry(dev_dir):
+    from engine.detect.crop_policy import roi_box_from_detection
+    from engine.detect.face_detector import FaceDetector
+    from engine.detect.yunet import available
+    from engine.evaluation.aflw2000 import load_set
+    from engine.evaluation.protocol import match_subject
+
+    if not available():
+        pytest.skip("the yuface wheel is not installed")
+    ds = load_set(dev_dir)
+    i = ds.names.index(PROFILE_FOUND_ONLY_PADDED)
+    assert abs(ds.yaw[i]) >= 60
+    img = cv2.imread(str(ds.image_path(i)))
+    det = FaceDetector()
+    try:
+        whole_image_only = det.detect(img, tiles=False)  # the tracker's quick pass: no retry
+        full = det.detect(img)
+    finally:
+        det.close()
+    assert len(whole_image_only) == 0
+    assert len(full) == 1 and match_subject([roi_box_from_detection(b) for b in full], ds.roi_box[i]) == 0
+
+
 class _ScriptedDetector:
     """Detections chosen per image: the subject's own crop, nothing, or a face somewhere else."""
 
@@ -227,3 +255,8 @@ def test_the_card_e2e_row_follows_the_eval_json(tmp_path, monkeypatch):
     text = (tmp_path / "m.md").read_text()
     assert "| e2e | 1.50 | 2.50 | 3.50 | **2.50** | 2.00 | 2 |" in text and "| protocol | 1.00 |" in text
     assert "9.00" not in text and "YuNet" in text and "BlazeFace detector and crop policy" not in text
+    # a card written with the previous front end's sentence gets the current one
+    (tmp_path / "m.md").write_text(card.replace(card.split("\n")[3], mc._OLD_E2E_SENTENCES[1]))
+    assert mc.update_card_e2e("m", tmp_path)
+    text = (tmp_path / "m.md").read_text()
+    assert mc.E2E_SENTENCE in text and mc._OLD_E2E_SENTENCES[1] not in text and "retry" in text
