@@ -134,7 +134,7 @@ def main(video: str, folder: str, out_dir: str) -> None:
     worker = win.export("annotate", out=str(out / "video_export"), formats=["json"])
     worker.done.connect(msgs.append)
     worker.failed.connect(msgs.append)
-    wait_until(app, lambda: bool(msgs), 60)
+    wait_until(app, lambda: bool(msgs), 120)
     rep["overwrite_message"] = msgs[0] if msgs else ""
 
     # ---- 11 + 7: compare in a given order, then back to one method ----------------------------------------
